@@ -1,0 +1,126 @@
+"""The `medsynth` command line: thin typer commands, one per stage; each parses, calls one function, prints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from medsynth import __version__
+from medsynth.errors import MedsynthError
+
+app = typer.Typer(
+    name="medsynth",
+    help="Synthetic medical imaging data: make phantoms, ingest real scans, (soon) train, generate, audit, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DataArg = typer.Argument(..., help="Dataset: NIfTI file or folder, MSD / nnU-Net v2 folder, DICOM folder, or MedMNIST .npz.")
+LabelsOpt = typer.Option(None, "--labels", help="CSV of study-level labels: case-id column, then one column per label "
+                         "or covariate (a 'subject_id' column groups studies per person). Default: DATA/labels.csv if present.")
+ModalityOpt = typer.Option(None, "--modality", help="Override the modality the files state: CT, MR or OT (other).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medsynth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")) -> None:
+    """Synthetic medical imaging data you can train on and share."""
+
+
+@app.command()
+def phantom(
+    out: Path = typer.Argument(..., help="Folder to write the MSD-layout dataset into (must not exist or be empty)."),
+    dims: int = typer.Option(3, "--dims", help="2 for axial slices, 3 for volumes."),
+    cases: int = typer.Option(40, "--cases", help="Number of phantom studies."),
+    size: int = typer.Option(32, "--size", help="Grid size per side in voxels (the field of view is 320 mm)."),
+    modality: str = typer.Option("CT", "--modality", help="CT (Hounsfield units) or MR (T2-like units)."),
+    prevalence: float = typer.Option(0.2, "--prevalence", help="Share of cases with a liver lesion (the rare class)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; case k depends only on (seed, k)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+) -> None:
+    """Write the built-in default data: procedural abdominal phantoms with label maps and a rare lesion class."""
+    from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
+
+    spec = PhantomSpec(dims=dims, size=size, modality=modality.upper(), cases=cases, prevalence=prevalence, seed=seed)
+    path = write_phantom_dataset(out, spec, overwrite=overwrite)
+    typer.echo(f"wrote {cases} {dims}D {spec.modality} phantoms ({size}^{dims} voxels, {spec.spacing_mm:g} mm) to {path}")
+
+
+@app.command()
+def ingest(
+    data: Path = DataArg,
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for catalog.csv, split.csv and ingest.json; "
+                                       "without it, only validate and print the summary."),
+    labels: Optional[Path] = LabelsOpt,
+    modality: Optional[str] = ModalityOpt,
+    holdout: float = typer.Option(0.25, "--holdout", help="Share of subjects held out (never trained on; the audit's null)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train/holdout split."),
+    list_all: bool = typer.Option(False, "--list", help="List every study, not only the first ten."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+) -> None:
+    """Read and validate a dataset, print a summary, and (with --out) write its catalog and split."""
+    from medsynth.console import print_ingest
+    from medsynth.data.ingest import ingest as run_ingest
+
+    result = run_ingest(data, out, labels, _modality(modality), holdout, seed, overwrite)
+    print_ingest(result, list_all=list_all)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny data, for smoke tests."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+) -> None:
+    """The main job on the built-in data. At this stage: make phantoms, then ingest them."""
+    from medsynth.console import out as console, print_ingest
+    from medsynth.data.ingest import ingest as run_ingest
+    from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
+    from medsynth.outputs import check_output_dir
+
+    out = check_output_dir(out, overwrite)
+    out.mkdir(exist_ok=True)
+    spec = PhantomSpec(dims=3, size=16 if quick else 32, cases=12 if quick else 40, modality="CT")
+    console.rule("1/2 phantom: built-in 3D CT dataset with a rare lesion class")
+    data = write_phantom_dataset(out / "data", spec, overwrite=True)
+    console.print(f"wrote {spec.cases} phantoms to {data}")
+    console.rule("2/2 ingest: validate, catalog, subject-level split")
+    print_ingest(run_ingest(data, out / "catalog", overwrite=True))
+    console.rule("done")
+    console.print(f"outputs in {out}. Training, generation, audit, export and evaluation are not built yet; "
+                  "this demo stops after ingest.")
+
+
+def _modality(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    value = value.upper()
+    if value not in ("CT", "MR", "OT"):
+        raise MedsynthError(f"--modality must be CT, MR or OT, got {value!r}.")
+    return value
+
+
+def main() -> None:
+    """Entry point: user errors print one sentence and exit 2; Ctrl-C exits 130."""
+    from medsynth.console import err
+
+    try:
+        app()
+    except MedsynthError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished outputs are kept, unfinished ones were removed.")
+        sys.exit(130)
+    except OSError as error:
+        err.print(f"[bold red]error:[/] {error.strerror or error}: {error.filename or ''}".rstrip(": "), highlight=False)
+        sys.exit(2)

@@ -1,0 +1,123 @@
+"""Ingest: read every study of a dataset, validate it, and write the catalog with a seeded subject-level split."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medsynth import provenance
+from medsynth.data.catalog import build_catalog, catalog_fingerprint, categorical_columns, make_split, save_catalog
+from medsynth.data.labels import read_labels_csv
+from medsynth.data.readers import Scan, load_study, scan
+from medsynth.data.study import Study
+from medsynth.errors import DataError
+from medsynth.outputs import atomic_output_dir
+from medsynth.progress import progress_iter
+
+DEFAULT_LABELS_NAME = "labels.csv"  # picked up from the dataset folder when --labels is not given
+
+
+@dataclass
+class IngestResult:
+    """What `ingest` found and wrote."""
+
+    catalog: pd.DataFrame
+    kind: str
+    name: str
+    label_names: dict[int, str] | None
+    fingerprint: str
+    labels_csv: Path | None
+    problems: list[str] = field(default_factory=list)
+    out: Path | None = None
+
+
+def study_stats(study: Study) -> dict:
+    """The per-study catalog fields measured from the loaded pixels."""
+    digest = hashlib.sha256(np.ascontiguousarray(study.image).tobytes())
+    digest.update(np.round(study.affine, 6).tobytes())
+    if study.label is not None:
+        digest.update(np.ascontiguousarray(study.label).tobytes())
+    return {
+        "modality": study.modality,
+        "channels": study.channels,
+        "shape": "x".join(str(n) for n in study.spatial_shape),
+        "spacing": "x".join(f"{s:g}" for s in study.spacing),
+        "label_values": ",".join(str(v) for v in np.unique(study.label)) if study.label is not None else "",
+        "sha256": digest.hexdigest(),
+    }
+
+
+def pick_stratum(catalog: pd.DataFrame) -> str | None:
+    """The first class-like study-level column with two or more values: the class the split keeps balanced."""
+    return next((c for c in categorical_columns(catalog) if catalog[c].nunique() > 1), None)
+
+
+def ingest(
+    data: str | Path,
+    out: str | Path | None = None,
+    labels: str | Path | None = None,
+    modality: str | None = None,
+    holdout: float = 0.25,
+    seed: int = 0,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> IngestResult:
+    """Read and validate every study under `data`; with `out`, write catalog.csv, split.csv and ingest.json there.
+
+    Raises DataError with one sentence on the first study that cannot be used.
+    """
+    data = Path(data).expanduser().resolve()
+    found: Scan = scan(data, modality)
+    ids = [ref.study_id for ref in found.refs]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i, n in Counter(ids).items() if n > 1)
+        raise DataError(f"{data} holds two studies with the id {dup!r}; rename one so that case ids are unique.")
+    labels_path = Path(labels) if labels else (data / DEFAULT_LABELS_NAME if (data / DEFAULT_LABELS_NAME).is_file() else None)
+    classes = {k: dict(v) for k, v in found.classes.items()}
+    problems = list(found.problems)
+    if labels_path is not None:
+        from_csv = read_labels_csv(labels_path, ids)
+        for study_id, values in from_csv.items():
+            classes.setdefault(study_id, {}).update(values)
+        if len(from_csv) < len(ids):
+            problems.append(f"{len(ids) - len(from_csv)} studies have no row in {labels_path.name}")
+
+    stats, empty_labels = {}, 0
+    for ref in progress_iter(found.refs, "reading studies", enabled=show_progress):
+        study = load_study(ref, found.label_names)
+        stats[ref.study_id] = study_stats(study)
+        empty_labels += study.label is not None and not np.any(study.label)
+    catalog = build_catalog(found.refs, stats, classes)
+    if catalog["channels"].nunique() > 1:
+        raise DataError(f"{data}: studies have different channel counts {sorted(catalog['channels'].unique())}; "
+                        "a dataset must have the same channels in every study.")
+    if catalog["shape"].str.count("x").nunique() > 1:
+        raise DataError(f"{data} mixes 2D and 3D studies; ingest them as separate datasets.")
+    if empty_labels:
+        problems.append(f"{empty_labels} label map(s) hold background only")
+    stratum = pick_stratum(catalog)
+    catalog["split"] = make_split(catalog["subject_id"], holdout, seed, catalog[stratum] if stratum else None)
+    result = IngestResult(catalog, found.kind, found.name, found.label_names, catalog_fingerprint(catalog),
+                          labels_path, problems)
+    if out is not None:
+        result.out = _write(result, out, overwrite, data, dict(holdout=holdout, seed=seed, modality=modality, stratify=stratum))
+    return result
+
+
+def _write(result: IngestResult, out: str | Path, overwrite: bool, data: Path, config: dict) -> Path:
+    with atomic_output_dir(out, overwrite) as tmp:
+        save_catalog(result.catalog, tmp / "catalog.csv")
+        result.catalog[["study_id", "split"]].to_csv(tmp / "split.csv", index=False)
+        inputs = {"data": str(data), "catalog_fingerprint": result.fingerprint}
+        if result.labels_csv is not None:
+            inputs.update(labels_csv=str(result.labels_csv.resolve()), labels_csv_sha256=provenance.sha256_file(result.labels_csv))
+        provenance.write_json(tmp / "ingest.json", provenance.record(
+            "ingest", config, inputs, seeds={"split": config["seed"]}, dataset={"kind": result.kind, "name": result.name},
+            label_names={str(k): v for k, v in (result.label_names or {}).items()}, problems=result.problems,
+            n_studies=len(result.catalog)))
+    return Path(out).expanduser().resolve()

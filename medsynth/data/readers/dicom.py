@@ -1,0 +1,165 @@
+"""DICOM folders: group files by SeriesInstanceUID, order slices along the normal, rescale, build the RAS affine."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from medsynth.data.geometry import affine_from_dicom, slice_normal
+from medsynth.data.readers.base import Scan, StudyRef
+from medsynth.data.study import Study, normalise_modality
+from medsynth.errors import DataError
+
+_HEADER_TAGS = [
+    "SOPClassUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality", "PatientID",
+    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "NumberOfFrames",
+    "InstanceNumber", "SliceThickness", "SpacingBetweenSlices",
+]
+_NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "SR", "RTPLAN", "RTDOSE", "PR", "KO", "DOC"}
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    path: str
+    position: tuple[float, float, float]
+    orientation: tuple[float, ...]
+    pixel_spacing: tuple[float, float]
+    rows: int
+    columns: int
+    thickness: float
+
+
+def looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_folder(path: Path) -> bool:
+    return path.is_dir() and any(p.is_file() and looks_like_dicom(p) for p in path.rglob("*"))
+
+
+@functools.lru_cache(maxsize=64)
+def _series_in(folder: str) -> tuple[dict[str, list[SliceHeader]], dict[str, dict], list[str]]:
+    """Headers of every image slice under `folder`, grouped by series; plus series info and skipped files."""
+    series: dict[str, list[SliceHeader]] = defaultdict(list)
+    info: dict[str, dict] = {}
+    skipped: list[str] = []
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and looks_like_dicom(p)):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as err:
+            raise DataError(f"{path} is not a readable DICOM file ({_first_line(err)}); remove or replace it.") from None
+        modality = str(ds.get("Modality", ""))
+        if modality in _NON_IMAGE_MODALITIES or "ImagePositionPatient" not in ds:
+            skipped.append(f"{path.name} ({modality or 'no image geometry'})")
+            continue
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise DataError(f"{path} is a multi-frame (enhanced) DICOM image, which medsynth does not read yet; "
+                            "convert the series to NIfTI (e.g. with dcm2niix) and ingest that.")
+        uid = str(ds.get("SeriesInstanceUID", "")) or f"no-series-uid:{path.parent}"
+        try:
+            series[uid].append(SliceHeader(
+                str(path), tuple(float(v) for v in ds.ImagePositionPatient),
+                tuple(float(v) for v in ds.ImageOrientationPatient),
+                tuple(float(v) for v in ds.PixelSpacing), int(ds.Rows), int(ds.Columns),
+                float(ds.get("SliceThickness") or ds.get("SpacingBetweenSlices") or 1.0)))
+        except (AttributeError, TypeError, ValueError) as err:
+            raise DataError(f"{path} lacks usable image-plane attributes ({_first_line(err)}); "
+                            "it needs ImagePositionPatient, ImageOrientationPatient, PixelSpacing, Rows and Columns.") from None
+        info.setdefault(uid, {"modality": modality, "patient_id": str(ds.get("PatientID", "")),
+                              "series_number": ds.get("SeriesNumber"), "folder": str(path.parent)})
+    return dict(series), info, skipped
+
+
+def ordered_slices(slices: list[SliceHeader], where: str) -> tuple[list[SliceHeader], np.ndarray]:
+    """Slices sorted along the plane normal, and the step between neighbours (LPS, mm); raises on a broken series."""
+    first = slices[0]
+    for s in slices[1:]:
+        if (s.rows, s.columns) != (first.rows, first.columns) or not np.allclose(s.pixel_spacing, first.pixel_spacing, atol=1e-4):
+            raise DataError(f"{where} mixes slices of different size or pixel spacing ({Path(s.path).name}); "
+                            "keep one series per folder or remove the stray files.")
+        if not np.allclose(s.orientation, first.orientation, atol=1e-4):
+            raise DataError(f"{where} mixes slices of different orientation ({Path(s.path).name}); "
+                            "keep one series per folder or remove the stray files.")
+    normal = slice_normal(np.array(first.orientation))
+    ordered = sorted(slices, key=lambda s: float(np.dot(s.position, normal)))
+    if len(ordered) == 1:
+        return ordered, normal * first.thickness
+    heights = np.array([np.dot(s.position, normal) for s in ordered])
+    gaps = np.diff(heights)
+    if np.any(gaps < 1e-3):
+        raise DataError(f"{where} holds two slices at the same position; remove the duplicate files.")
+    if gaps.max() > 1.5 * gaps.min():
+        at = int(np.argmax(gaps))
+        raise DataError(f"{where} is missing slices: positions jump by {gaps.max():.3g} mm between slices "
+                        f"{at + 1} and {at + 2} where the spacing is {np.median(gaps):.3g} mm; restore the missing files.")
+    positions = np.array([s.position for s in ordered])
+    return ordered, (positions[-1] - positions[0]) / (len(ordered) - 1)
+
+
+def scan_dicom(path: Path) -> Scan:
+    root = path if path.is_dir() else path.parent
+    series, info, skipped = _series_in(str(root.resolve()))
+    if not series:
+        raise DataError(f"{root} holds no DICOM image series" + (f" (only {', '.join(skipped[:3])})" if skipped else "") + ".")
+    per_folder: dict[str, list[str]] = defaultdict(list)
+    for uid in series:
+        per_folder[info[uid]["folder"]].append(uid)
+    refs = []
+    for folder, uids in sorted(per_folder.items()):
+        rel = Path(folder).relative_to(root.resolve())
+        base = _safe_id(str(rel) if str(rel) != "." else root.name)
+        for n, uid in enumerate(sorted(uids, key=lambda u: (info[u]["series_number"] or 0, u))):
+            where = f"DICOM series {info[uid]['series_number'] or uid} in {folder}"
+            ordered_slices(series[uid], where)  # validate geometry now, before any pixel is read
+            study_id = base if len(uids) == 1 else f"{base}_s{info[uid]['series_number'] or n + 1}"
+            refs.append(StudyRef(study_id, "dicom", (str(root.resolve()),), key=uid,
+                                 subject_id=info[uid]["patient_id"] or study_id,
+                                 modality=normalise_modality(info[uid]["modality"])))
+    problems = [f"skipped {len(skipped)} non-image DICOM file(s): {', '.join(skipped[:3])}"] if skipped else []
+    return Scan("DICOM folder", root.name, refs, problems=problems)
+
+
+def load_dicom(ref: StudyRef, label_names: dict[int, str] | None) -> Study:
+    series, _, _ = _series_in(ref.images[0])
+    if ref.key not in series:
+        raise DataError(f"DICOM series {ref.key} is no longer in {ref.images[0]}; ingest the folder again.")
+    ordered, step = ordered_slices(series[ref.key], f"DICOM series of {ref.study_id}")
+    planes = []
+    for header in ordered:
+        try:
+            ds = pydicom.dcmread(header.path)
+            pixels = ds.pixel_array.astype(np.float32)
+        except Exception as err:  # pydicom raises many types for corrupt or undecodable pixel data
+            raise DataError(f"{header.path}: cannot decode its pixel data ({_first_line(err)}); "
+                            "the file is corrupt or uses a transfer syntax no installed decoder handles.") from None
+        if pixels.ndim != 2:
+            raise DataError(f"{header.path}: expected one monochrome frame, got pixel array of shape {pixels.shape}.")
+        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+        planes.append(pixels * slope + intercept)
+    volume = np.stack(planes, axis=-1).transpose(1, 0, 2)  # (rows, cols, k) -> (column i, row j, slice k)
+    first = ordered[0]
+    affine = affine_from_dicom(np.array(first.position), np.array(first.orientation), np.array(first.pixel_spacing), step)
+    return Study(volume[None], affine, ref.modality, study_id=ref.study_id, subject_id=ref.subject_id,
+                 source=str(Path(first.path).parent))
+
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "series"
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:160]

@@ -1,0 +1,49 @@
+"""Atomic output folders: work happens in a temporary sibling folder that is renamed into place at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from medsynth.errors import MedsynthError, OutputExistsError
+
+
+def check_output_dir(out: str | Path, overwrite: bool) -> Path:
+    """Refuse an existing, non-empty output folder unless overwrite is asked for; return the resolved path."""
+    out = Path(out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is a file; choose a folder path for the output.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"{out} already exists and is not empty; choose another --out or pass --overwrite to replace it."
+        )
+    if not out.parent.exists():
+        raise MedsynthError(f"the parent folder of {out} does not exist; create it first.")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to `out`; on success it replaces `out`, on any error it is removed.
+
+    An interrupted run therefore never leaves a half-written folder at `out`, and an existing `out`
+    survives until the new one is complete.
+    """
+    out = check_output_dir(out, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
