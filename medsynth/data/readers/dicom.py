@@ -51,12 +51,14 @@ def is_dicom_folder(path: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _series_in(folder: str) -> tuple[dict[str, list[SliceHeader]], dict[str, dict], list[str]]:
-    """Headers of every image slice under `folder`, grouped by series; plus series info and skipped files."""
+def _series_in(location: str) -> tuple[dict[str, list[SliceHeader]], dict[str, dict], list[str]]:
+    """Headers of every image slice in a file or under a folder, grouped by series; plus series info and skipped files."""
     series: dict[str, list[SliceHeader]] = defaultdict(list)
     info: dict[str, dict] = {}
     skipped: list[str] = []
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and looks_like_dicom(p)):
+    root = Path(location)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and looks_like_dicom(p))
+    for path in files:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
         except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as err:
@@ -110,22 +112,24 @@ def ordered_slices(slices: list[SliceHeader], where: str) -> tuple[list[SliceHea
 
 
 def scan_dicom(path: Path) -> Scan:
-    root = path if path.is_dir() else path.parent
-    series, info, skipped = _series_in(str(root.resolve()))
+    """A folder (searched recursively; one study per series) or a single DICOM file (a one-slice study)."""
+    location = path.resolve()
+    root = location if location.is_dir() else location.parent
+    series, info, skipped = _series_in(str(location))
     if not series:
-        raise DataError(f"{root} holds no DICOM image series" + (f" (only {', '.join(skipped[:3])})" if skipped else "") + ".")
+        raise DataError(f"{path} holds no DICOM image series" + (f" (only {', '.join(skipped[:3])})" if skipped else "") + ".")
     per_folder: dict[str, list[str]] = defaultdict(list)
     for uid in series:
         per_folder[info[uid]["folder"]].append(uid)
     refs = []
     for folder, uids in sorted(per_folder.items()):
-        rel = Path(folder).relative_to(root.resolve())
-        base = _safe_id(str(rel) if str(rel) != "." else root.name)
+        rel = Path(folder).relative_to(root)
+        base = _safe_id(location.stem if location.is_file() else (str(rel) if str(rel) != "." else root.name))
         for n, uid in enumerate(sorted(uids, key=lambda u: (info[u]["series_number"] or 0, u))):
             where = f"DICOM series {info[uid]['series_number'] or uid} in {folder}"
             ordered_slices(series[uid], where)  # validate geometry now, before any pixel is read
             study_id = base if len(uids) == 1 else f"{base}_s{info[uid]['series_number'] or n + 1}"
-            refs.append(StudyRef(study_id, "dicom", (str(root.resolve()),), key=uid,
+            refs.append(StudyRef(study_id, "dicom", (str(location),), key=uid,
                                  subject_id=info[uid]["patient_id"] or study_id,
                                  modality=normalise_modality(info[uid]["modality"])))
     problems = [f"skipped {len(skipped)} non-image DICOM file(s): {', '.join(skipped[:3])}"] if skipped else []

@@ -1,0 +1,137 @@
+"""The command line as users meet it: outputs, provenance, and one clear sentence for every bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import assert_user_error, run_cli, save_nifti, shared_data, write_dicom_series
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "ph"
+    result = run_cli("phantom", out, "--cases", 6, "--size", 16, "--seed", 3)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _leftovers(parent):
+    return [p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_phantom_then_ingest_writes_catalog_split_and_provenance(phantoms, tmp_path):
+    result = run_cli("ingest", phantoms, "--out", tmp_path / "cat", "--seed", 1)
+    assert result.returncode == 0, result.stderr
+    assert "6 studies" in result.stdout and "lesion" in result.stdout
+    catalog = pd.read_csv(tmp_path / "cat" / "catalog.csv")
+    split = pd.read_csv(tmp_path / "cat" / "split.csv")
+    assert list(split.columns) == ["study_id", "split"] and split["study_id"].tolist() == catalog["study_id"].tolist()
+    record = json.loads((tmp_path / "cat" / "ingest.json").read_text())
+    assert record["config"]["seed"] == 1 and record["versions"]["monai"] and len(record["inputs"]["catalog_fingerprint"]) == 64
+    assert record["label_names"]["5"] == "lesion"
+    made = json.loads((phantoms / "medsynth.json").read_text())
+    assert made["config"]["seed"] == 3 and made["seeds"] == {"phantom": 3}
+
+
+def test_existing_output_is_not_overwritten_unless_asked(phantoms, tmp_path):
+    out = tmp_path / "cat"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_user_error(run_cli("ingest", phantoms, "--out", out), "already exists", "--overwrite")
+    assert (out / "keep.txt").read_text() == "mine"
+    assert run_cli("ingest", phantoms, "--out", out, "--overwrite").returncode == 0
+    assert not (out / "keep.txt").exists() and (out / "catalog.csv").exists()
+
+
+def test_missing_path(tmp_path):
+    assert_user_error(run_cli("ingest", tmp_path / "nowhere"), "does not exist")
+
+
+def test_corrupt_case_stops_ingest_and_leaves_nothing(phantoms, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for case in ("a", "b", "c"):
+        save_nifti(data / f"{case}.nii.gz", np.zeros((4, 4, 4), np.float32), np.eye(4))
+    (data / "b.nii.gz").write_bytes(b"\x1f\x8b garbage")
+    assert_user_error(run_cli("ingest", data, "--out", tmp_path / "cat"), "b.nii.gz", "not a readable NIfTI")
+    assert not (tmp_path / "cat").exists() and not _leftovers(tmp_path)
+
+
+def test_image_and_label_on_different_grids(tmp_path):
+    save_nifti(tmp_path / "x.nii.gz", np.zeros((4, 4, 4), np.float32), np.eye(4))
+    save_nifti(tmp_path / "x_label.nii.gz", np.zeros((4, 4, 5), np.uint8), np.eye(4))
+    assert_user_error(run_cli("ingest", tmp_path), "label shape")
+
+
+def test_unexpected_label_values(phantoms, tmp_path):
+    data = tmp_path / "ph"
+    run_cli("phantom", data, "--cases", 2, "--size", 12)
+    meta = json.loads((data / "dataset.json").read_text())
+    del meta["labels"]["5"], meta["labels"]["4"]
+    (data / "dataset.json").write_text(json.dumps(meta))
+    assert_user_error(run_cli("ingest", data), "does not name")
+
+
+def test_dataset_json_disagreeing_with_files(phantoms, tmp_path):
+    data = tmp_path / "ph"
+    run_cli("phantom", data, "--cases", 2, "--size", 12)
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["numTraining"] = 3
+    (data / "dataset.json").write_text(json.dumps(meta))
+    assert_user_error(run_cli("ingest", data), "numTraining=3")
+
+
+def test_labels_csv_with_unknown_cases(phantoms, tmp_path):
+    pd.DataFrame({"case_id": ["phantom_001", "ghost_9"], "grade": [1, 2]}).to_csv(tmp_path / "l.csv", index=False)
+    assert_user_error(run_cli("ingest", phantoms, "--labels", tmp_path / "l.csv"), "ghost_9")
+
+
+def test_dicom_folder_with_missing_slice(tmp_path, ct_volume):
+    paths = write_dicom_series(tmp_path / "dcm", ct_volume, np.eye(4))
+    paths[2].unlink()
+    assert_user_error(run_cli("ingest", tmp_path / "dcm"), "missing slices")
+
+
+def test_dicom_folder_ingests_with_modality_and_subject(tmp_path, ct_volume):
+    write_dicom_series(tmp_path / "dcm" / "series_a", ct_volume, np.eye(4), patient_id="PAT7")
+    result = run_cli("ingest", tmp_path / "dcm", "--out", tmp_path / "cat")
+    assert result.returncode == 0, result.stderr
+    row = pd.read_csv(tmp_path / "cat" / "catalog.csv").iloc[0]
+    assert (row["study_id"], row["subject_id"], row["modality"], row["shape"]) == ("series_a", "PAT7", "CT", "12x10x6")
+
+
+def test_bad_phantom_option(tmp_path):
+    assert_user_error(run_cli("phantom", tmp_path / "p", "--dims", 4), "--dims")
+    assert not (tmp_path / "p").exists()
+
+
+def test_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0 and all(c in result.stdout for c in ("phantom", "ingest", "demo"))
+
+
+@pytest.mark.shared_data
+def test_hippocampus_lists_231_studies_with_labels_and_spacings():
+    result = run_cli("ingest", shared_data("hippocampus"), "--list")
+    assert result.returncode == 0, result.stderr
+    assert "231 studies" in result.stdout and "MR" in result.stdout
+    assert "Anterior" in result.stdout and "Posterior" in result.stdout
+    assert result.stdout.count("0,1,2") == 231 and "1x1x1 (231)" in result.stdout
+
+
+@pytest.mark.shared_data
+def test_breastmnist_npz_ingests_with_its_rare_class(tmp_path):
+    result = run_cli("ingest", shared_data("breastmnist", "breastmnist.npz"), "--out", tmp_path / "cat")
+    assert result.returncode == 0, result.stderr
+    catalog = pd.read_csv(tmp_path / "cat" / "catalog.csv")
+    assert len(catalog) == 780 and (catalog.query("source_split == 'train'")["class"] == 0).sum() == 147
+    assert {"train", "holdout"} == set(catalog["split"])
+
+
+def test_demo_quick_runs_phantom_and_ingest(tmp_path):
+    result = run_cli("demo", "--quick", "--out", tmp_path / "demo")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "demo" / "data" / "dataset.json").exists()
+    assert len(pd.read_csv(tmp_path / "demo" / "catalog" / "catalog.csv")) == 12
