@@ -76,6 +76,32 @@ def ingest(
 
 
 @app.command()
+def train(
+    data: Path = typer.Argument(..., help="Dataset (any format ingest reads) or an ingest output folder with catalog.csv."),
+    config: Path = typer.Option(..., "--config", help="YAML config, e.g. configs/tiny_3d.yaml."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, metrics.csv, sample grids, split.csv."),
+    labels: Optional[Path] = LabelsOpt,
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override train.max_steps."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Override train.max_minutes (0: no limit)."),
+    set_: list[str] = typer.Option([], "--set", help="Override any config key: --set train.lr=1e-4 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last checkpoint."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda. Multi-GPU: launch with torchrun."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+) -> None:
+    """Train a class- and/or mask-conditioned diffusion model (2D or 3D) on a dataset."""
+    from medsynth.config import load_config
+    from medsynth.training.trainer import train as run_train
+
+    overrides = list(set_) + ([f"train.max_steps={max_steps}"] if max_steps is not None else []) \
+        + ([f"train.max_minutes={max_minutes}"] if max_minutes is not None else [])
+    cfg = load_config(config, overrides)
+    result = run_train(cfg, data, out, labels=labels, resume=resume, overwrite=overwrite, device=device,
+                       config_source=str(config))
+    typer.echo(f"trained {result.step} steps ({'finished' if result.finished else 'stopped'}): loss {result.loss:.4f}, "
+               f"{result.samples_per_s:.1f} samples/s; run in {result.run}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
     quick: bool = typer.Option(False, "--quick", help="Tiny data, for smoke tests."),
@@ -116,8 +142,10 @@ def main() -> None:
     try:
         app()
     except MedsynthError as error:
+        from medsynth.training.trainer import Interrupted
+
         err.print(f"[bold red]error:[/] {error}", highlight=False)
-        sys.exit(2)
+        sys.exit(130 if isinstance(error, Interrupted) else 2)
     except KeyboardInterrupt:
         err.print("interrupted: finished outputs are kept, unfinished ones were removed.")
         sys.exit(130)

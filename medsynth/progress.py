@@ -20,3 +20,24 @@ def progress_iter(items: Sequence[T], description: str, enabled: bool = True) ->
 
     with Progress(*columns, console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
         yield from bar.track(items, description=description)
+
+
+class StepBar:
+    """A training progress bar: step counter, loss and samples/s, on stderr when it is a terminal."""
+
+    def __init__(self, total: int, start: int = 0, enabled: bool = True) -> None:
+        from rich.console import Console
+        from rich.progress import TextColumn
+
+        self.progress = Progress(
+            TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[rate]:.1f} samples/s"), TimeRemainingColumn(),
+            console=Console(stderr=True), disable=not (enabled and sys.stderr.isatty()))
+        self.task = self.progress.add_task("train", total=total, completed=start, loss=float("nan"), rate=0.0)
+        self.progress.start()
+
+    def update(self, step: int, loss: float, rate: float) -> None:
+        self.progress.update(self.task, completed=step, loss=loss, rate=rate)
+
+    def close(self) -> None:
+        self.progress.stop()

@@ -1,0 +1,200 @@
+"""Typed, frozen run configuration loaded from YAML; unknown keys and wrong types are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medsynth.errors import MedsynthError
+
+
+class ConfigError(MedsynthError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    spacing: tuple[float, ...] | None = None     # target voxel size (mm); None keeps each study's own
+    shape: tuple[int, ...] = (32, 32, 32)        # model grid (centre crop / pad)
+    ct_window: tuple[float, float] = (-1000.0, 1000.0)  # HU mapped to [-1, 1]
+    percentiles: tuple[float, float] = (0.5, 99.5)      # MR / other: per-volume range mapped to [-1, 1]
+    holdout: float = 0.25                        # share of subjects held out when DATA is not an ingest folder
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ConditioningConfig:
+    class_column: str | None = None   # study-level label to condition on (catalog column), e.g. 'pathology'
+    mask: bool = False                # paint images onto label maps (one-hot mask channels)
+    class_dropout: float = 0.15       # probability of the null class in training (classifier-free guidance)
+    mask_dropout: float = 0.15        # probability of an all-zero mask in training
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "unet"                                   # key in medsynth.models.MODELS
+    channels: tuple[int, ...] = (32, 64, 64)
+    attention_levels: tuple[bool, ...] = (False, False, True)
+    num_res_blocks: int = 1
+    norm_num_groups: int = 8
+    num_head_channels: int = 16
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    process: str = "rflow"                 # 'rflow' (rectified flow) or 'ddpm'
+    prediction: str = "v_prediction"       # ddpm: 'epsilon' or 'v_prediction'; rflow predicts velocity
+    train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear_beta"   # ddpm: linear_beta, scaled_linear_beta, sigmoid_beta, cosine
+    timestep_sampling: str = "logit-normal"     # rflow: 'uniform' or 'logit-normal'
+    sample_steps: int = 30
+    guidance: float = 1.5                  # classifier-free guidance scale for preview samples
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 8
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    max_steps: int = 2000
+    max_minutes: float = 0.0     # wall-clock budget; 0 means none
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    log_every: int = 10
+    sample_every: int = 500      # PNG grid of EMA samples; 0 turns it off
+    checkpoint_every: int = 200
+    seed: int = 0
+    num_threads: int = 0         # torch CPU threads; 0 keeps torch's default
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        d, m = self.diffusion, self.model
+        if d.process not in ("rflow", "ddpm"):
+            raise ConfigError(f"diffusion.process must be 'rflow' or 'ddpm', got {d.process!r}.")
+        if d.prediction not in ("epsilon", "v_prediction"):
+            raise ConfigError(f"diffusion.prediction must be 'epsilon' or 'v_prediction', got {d.prediction!r}.")
+        if d.timestep_sampling not in ("uniform", "logit-normal"):
+            raise ConfigError(f"diffusion.timestep_sampling must be 'uniform' or 'logit-normal', got {d.timestep_sampling!r}.")
+        if len(m.channels) != len(m.attention_levels):
+            raise ConfigError(f"model.channels has {len(m.channels)} levels but model.attention_levels has "
+                              f"{len(m.attention_levels)}; give one attention flag per level.")
+        if any(c % m.norm_num_groups for c in m.channels):
+            raise ConfigError(f"every entry of model.channels {m.channels} must be divisible by model.norm_num_groups "
+                              f"({m.norm_num_groups}).")
+        if len(self.data.shape) not in (2, 3) or min(self.data.shape) < 4:
+            raise ConfigError(f"data.shape must have 2 or 3 sizes of at least 4, got {self.data.shape}.")
+        factor = 2 ** (len(m.channels) - 1)
+        if any(s % factor for s in self.data.shape):
+            raise ConfigError(f"data.shape {self.data.shape} must be divisible by {factor} "
+                              f"(2 to the number of model levels minus one).")
+        if self.data.spacing is not None and len(self.data.spacing) != len(self.data.shape):
+            raise ConfigError("data.spacing and data.shape must have one entry per spatial axis.")
+        for name in ("batch_size", "max_steps", "log_every", "checkpoint_every"):
+            if getattr(self.train, name) < 1:
+                raise ConfigError(f"train.{name} must be a positive integer.")
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.data.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check `value` against a field's annotation, converting lists to tuples and ints to floats."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}.")
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise ConfigError(f"{where} must have {len(items)} entries, got {len(value)}.")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, items)))
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 2e-4 as a string
+        except ValueError:
+            pass
+    if annotation in (int, bool, str) and type(value) is annotation:
+        return value
+    raise ConfigError(f"{where} must be {getattr(annotation, '__name__', annotation)}, got {value!r}.")
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values.")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {where + '.' if where else ''}{unknown[0]}; "
+                          f"known keys{' in ' + where if where else ''}: {', '.join(sorted(known))}.")
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], value, key)
+        else:
+            kwargs[name] = _coerce(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any], where: str = "") -> Config:
+    try:
+        return _build(Config, values, "")
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}" if where else str(err)) from None
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides (values parsed as YAML) to a raw config mapping."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or key.count(".") != 1:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.lr=1e-4.")
+        section, name = key.split(".")
+        values.setdefault(section, {})[name] = yaml.safe_load(raw)
+    return values
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply overrides, and validate it against the schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config {path} does not exist; see configs/ for examples.")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML ({str(err).splitlines()[0]}).") from None
+    return config_from_dict(apply_overrides(values, overrides or []), str(path))

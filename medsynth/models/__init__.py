@@ -1,0 +1,68 @@
+"""Denoising networks (MONAI), behind one interface: Denoiser(x_t, t, class_labels, mask) -> prediction.
+
+A registry: a latent model or another backbone slots in by adding a builder to MODELS.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from torch import nn
+
+from medsynth.config import ModelConfig
+from medsynth.errors import MedsynthError
+
+
+class Denoiser(nn.Module):
+    """Wraps a MONAI network with medsynth's conditioning conventions.
+
+    Class conditioning: ids 0..num_classes-1, plus a reserved null id `num_classes` (classifier-free guidance).
+    Mask conditioning: a one-hot label map (B, K, *spatial) concatenated to the input; all zeros means "no mask".
+    """
+
+    def __init__(self, net: nn.Module, image_channels: int, mask_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.net = net
+        self.image_channels = image_channels
+        self.mask_channels = mask_channels
+        self.num_classes = num_classes
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, *spatial), t (B,) -> prediction (B, C, *spatial)."""
+        if self.mask_channels:
+            if mask is None:
+                mask = x.new_zeros((x.shape[0], self.mask_channels, *x.shape[2:]))
+            x = torch.cat([x, mask.to(x.dtype)], dim=1)
+        kwargs = {}
+        if self.num_classes:
+            if class_labels is None:
+                class_labels = torch.full((x.shape[0],), self.null_class, dtype=torch.long, device=x.device)
+            kwargs["class_labels"] = class_labels
+        return self.net(x, t, **kwargs)
+
+
+def build_unet(cfg: ModelConfig, spatial_dims: int, in_channels: int, out_channels: int, num_class_embeds: int | None) -> nn.Module:
+    return DiffusionModelUNet(
+        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, channels=cfg.channels,
+        attention_levels=cfg.attention_levels, num_res_blocks=cfg.num_res_blocks, norm_num_groups=cfg.norm_num_groups,
+        num_head_channels=cfg.num_head_channels, num_class_embeds=num_class_embeds,
+    )
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"unet": build_unet}
+
+
+def build_denoiser(cfg: ModelConfig, spatial_dims: int, image_channels: int, mask_channels: int, num_classes: int) -> Denoiser:
+    """The configured network for images of `image_channels`, with room for mask channels and a null class."""
+    if cfg.name not in MODELS:
+        raise MedsynthError(f"model.name {cfg.name!r} is unknown; choose one of {', '.join(MODELS)}.")
+    net = MODELS[cfg.name](cfg, spatial_dims, image_channels + mask_channels, image_channels,
+                           num_classes + 1 if num_classes else None)
+    return Denoiser(net, image_channels, mask_channels, num_classes)

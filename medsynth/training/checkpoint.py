@@ -1,0 +1,36 @@
+"""Checkpoints are data: state dicts, the resolved config, versions, the data fingerprint; loaded with weights_only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medsynth.errors import MedsynthError
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a crash or kill mid-write leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise MedsynthError(f"no checkpoint at {path}; train a model first (medsynth train).")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise MedsynthError(f"{path} is not a readable medsynth checkpoint ({str(err).splitlines()[0][:120]}).") from None
+
+
+def run_checkpoint(run: str | Path) -> Path:
+    return Path(run) / CHECKPOINT

@@ -1,0 +1,126 @@
+"""Training data: the catalog's train split, preprocessed once into tensors, with class ids and label maps."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from medsynth.config import Config
+from medsynth.data.catalog import class_columns, read_catalog, ref_from_row
+from medsynth.data.ingest import ingest
+from medsynth.data.preprocess import PreprocessSpec, preprocess
+from medsynth.data.readers import load_study
+from medsynth.errors import MedsynthError
+from medsynth.progress import progress_iter
+
+
+@dataclass
+class Catalogued:
+    """A catalog with the label-map vocabulary and where it came from."""
+
+    catalog: pd.DataFrame
+    label_names: dict[int, str]
+    source: str
+
+
+@dataclass
+class TrainingSet:
+    """All training studies on the model grid.
+
+    Attributes:
+        images: (N, C, *spatial) float32 in [-1, 1].
+        labels: (N, *spatial) uint8 label maps, or None.
+        classes: (N,) class ids, or None.
+        class_names: class id -> the catalog value it stands for.
+        num_labels: mask channels (label ids 0..num_labels-1), 0 without mask conditioning.
+        intensity_lo / intensity_hi: typical per-channel physical range that maps to [-1, 1] (median over studies).
+        spacing: voxel size (mm) of the model grid.
+        study_ids: the training studies, in row order.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    classes: torch.Tensor | None
+    class_names: list[str]
+    num_labels: int
+    intensity_lo: list[float]
+    intensity_hi: list[float]
+    spacing: list[float]
+    modality: str
+    study_ids: list[str]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def one_hot(self, index: torch.Tensor) -> torch.Tensor | None:
+        """(B, K, *spatial) one-hot masks of the rows `index`, or None without mask conditioning."""
+        if self.labels is None:
+            return None
+        hot = F.one_hot(self.labels[index].long(), self.num_labels)  # (B, *spatial, K)
+        return hot.movedim(-1, 1).float()
+
+
+def open_catalog(data: str | Path, cfg: Config, labels: str | Path | None = None) -> Catalogued:
+    """An ingest output folder (catalog.csv + ingest.json) as is, or any dataset path ingested now."""
+    data = Path(data).expanduser()
+    if (data / "catalog.csv").is_file() and (data / "ingest.json").is_file():
+        names = json.loads((data / "ingest.json").read_text()).get("label_names", {})
+        return Catalogued(read_catalog(data / "catalog.csv"), {int(k): v for k, v in names.items()}, str(data.resolve()))
+    result = ingest(data, labels=labels, holdout=cfg.data.holdout, seed=cfg.data.split_seed)
+    return Catalogued(result.catalog, result.label_names or {}, str(data.resolve()))
+
+
+def check_conditioning(cat: Catalogued, cfg: Config) -> None:
+    """Refuse a config whose conditioning the data cannot support, before anything is written."""
+    train = cat.catalog[cat.catalog["split"] == "train"]
+    column = cfg.conditioning.class_column
+    if column is not None:
+        if column not in cat.catalog.columns:
+            have = class_columns(cat.catalog)
+            raise MedsynthError(f"conditioning.class_column is {column!r} but the data has no such class labels "
+                                f"(study-level columns: {', '.join(have) or 'none'}); pass --labels CSV or fix the config.")
+        missing = int((train[column].astype(str).str.strip() == "").sum() + train[column].isna().sum())
+        if missing:
+            raise MedsynthError(f"{missing} training studies have no value in class column {column!r}; "
+                                "give every study a class in the labels CSV.")
+    if cfg.conditioning.mask and (train["label_values"].astype(str).str.strip() == "").any():
+        raise MedsynthError("conditioning.mask is on but some training studies have no label map; "
+                            "use a dataset with label maps (e.g. MSD labelsTr) or set conditioning.mask: false.")
+    dims = {str(s).count("x") + 1 for s in cat.catalog["shape"]}
+    if dims != {cfg.spatial_dims}:
+        raise MedsynthError(f"the config's data.shape is {cfg.spatial_dims}D but the studies are {dims.pop()}D; "
+                            "use a config for that dimensionality (e.g. tiny_2d.yaml or tiny_3d.yaml).")
+    if len(train) < cfg.train.batch_size:
+        raise MedsynthError(f"only {len(train)} training studies for a batch size of {cfg.train.batch_size}; "
+                            "lower train.batch_size or add studies.")
+
+
+def load_training_set(cat: Catalogued, cfg: Config, show_progress: bool = True) -> TrainingSet:
+    train = cat.catalog[cat.catalog["split"] == "train"].reset_index(drop=True)
+    spec = PreprocessSpec(cfg.data.spacing, cfg.data.shape, cfg.data.ct_window, cfg.data.percentiles)
+    images, labels, los, his = [], [], [], []
+    for _, row in progress_iter(list(train.iterrows()), "preprocessing", enabled=show_progress):
+        ready = preprocess(load_study(ref_from_row(row), cat.label_names or None), spec)
+        images.append(ready.image)
+        labels.append(ready.label[0].to(torch.uint8) if cfg.conditioning.mask else None)
+        los.append(ready.intensity.lo)
+        his.append(ready.intensity.hi)
+        spacing = [float(s) for s in np.linalg.norm(ready.affine[:3, : cfg.spatial_dims], axis=0)]
+    class_names, classes = [], None
+    if cfg.conditioning.class_column:
+        values = train[cfg.conditioning.class_column].astype(str)
+        class_names = sorted(values.unique())
+        classes = torch.tensor([class_names.index(v) for v in values], dtype=torch.long)
+    label_tensor, num_labels = None, 0
+    if cfg.conditioning.mask:
+        label_tensor = torch.stack(labels)
+        num_labels = max(max(cat.label_names, default=0), int(label_tensor.max())) + 1
+    return TrainingSet(torch.stack(images), label_tensor, classes, class_names, num_labels,
+                       np.median(los, axis=0).tolist(), np.median(his, axis=0).tolist(), spacing,
+                       str(train["modality"].iloc[0]), train["study_id"].tolist())

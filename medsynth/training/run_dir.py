@@ -1,0 +1,50 @@
+"""The run folder: config, split and provenance written at the start; resuming checks it is the same run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from medsynth import provenance
+from medsynth.config import Config
+from medsynth.errors import MedsynthError
+from medsynth.outputs import check_output_dir
+from medsynth.training.checkpoint import load_checkpoint, run_checkpoint
+from medsynth.training.data import Catalogued
+
+BUDGET_KEYS = ("max_steps", "max_minutes")  # may change when resuming; everything else must match
+
+
+def comparable(config: dict) -> dict:
+    return {**config, "train": {k: v for k, v in config["train"].items() if k not in BUDGET_KEYS}}
+
+
+def check_resume(run: Path, cfg: Config, fingerprint: str) -> dict:
+    """The last checkpoint of `run`, provided it was made with the same config (budgets aside) and data."""
+    if not run_checkpoint(run).is_file():
+        raise MedsynthError(f"--resume given but {run} holds no checkpoint; start a new run without --resume.")
+    state = load_checkpoint(run_checkpoint(run))
+    if comparable(state["config"]) != comparable(cfg.to_dict()):
+        old, new = comparable(state["config"]), comparable(cfg.to_dict())
+        diff = next(f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k])
+        raise MedsynthError(f"cannot resume {run}: its checkpoint was trained with another config ({diff} differs); "
+                            "use the run's own config.yaml or start a new run.")
+    if state["catalog_fingerprint"] != fingerprint:
+        raise MedsynthError(f"cannot resume {run}: its checkpoint was trained on other data (catalog fingerprint differs).")
+    return state
+
+
+def start_run(run: Path, cfg: Config, cat: Catalogued, fingerprint: str, overwrite: bool, config_source: str | None) -> None:
+    """Create the run folder with config.yaml, split.csv, catalog.csv and run.json."""
+    run = check_output_dir(run, overwrite)
+    if run.exists():
+        shutil.rmtree(run)
+    (run / "samples").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    cat.catalog[["study_id", "split"]].to_csv(run / "split.csv", index=False)
+    cat.catalog.to_csv(run / "catalog.csv", index=False)
+    provenance.write_json(run / "run.json", provenance.record(
+        "training run", cfg.to_dict(), {"data": cat.source, "catalog_fingerprint": fingerprint, "config_file": config_source},
+        seeds={"train": cfg.train.seed, "split": cfg.data.split_seed}))

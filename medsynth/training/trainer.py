@@ -1,0 +1,263 @@
+"""The training loop: conditional diffusion on a catalog's train split, read top to bottom in `train`."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from medsynth import provenance
+from medsynth.config import Config
+from medsynth.data.catalog import catalog_fingerprint
+from medsynth.diffusion import NoiseProcess, sample
+from medsynth.errors import MedsynthError
+from medsynth.models import Denoiser, build_denoiser
+from medsynth.progress import StepBar
+from medsynth.training.checkpoint import run_checkpoint, save_checkpoint
+from medsynth.training.data import TrainingSet, check_conditioning, load_training_set, open_catalog
+from medsynth.training.run_dir import check_resume, start_run
+from medsynth.viz import save_grid
+
+
+class Interrupted(MedsynthError):
+    """Training stopped by Ctrl-C or SIGTERM after saving its last checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    step: int
+    finished: bool
+    loss: float
+    samples_per_s: float
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MedsynthError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto.")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise MedsynthError(f"--device must be auto, cpu or cuda, got {name!r}.")
+    return torch.device(name)
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The random stream of one training step: batch k depends only on (seed, step, rank), so resume is exact."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak learning rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def ema_update(ema: Denoiser, model: Denoiser, step: int, decay: float) -> None:
+    """EMA with warm-up, decay min(decay, (1 + step) / (10 + step)), so short runs are not dominated by init."""
+    d = min(decay, (1.0 + step) / (10.0 + step))
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - d)
+
+
+def draw_batch(ts: TrainingSet, cfg: Config, process: NoiseProcess, g: torch.Generator, null_class: int):
+    """Clean images, noise, timesteps and conditions of one batch, with condition dropout for guidance."""
+    index = torch.randint(0, len(ts), (cfg.train.batch_size,), generator=g)
+    x0 = ts.images[index]
+    noise = torch.randn(x0.shape, generator=g)
+    t = process.sample_timesteps(x0.shape[0], g)
+    classes = mask = None
+    if ts.classes is not None:
+        classes = ts.classes[index].clone()
+        classes[torch.rand(len(index), generator=g) < cfg.conditioning.class_dropout] = null_class
+    if ts.labels is not None:
+        mask = ts.one_hot(index)
+        keep = torch.rand(len(index), generator=g) >= cfg.conditioning.mask_dropout
+        mask *= keep.view(-1, *([1] * (mask.ndim - 1)))
+    return x0, noise, t, classes, mask
+
+
+def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path | None = None, resume: bool = False,
+          overwrite: bool = False, device: str = "auto", show_progress: bool = True,
+          config_source: str | None = None) -> TrainResult:
+    """Train a conditional diffusion model; checkpoints, metrics.csv and sample grids go to `out`."""
+    world, rank, local_rank = (int(os.environ.get(k, d)) for k, d in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)))
+    dev = resolve_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        dev = torch.device(f"cuda:{local_rank}") if dev.type == "cuda" else dev
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    run = Path(out).expanduser().resolve()
+
+    # Data and checks: everything that can refuse the run happens before anything is written.
+    cat = open_catalog(data, cfg, labels)
+    check_conditioning(cat, cfg)
+    fingerprint = catalog_fingerprint(cat.catalog)
+    state = check_resume(run, cfg, fingerprint) if resume else None
+    ts = load_training_set(cat, cfg, show_progress and rank == 0)
+    if state is None and rank == 0:
+        start_run(run, cfg, cat, fingerprint, overwrite, config_source)
+
+    # Model, EMA copy, optimiser, learning-rate schedule, noise process.
+    torch.manual_seed(cfg.train.seed)
+    model = build_denoiser(cfg.model, cfg.spatial_dims, ts.images.shape[1], ts.num_labels, len(ts.class_names)).to(dev)
+    channels_last = dev.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d if cfg.spatial_dims == 3 else torch.channels_last)
+    ema = deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.train.warmup_steps, cfg.train.max_steps))
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+    net = DistributedDataParallel(model, device_ids=[local_rank] if dev.type == "cuda" else None) if world > 1 else model
+    process = NoiseProcess(cfg.diffusion)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+    meta = checkpoint_meta(cfg, ts, fingerprint, cat.source)
+
+    def checkpoint(finished: bool) -> None:
+        if rank == 0:
+            save_checkpoint(run_checkpoint(run), {
+                **meta, "step": step, "finished": finished, "model": model.state_dict(), "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+
+    # The loop.
+    deadline = time.monotonic() + 60 * cfg.train.max_minutes if cfg.train.max_minutes else math.inf
+    log = MetricsLog(run / "metrics.csv", enabled=rank == 0)
+    bar = StepBar(cfg.train.max_steps, step, enabled=show_progress and rank == 0)
+    finished = False
+    try:
+        with stop_on_sigterm():
+            while step < cfg.train.max_steps and time.monotonic() < deadline:
+                x0, noise, t, classes, mask = draw_batch(ts, cfg, process, step_generator(cfg.train.seed, step, rank), model.null_class)
+                x_t, target = process.noisy(x0, noise, t), process.target(x0, noise, t)
+                x_t, target, t = x_t.to(dev), target.to(dev), t.to(dev)
+                if channels_last:
+                    x_t = x_t.contiguous(memory_format=torch.channels_last_3d if x_t.ndim == 5 else torch.channels_last)
+                with autocast:
+                    prediction = net(x_t, t, classes.to(dev) if classes is not None else None,
+                                     mask.to(dev) if mask is not None else None)
+                loss = F.mse_loss(prediction.float(), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                ema_update(ema, model, step, cfg.train.ema_decay)
+                step += 1
+                log.add(step, loss.item(), scheduler.get_last_lr()[0], cfg.train.batch_size * world)
+                bar.update(step, log.last_loss, log.samples_per_s)
+                if step % cfg.train.log_every == 0:
+                    log.flush()
+                if rank == 0 and cfg.train.sample_every and step % cfg.train.sample_every == 0:
+                    preview(ema, cfg, ts, run / "samples" / f"step_{step:06d}.png", step, dev)
+                if step % cfg.train.checkpoint_every == 0:
+                    checkpoint(False)
+        finished = True
+    except KeyboardInterrupt:
+        checkpoint(False)
+        log.flush()
+        raise Interrupted(f"interrupted at step {step}; the last checkpoint is saved in {run_checkpoint(run)}. "
+                          f"Continue with the same command plus --resume.") from None
+    finally:
+        bar.close()
+    log.flush()
+    checkpoint(finished)
+    if rank == 0:
+        preview(ema, cfg, ts, run / "samples" / "final.png", step, dev)
+    if world > 1:
+        dist.destroy_process_group()
+    return TrainResult(run, step, finished, log.last_loss, log.samples_per_s)
+
+
+def checkpoint_meta(cfg: Config, ts: TrainingSet, fingerprint: str, source: str) -> dict:
+    """What a checkpoint carries besides weights: enough to generate and to trace where it came from."""
+    counts = torch.bincount(ts.classes, minlength=len(ts.class_names)).tolist() if ts.classes is not None else []
+    return {
+        "format": "medsynth-checkpoint/1", "config": cfg.to_dict(), "versions": provenance.versions(),
+        "catalog_fingerprint": fingerprint, "data_source": source, "seed": cfg.train.seed,
+        "class_names": list(ts.class_names), "class_counts": counts, "num_labels": ts.num_labels,
+        "image_channels": int(ts.images.shape[1]), "modality": ts.modality, "spacing": ts.spacing,
+        "shape": list(cfg.data.shape), "intensity_lo": ts.intensity_lo, "intensity_hi": ts.intensity_hi,
+    }
+
+
+@torch.no_grad()
+def preview(model: Denoiser, cfg: Config, ts: TrainingSet, path: Path, step: int, device: torch.device, n: int = 8) -> None:
+    """A PNG grid of EMA samples: classes in turn; masks from the first training studies."""
+    model.eval()
+    n = min(n, len(ts)) if ts.labels is not None else n
+    classes = torch.arange(n) % len(ts.class_names) if ts.class_names else None
+    mask = ts.one_hot(torch.arange(n)) if ts.labels is not None else None
+    images = sample(model, cfg.diffusion, ts.images.shape[1:], [torch.Generator().manual_seed(k) for k in range(n)],
+                    classes, mask, device=device)
+    titles = [f"{ts.class_names[int(c)]} @{step}" for c in classes] if classes is not None else [f"@{step}"] * n
+    save_grid(path, images.numpy(), titles, ts.labels[:n].numpy() if ts.labels is not None else None)
+    model.train()
+
+
+class MetricsLog:
+    """metrics.csv (step, loss, lr, samples_per_s, elapsed_s), appended every log interval."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled, self.rows = path, enabled, []
+        self.start = self.window_start = time.monotonic()
+        self.window_samples, self.last_loss, self.samples_per_s = 0, float("nan"), 0.0
+        self.losses: list[float] = []
+
+    def add(self, step: int, loss: float, lr: float, samples: int) -> None:
+        self.losses.append(loss)
+        self.window_samples += samples
+        self.last_loss = float(np.mean(self.losses[-20:]))
+        elapsed = time.monotonic() - self.window_start
+        if elapsed > 0:
+            self.samples_per_s = self.window_samples / elapsed
+        self.rows.append((step, loss, lr, self.samples_per_s, time.monotonic() - self.start))
+
+    def flush(self) -> None:
+        if not self.enabled or not self.rows:
+            return
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["step", "loss", "lr", "samples_per_s", "elapsed_s"])
+            writer.writerows((s, f"{l:.6f}", f"{r:.3e}", f"{sps:.2f}", f"{e:.1f}") for s, l, r, sps, e in self.rows)
+        self.rows = []
+        self.window_start, self.window_samples = time.monotonic(), 0
+
+
+@contextmanager
+def stop_on_sigterm():
+    """Turn SIGTERM (kill) into KeyboardInterrupt so a killed run still saves its last checkpoint."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
