@@ -11,6 +11,7 @@ import typer
 from medsynth import __version__
 from medsynth.errors import MedsynthError
 
+
 app = typer.Typer(
     name="medsynth",
     help="Synthetic medical imaging data: make phantoms, ingest real scans, (soon) train, generate, audit, export.",
@@ -102,28 +103,70 @@ def train(
 
 
 @app.command()
-def demo(
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
-    quick: bool = typer.Option(False, "--quick", help="Tiny data, for smoke tests."),
+def generate(
+    run: Path = typer.Argument(..., help="A finished training run folder (medsynth train --out)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the synthetic studies (must not exist or be empty)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Number of studies, classes in training proportions (default 16)."),
+    class_counts: list[str] = typer.Option([], "--class", help="Explicit count per class, e.g. --class lesion=200 "
+                                           "--class normal=50 (repeatable)."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of NIfTI label maps on the model grid to paint "
+                                         "images onto (mask-conditioned runs); default: the run's mask bank."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (rectified flow or DDIM); default from the config."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale; 1 turns it off."),
+    seed: int = typer.Option(0, "--seed", help="Study k depends only on (run, seed, k)."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Studies sampled together (does not change the results)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: generate only block i of n (no overlap, no gap)."),
+    mask_augment: bool = typer.Option(True, "--mask-augment/--no-mask-augment", help="Seeded small affine + elastic "
+                                      "augmentation of mask-bank masks."),
+    mask_flip: bool = typer.Option(False, "--mask-flip", help="Also flip bank masks left-right (only for symmetric anatomy)."),
+    qc_attempts: int = typer.Option(3, "--qc-attempts", help="Draws per study before a QC failure is kept and flagged."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
 ) -> None:
-    """The main job on the built-in data. At this stage: make phantoms, then ingest them."""
+    """Generate synthetic studies (image, and label map for mask-conditioned runs) in physical units."""
+    from medsynth.synthesis.generate import generate as run_generate
+
+    result = run_generate(run, out, n=n, classes=class_counts, masks=masks, steps=steps, guidance=guidance, seed=seed,
+                          batch_size=batch_size, shard=shard, device=device, overwrite=overwrite,
+                          mask_augment=mask_augment, mask_flip=mask_flip, max_attempts=qc_attempts)
+    typer.echo(f"generated {result.studies} studies in {result.seconds:.1f} s ({result.resampled} re-sampled after QC, "
+               f"{result.failed} still flagged) into {result.out}; see samples.csv and overview.png")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny data and model (about a minute), for smoke tests."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+) -> None:
+    """The main job on the built-in data. At this stage: phantoms, ingest, training (generation and later stages next)."""
+    from medsynth.config import load_config
     from medsynth.console import out as console, print_ingest
     from medsynth.data.ingest import ingest as run_ingest
     from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
     from medsynth.outputs import check_output_dir
+    from medsynth.training.trainer import train as run_train
 
     out = check_output_dir(out, overwrite)
     out.mkdir(exist_ok=True)
-    spec = PhantomSpec(dims=3, size=16 if quick else 32, cases=12 if quick else 40, modality="CT")
-    console.rule("1/2 phantom: built-in 3D CT dataset with a rare lesion class")
+    from medsynth.config import BUNDLED
+
+    config = BUNDLED / ("tiny_3d.yaml" if quick else "phantom_3d.yaml")
+    cfg = load_config(config)
+    spec = PhantomSpec(dims=3, size=max(cfg.data.shape), cases=16 if quick else 60, modality="CT")
+    console.rule("1/3 phantom: built-in 3D CT dataset with a rare lesion class")
     data = write_phantom_dataset(out / "data", spec, overwrite=True)
     console.print(f"wrote {spec.cases} phantoms to {data}")
-    console.rule("2/2 ingest: validate, catalog, subject-level split")
+    console.rule("2/3 ingest: validate, catalog, subject-level split")
     print_ingest(run_ingest(data, out / "catalog", overwrite=True))
+    console.rule(f"3/3 train: {config.name} (class + mask conditioned rectified flow)")
+    result = run_train(cfg, out / "catalog", out / "run", overwrite=True, device=device, config_source=str(config))
+    console.print(f"trained {result.step} steps: loss {result.loss:.4f}, {result.samples_per_s:.1f} samples/s; "
+                  f"samples in {result.run / 'samples' / 'final.png'}")
     console.rule("done")
-    console.print(f"outputs in {out}. Training, generation, audit, export and evaluation are not built yet; "
-                  "this demo stops after ingest.")
+    console.print(f"outputs in {out}. Generation, audit, export and evaluation are not built yet; "
+                  "this demo stops after training.")
 
 
 def _modality(value: Optional[str]) -> Optional[str]:

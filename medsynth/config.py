@@ -188,9 +188,14 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
+BUNDLED = Path(__file__).resolve().parents[1] / "configs"
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config, apply overrides, and validate it against the schema."""
+    """Read a YAML config (a path, or the name of one in configs/), apply overrides, and validate it."""
     path = Path(path)
+    if not path.is_file() and (BUNDLED / path.name).is_file() and path.name == str(path):
+        path = BUNDLED / path.name
     if not path.is_file():
         raise ConfigError(f"config {path} does not exist; see configs/ for examples.")
     try:

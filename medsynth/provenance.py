@@ -46,12 +46,16 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def record(kind: str, config: dict[str, Any], inputs: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """The provenance record every artefact carries: what it is, the resolved config, versions, inputs' hashes."""
+def record(kind: str, config: dict[str, Any], inputs: dict[str, Any] | None = None, timestamp: bool = True,
+           **extra: Any) -> dict[str, Any]:
+    """The provenance record every artefact carries: what it is, the resolved config, versions, inputs' hashes.
+
+    `timestamp=False` leaves out the creation time, for artefacts that must be byte-identical when remade.
+    """
     return {
         "artefact": kind,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
+        **({"created": datetime.now(timezone.utc).isoformat(timespec="seconds")} if timestamp else {}),
+        "command": " ".join(sys.argv[1:]) if timestamp else "",
         "config": config,
         "inputs": inputs or {},
         "versions": versions(),

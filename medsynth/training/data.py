@@ -124,3 +124,24 @@ def load_training_set(cat: Catalogued, cfg: Config, show_progress: bool = True) 
     return TrainingSet(torch.stack(images), label_tensor, classes, class_names, num_labels,
                        np.median(los, axis=0).tolist(), np.median(his, axis=0).tolist(), spacing,
                        str(train["modality"].iloc[0]), train["study_id"].tolist())
+
+
+def intensity_stats(ts: TrainingSet) -> dict:
+    """Per-study mean intensity (model units, channel 0) overall and per label: what generation's QC compares to."""
+    images = ts.images[:, 0]
+    means = images.flatten(1).mean(1)
+    stats = {"global": [float(means.mean()), float(means.std())] if len(ts) > 1 else [float(means.mean()), 0.0],
+             "labels": {}}
+    if ts.labels is not None:
+        for label in range(ts.num_labels):
+            per_study = [float(img[lab == label].mean()) for img, lab in zip(images, ts.labels) if (lab == label).any()]
+            if len(per_study) >= 2:
+                stats["labels"][str(label)] = [float(np.mean(per_study)), float(np.std(per_study))]
+    return stats
+
+
+def save_mask_bank(path: Path, ts: TrainingSet) -> None:
+    """The training label maps on the model grid, with their study ids and classes: generation draws masks from it."""
+    np.savez_compressed(path, labels=ts.labels.numpy(), study_ids=np.array(ts.study_ids),
+                        classes=np.array([ts.class_names[int(c)] for c in ts.classes]) if ts.classes is not None
+                        else np.array([""] * len(ts)))

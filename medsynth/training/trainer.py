@@ -26,7 +26,8 @@ from medsynth.errors import MedsynthError
 from medsynth.models import Denoiser, build_denoiser
 from medsynth.progress import StepBar
 from medsynth.training.checkpoint import run_checkpoint, save_checkpoint
-from medsynth.training.data import TrainingSet, check_conditioning, load_training_set, open_catalog
+from medsynth.training.data import (TrainingSet, check_conditioning, intensity_stats, load_training_set, open_catalog,
+                                    save_mask_bank)
 from medsynth.training.run_dir import check_resume, start_run
 from medsynth.viz import save_grid
 
@@ -93,8 +94,12 @@ def draw_batch(ts: TrainingSet, cfg: Config, process: NoiseProcess, g: torch.Gen
 
 def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path | None = None, resume: bool = False,
           overwrite: bool = False, device: str = "auto", show_progress: bool = True,
-          config_source: str | None = None) -> TrainResult:
-    """Train a conditional diffusion model; checkpoints, metrics.csv and sample grids go to `out`."""
+          config_source: str | None = None, stop_at: int | None = None) -> TrainResult:
+    """Train a conditional diffusion model; checkpoints, metrics.csv and sample grids go to `out`.
+
+    `stop_at` pauses the run after that many steps (checkpoint saved, not finished); `resume=True` continues it
+    exactly as if it had not stopped.
+    """
     world, rank, local_rank = (int(os.environ.get(k, d)) for k, d in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)))
     dev = resolve_device(device)
     if world > 1:
@@ -112,6 +117,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
     ts = load_training_set(cat, cfg, show_progress and rank == 0)
     if state is None and rank == 0:
         start_run(run, cfg, cat, fingerprint, overwrite, config_source)
+        if ts.labels is not None:
+            save_mask_bank(run / "mask_bank.npz", ts)
 
     # Model, EMA copy, optimiser, learning-rate schedule, noise process.
     torch.manual_seed(cfg.train.seed)
@@ -145,10 +152,10 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
     deadline = time.monotonic() + 60 * cfg.train.max_minutes if cfg.train.max_minutes else math.inf
     log = MetricsLog(run / "metrics.csv", enabled=rank == 0)
     bar = StepBar(cfg.train.max_steps, step, enabled=show_progress and rank == 0)
-    finished = False
+    finished, last_step = False, min(cfg.train.max_steps, stop_at or cfg.train.max_steps)
     try:
         with stop_on_sigterm():
-            while step < cfg.train.max_steps and time.monotonic() < deadline:
+            while step < last_step and time.monotonic() < deadline:
                 x0, noise, t, classes, mask = draw_batch(ts, cfg, process, step_generator(cfg.train.seed, step, rank), model.null_class)
                 x_t, target = process.noisy(x0, noise, t), process.target(x0, noise, t)
                 x_t, target, t = x_t.to(dev), target.to(dev), t.to(dev)
@@ -173,7 +180,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
                     preview(ema, cfg, ts, run / "samples" / f"step_{step:06d}.png", step, dev)
                 if step % cfg.train.checkpoint_every == 0:
                     checkpoint(False)
-        finished = True
+        finished = step >= cfg.train.max_steps or time.monotonic() >= deadline
     except KeyboardInterrupt:
         checkpoint(False)
         log.flush()
@@ -199,6 +206,7 @@ def checkpoint_meta(cfg: Config, ts: TrainingSet, fingerprint: str, source: str)
         "class_names": list(ts.class_names), "class_counts": counts, "num_labels": ts.num_labels,
         "image_channels": int(ts.images.shape[1]), "modality": ts.modality, "spacing": ts.spacing,
         "shape": list(cfg.data.shape), "intensity_lo": ts.intensity_lo, "intensity_hi": ts.intensity_hi,
+        "intensity_stats": intensity_stats(ts),
     }
 
 

@@ -1,0 +1,76 @@
+"""What to generate: how many studies of which class, in a fixed order, so study k is the same on every run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from medsynth.errors import MedsynthError
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    index: int            # global study index k (names the study, seeds its randomness)
+    class_name: str | None
+
+
+def parse_class_counts(specs: list[str], known: list[str]) -> dict[str, int]:
+    """'lesion=200' specs -> {'lesion': 200}, checked against the classes the model was trained on."""
+    counts: dict[str, int] = {}
+    for spec in specs:
+        name, sep, raw = spec.partition("=")
+        if not sep:
+            raise MedsynthError(f"--class {spec!r} must look like NAME=COUNT, e.g. --class lesion=200.")
+        if not known:
+            raise MedsynthError("--class was given but this model is not class-conditioned; use --n instead.")
+        if name not in known:
+            raise MedsynthError(f"class {name!r} was never seen in training; the model knows: {', '.join(known)}.")
+        if not raw.isdigit() or int(raw) < 1:
+            raise MedsynthError(f"--class {spec!r}: the count must be a positive integer.")
+        counts[name] = counts.get(name, 0) + int(raw)
+    return counts
+
+
+def proportional_counts(n: int, names: list[str], training_counts: list[int]) -> dict[str, int]:
+    """n split across classes as in training (largest remainder), every count a whole number."""
+    share = np.asarray(training_counts, float) / max(1, sum(training_counts)) * n
+    counts = np.floor(share).astype(int)
+    for i in np.argsort(-(share - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    return {name: int(c) for name, c in zip(names, counts) if c > 0}
+
+
+def plan_studies(n: int | None, class_specs: list[str], class_names: list[str], class_counts: list[int]) -> list[StudyPlan]:
+    """The ordered list of studies: classes in the order given (or the model's order), indices 0..N-1."""
+    if n is not None and n < 1:
+        raise MedsynthError(f"--n must be a positive integer, got {n}.")
+    if class_specs:
+        counts = parse_class_counts(class_specs, class_names)
+        if n is not None and n != sum(counts.values()):
+            raise MedsynthError(f"--n {n} disagrees with the --class counts, which add up to {sum(counts.values())}.")
+    elif class_names:
+        counts = proportional_counts(n or 16, class_names, class_counts)
+    else:
+        return [StudyPlan(k, None) for k in range(n or 16)]
+    order = [name for name, count in counts.items() for _ in range(count)]
+    return [StudyPlan(k, name) for k, name in enumerate(order)]
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """'i/n' -> (i, n); None -> (0, 1)."""
+    if not spec:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise MedsynthError(f"--shard {spec!r} must look like i/n, e.g. 0/4.") from None
+    if n < 1 or not 0 <= i < n:
+        raise MedsynthError(f"--shard {spec!r}: need 0 <= i < n.")
+    return i, n
+
+
+def shard_of(plans: list[StudyPlan], shard: int, shards: int) -> list[StudyPlan]:
+    """Contiguous block `shard` of `shards`: together the blocks cover every index once."""
+    bounds = np.linspace(0, len(plans), shards + 1).round().astype(int)
+    return plans[bounds[shard] : bounds[shard + 1]]
