@@ -134,6 +134,33 @@ def generate(
 
 
 @app.command()
+def export(
+    synth: Path = typer.Argument(..., help="A synthetic set (medsynth generate --out)."),
+    out: Path = typer.Option(..., "--out", help="Export folder (must not exist or be empty)."),
+    formats: list[str] = typer.Option(["nifti"], "--format", help="nifti, dicom, nnunet, msd or monai; repeat for several."),
+    audit: Optional[Path] = typer.Option(None, "--audit", help="Audit report folder (medsynth audit --out); export needs "
+                                         "its verdict to be PASS unless --force."),
+    force: bool = typer.Option(False, "--force", help="Export without a PASS audit; the card and manifest say so."),
+    with_real: Optional[Path] = typer.Option(None, "--with-real", help="Real dataset to merge into the layouts "
+                                             "(cases named real_<id>), for augmentation."),
+    labels: Optional[Path] = LabelsOpt,
+    image_type: str = typer.Option("derived", "--image-type", help="DICOM ImageType: derived (DERIVED\\SECONDARY) or "
+                                   "original (ORIGINAL\\PRIMARY, to mimic scanner output)."),
+    dataset_id: int = typer.Option(501, "--dataset-id", help="nnU-Net / MSD dataset number (3 digits)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name for the nnU-Net / MSD folders."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes for DICOM writing (default: all cores)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+) -> None:
+    """Export a synthetic set as NIfTI, DICOM (+SEG), nnU-Net, MSD or a MONAI datalist, with manifest and card."""
+    from medsynth.export.export import export as run_export
+
+    result = run_export(synth, out, formats, audit=audit, force=force, with_real=with_real, real_labels=labels,
+                        image_type=image_type, dataset_id=dataset_id, name=name, overwrite=overwrite, workers=workers)
+    typer.echo(f"exported {', '.join(result.formats)}: {result.files} files, {result.megabytes:.1f} MB in "
+               f"{result.seconds:.1f} s (audit: {result.audit_verdict}) to {result.out}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
     quick: bool = typer.Option(False, "--quick", help="Tiny data and model (about a minute), for smoke tests."),

@@ -24,20 +24,25 @@ def label_array_for_nifti(label: np.ndarray) -> np.ndarray:
     return label.astype(np.uint8 if label.max(initial=0) <= 255 else np.int16)
 
 
-def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray) -> Path:
-    """Write `data` with qform and sform (code 1, scanner) equal to `affine`, units mm."""
+def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, label: bool = False, descrip: str = "") -> Path:
+    """Write `data` with qform and sform (code 1, scanner) equal to `affine`, units mm; label maps get intent 'label'."""
     image = nib.Nifti1Image(data, affine)
     image.header.set_qform(affine, code=1)
     image.header.set_sform(affine, code=1)
-    image.header.set_xyzt_units(xyz="mm")
+    image.header.set_xyzt_units(xyz="mm", t="sec")
+    if label:
+        image.header.set_intent("label")
+    if descrip:
+        image.header["descrip"] = descrip[:79].encode("ascii", "replace")
     nib.save(image, str(path))
     return Path(path)
 
 
-def write_study_nifti(study: Study, image_path: str | Path, label_path: str | Path | None = None) -> None:
-    write_nifti(image_path, image_array_for_nifti(study.image, study.modality), study.affine)
+def write_study_nifti(study: Study, image_path: str | Path, label_path: str | Path | None = None, descrip: str = "") -> None:
+    """Image in physical units (CT int16 HU, else float32) and, when given, its label map on the same grid."""
+    write_nifti(image_path, image_array_for_nifti(study.image, study.modality), study.affine, descrip=descrip)
     if label_path is not None and study.label is not None:
-        write_nifti(label_path, label_array_for_nifti(study.label), study.affine)
+        write_nifti(label_path, label_array_for_nifti(study.label), study.affine, label=True, descrip=descrip)
 
 
 def write_msd_dataset(

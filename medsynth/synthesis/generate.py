@@ -94,7 +94,8 @@ def write_study(folder: Path, loaded: LoadedRun, plan: StudyPlan, mask: MaskChoi
     affine = mask.affine if mask is not None and mask.affine is not None else loaded.default_affine()
     study = Study(loaded.intensity.to_physical(unit), affine, loaded.meta["modality"],
                   mask.labels if mask is not None else None, study_id=study_id)
-    write_study_nifti(study, folder / f"{study_id}_image.nii.gz", folder / f"{study_id}_label.nii.gz" if mask else None)
+    write_study_nifti(study, folder / f"{study_id}_image.nii.gz", folder / f"{study_id}_label.nii.gz" if mask else None,
+                      descrip=f"medsynth SYNTHETIC {provenance.versions()['medsynth']}")
     record = {
         "study_id": study_id, "index": plan.index, "seed": s.seed, "class": plan.class_name,
         "run": str(loaded.path), "run_hash": loaded.run_hash, "catalog_fingerprint": loaded.meta["catalog_fingerprint"],
@@ -155,7 +156,8 @@ def generate(run: str | Path, out: str | Path, *, n: int | None = None, classes:
                               "mask_augment": mask_augment, "mask_flip": mask_flip, "max_attempts": max_attempts},
             {"run": str(loaded.path), "run_hash": loaded.run_hash, "catalog_fingerprint": loaded.meta["catalog_fingerprint"]},
             timestamp=False, seeds={"generate": seed}, training_config=loaded.meta["config"],
-            modality=loaded.meta["modality"], class_names=loaded.class_names))
+            modality=loaded.meta["modality"], class_names=loaded.class_names,
+            label_names=loaded.meta.get("label_names", {}), num_labels=loaded.num_labels))
     resampled = int((table["qc_attempts"] > 1).sum()) if len(table) else 0
     failed = int((~table["qc_passed"]).sum()) if len(table) else 0
     return GenerateResult(Path(out).expanduser().resolve(), len(rows), resampled, failed, time.monotonic() - start)

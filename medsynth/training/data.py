@@ -42,6 +42,7 @@ class TrainingSet:
         intensity_lo / intensity_hi: typical per-channel physical range that maps to [-1, 1] (median over studies).
         spacing: voxel size (mm) of the model grid.
         study_ids: the training studies, in row order.
+        label_names: label-map ids to names (the dataset's vocabulary).
     """
 
     images: torch.Tensor
@@ -54,6 +55,7 @@ class TrainingSet:
     spacing: list[float]
     modality: str
     study_ids: list[str]
+    label_names: dict[int, str]
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -123,7 +125,7 @@ def load_training_set(cat: Catalogued, cfg: Config, show_progress: bool = True) 
         num_labels = max(max(cat.label_names, default=0), int(label_tensor.max())) + 1
     return TrainingSet(torch.stack(images), label_tensor, classes, class_names, num_labels,
                        np.median(los, axis=0).tolist(), np.median(his, axis=0).tolist(), spacing,
-                       str(train["modality"].iloc[0]), train["study_id"].tolist())
+                       str(train["modality"].iloc[0]), train["study_id"].tolist(), dict(cat.label_names))
 
 
 def intensity_stats(ts: TrainingSet) -> dict:

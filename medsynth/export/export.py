@@ -1,0 +1,165 @@
+"""Export a synthetic set as NIfTI, DICOM (+SEG), nnU-Net, MSD or a MONAI datalist, atomically, with provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medsynth import provenance
+from medsynth.data.catalog import ref_from_row
+from medsynth.data.ingest import ingest
+from medsynth.data.readers import load_study
+from medsynth.errors import MedsynthError
+from medsynth.export import layouts
+from medsynth.export.dicom import uid, write_seg, write_series
+from medsynth.export.manifest import dataset_card, manifest_table
+from medsynth.export.synthset import SyntheticSet, read_synthetic_set
+from medsynth.outputs import atomic_output_dir
+from medsynth.progress import progress_iter
+
+FORMATS = ("nifti", "dicom", "nnunet", "msd", "monai")
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    formats: list[str]
+    files: int
+    megabytes: float
+    seconds: float
+    audit_verdict: str
+
+
+def read_audit(report: str | Path | None) -> dict | None:
+    if report is None:
+        return None
+    path = Path(report) / "report.json" if Path(report).is_dir() else Path(report)
+    if not path.is_file():
+        raise MedsynthError(f"--audit {report} holds no report.json; run `medsynth audit RUN SYNTH --out REPORT` first.")
+    return json.loads(path.read_text())
+
+
+def dicom_case(task: dict) -> list[dict]:
+    """Worker: one study's image series (+ SEG) under task['folder']; returns its manifest entries."""
+    sset: SyntheticSet = task["sset"]
+    study = sset.load(task["row"])
+    keys = {k: uid(task["run_hash"], study.study_id, k) for k in ("study", "series", "frame", "seg_series")}
+    folder = Path(task["folder"]) / study.study_id
+    datasets, scaling = write_series(folder / "image", study.image[0] if study.spatial_dims == 3 else study.image[0][..., None],
+                                     study.affine, study.modality, keys, task["number"], task["software"], task["image_type"])
+    files = [{"path": folder / "image" / f"IM{k + 1:05d}.dcm", "role": "dicom image", "intensity_slope": scaling["slope"],
+              "intensity_intercept": scaling["intercept"]} for k in range(len(datasets))]
+    if study.label is not None:
+        labels = study.label if study.spatial_dims == 3 else study.label[..., None]
+        write_seg(folder / "seg.dcm", labels, datasets, sset.label_names, keys, task["software"])
+        files.append({"path": folder / "seg.dcm", "role": "dicom seg"})
+    return [{**f, "study_id": study.study_id} for f in files]
+
+
+def _check(sset: SyntheticSet, formats: list[str], audit: dict | None, force: bool) -> None:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise MedsynthError(f"--format must be one or more of {', '.join(FORMATS)}; got {', '.join(unknown) or 'none'}.")
+    if {"nnunet", "msd"} & set(formats) and not sset.has_labels:
+        raise MedsynthError("nnU-Net and MSD layouts need label maps, and this synthetic set has none "
+                            "(a class-conditioned run); export it as nifti, dicom or monai.")
+    verdict = (audit or {}).get("verdict")
+    if verdict != "PASS" and not force:
+        raise MedsynthError(("this synthetic set has no privacy audit" if audit is None else f"its audit verdict is {verdict}")
+                            + "; run `medsynth audit` and pass --audit REPORT, or export anyway with --force.")
+
+
+def export(synth: str | Path, out: str | Path, formats: list[str], *, audit: str | Path | None = None, force: bool = False,
+           with_real: str | Path | None = None, real_labels: str | Path | None = None, image_type: str = "derived",
+           dataset_id: int = 501, name: str | None = None, overwrite: bool = False, workers: int | None = None,
+           show_progress: bool = True) -> ExportResult:
+    """Write `formats` of the synthetic set under `out` (plus manifest.csv, dataset_card.md, export.json)."""
+    start = time.monotonic()
+    sset = read_synthetic_set(synth)
+    report = read_audit(audit)
+    formats = list(dict.fromkeys(formats))
+    _check(sset, formats, report, force)
+    if image_type not in ("derived", "original"):
+        raise MedsynthError(f"--image-type must be derived or original, got {image_type!r}.")
+    if not 1 <= dataset_id <= 999:
+        raise MedsynthError(f"--dataset-id must be 1..999 (nnU-Net's three digits), got {dataset_id}.")
+    real = ingest(with_real, labels=real_labels, show_progress=False).catalog if with_real else None
+    name = layouts.dataset_name(name or f"MedSynth {sset.modality}")
+    run_hash, verdict = sset.meta["inputs"]["run_hash"], (report or {}).get("verdict", "NOT AUDITED")
+    software = provenance.versions()["medsynth"]
+    with atomic_output_dir(out, overwrite) as tmp:
+        files = _write_layouts(tmp, sset, real, [f for f in formats if f != "dicom"], dataset_id, name, show_progress)
+        if "dicom" in formats:
+            tasks = [{"sset": sset, "row": row, "run_hash": run_hash, "folder": tmp / "dicom", "number": int(row["index"]) + 1,
+                      "software": software, "image_type": image_type} for _, row in sset.table.iterrows()]
+            with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:  # DICOM encoding is CPU-bound
+                for entries in pool.map(dicom_case, tasks):
+                    files += [{**e, "source": "synthetic", "format": "dicom"} for e in entries]
+        per_study = {r["study_id"]: r for _, r in sset.table.iterrows()}
+        for item in files:
+            study = per_study.get(item["study_id"])
+            if study is not None:
+                item.update({"class": study["class"], "seed": study["seed"], "run_hash": run_hash, "synthetic": True,
+                             "audit_verdict": verdict})
+        table = manifest_table(tmp, files)
+        table.to_csv(tmp / "manifest.csv", index=False)
+        (tmp / "dataset_card.md").write_text(dataset_card(sset, table, formats, report, force and verdict != "PASS"))
+        provenance.write_json(tmp / "export.json", provenance.record(
+            "export", {"formats": formats, "image_type": image_type, "dataset_id": dataset_id, "name": name,
+                       "with_real": str(with_real) if with_real else None, "force": force},
+            {"synthetic_set": str(sset.folder), "run_hash": run_hash,
+             "samples_csv_sha256": provenance.sha256_file(sset.folder / "samples.csv")},
+            seeds={"generate": sset.meta["seeds"]["generate"]}, audit={"verdict": verdict, **(report or {}).get("summary", {})}))
+        megabytes = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) / 1e6
+    return ExportResult(Path(out).expanduser().resolve(), formats, len(table), megabytes, time.monotonic() - start, verdict)
+
+
+def _write_layouts(root: Path, sset: SyntheticSet, real, formats: list[str], dataset_id: int, name: str,
+                   show_progress: bool) -> list[dict]:
+    """NIfTI-based layouts: the synthetic studies (and merged real ones), then each layout's index file."""
+    files: list[dict] = []
+    max_label = max(sset.label_names, default=0)
+    cases: dict[str, list[tuple[str, str]]] = {f: [] for f in formats}
+    studies = [(row["study_id"], "synthetic", row["class"], lambda row=row: sset.load(row)) for _, row in sset.table.iterrows()]
+    if real is not None:
+        studies += [(f"real_{row['study_id']}", "real", "", lambda row=row: load_study(ref_from_row(row)))
+                    for _, row in real.iterrows()]
+    for case, source, class_name, load in progress_iter(studies, "NIfTI layouts", enabled=show_progress and bool(formats)):
+        study = load() if formats else None
+        for fmt in formats:
+            if fmt in ("nnunet", "msd") and study.label is None:
+                raise MedsynthError(f"real study {case} has no label map, which the {fmt} layout needs; "
+                                    "drop --with-real or give labelled data.")
+            image_dir, label_dir, suffix = layouts.label_folders(fmt)
+            written = layouts.write_nifti_files(layouts.layout_root(root, fmt, dataset_id, name), study, case,
+                                                image_dir, label_dir, suffix)
+            labels_present = ",".join(str(v) for v in np.unique(study.label)) if study.label is not None else ""
+            for role in ("image", "label"):
+                if written[role] is not None:
+                    files.append({"path": written[role], "study_id": case, "source": source, "format": fmt,
+                                  "role": f"nifti {role}", "labels_present": labels_present})
+            cases[fmt].append((case, class_name))
+            if study.label is not None:
+                max_label = max(max_label, int(study.label.max()))
+    for fmt, entries in cases.items():
+        root_fmt = layouts.layout_root(root, fmt, dataset_id, name)
+        names = layouts._names(sset.label_names, max_label) if sset.has_labels else {}
+        if fmt == "nnunet":
+            layouts.nnunet_dataset_json(root_fmt, len(entries), sset.modality, names, name)
+        elif fmt == "msd":
+            layouts.msd_dataset_json(root_fmt, [c for c, _ in entries], sset.modality, names, name,
+                                     len(sset.meta["training_config"]["data"]["shape"]))
+        elif fmt == "monai":
+            layouts.monai_datalist(root_fmt, [
+                {"image": f"images/{c}.nii.gz", **({"label": f"labels/{c}.nii.gz"} if sset.has_labels else {}),
+                 "class": k, "source": "real" if c.startswith("real_") else "synthetic"} for c, k in entries])
+        if fmt in ("nnunet", "msd", "monai"):
+            files.append({"path": root_fmt / ("datalist.json" if fmt == "monai" else "dataset.json"), "study_id": "",
+                          "source": "index", "format": fmt, "role": "index"})
+    return files
