@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -24,6 +25,8 @@ DataArg = typer.Argument(..., help="Dataset: NIfTI file or folder, MSD / nnU-Net
 LabelsOpt = typer.Option(None, "--labels", help="CSV of study-level labels: case-id column, then one column per label "
                          "or covariate (a 'subject_id' column groups studies per person). Default: DATA/labels.csv if present.")
 ModalityOpt = typer.Option(None, "--modality", help="Override the modality the files state: CT, MR or OT (other).")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files.")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 
 
 def _version(value: bool) -> None:
@@ -46,7 +49,7 @@ def phantom(
     modality: str = typer.Option("CT", "--modality", help="CT (Hounsfield units) or MR (T2-like units)."),
     prevalence: float = typer.Option(0.2, "--prevalence", help="Share of cases with a liver lesion (the rare class)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; case k depends only on (seed, k)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Write the built-in default data: procedural abdominal phantoms with label maps and a rare lesion class."""
     from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
@@ -66,7 +69,7 @@ def ingest(
     holdout: float = typer.Option(0.25, "--holdout", help="Share of subjects held out (never trained on; the audit's null)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/holdout split."),
     list_all: bool = typer.Option(False, "--list", help="List every study, not only the first ten."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Read and validate a dataset, print a summary, and (with --out) write its catalog and split."""
     from medsynth.console import print_ingest
@@ -87,7 +90,7 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="Override any config key: --set train.lr=1e-4 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last checkpoint."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda. Multi-GPU: launch with torchrun."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Train a class- and/or mask-conditioned diffusion model (2D or 3D) on a dataset."""
     from medsynth.config import load_config
@@ -98,6 +101,8 @@ def train(
     cfg = load_config(config, overrides)
     result = run_train(cfg, data, out, labels=labels, resume=resume, overwrite=overwrite, device=device,
                        config_source=str(config))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only the first process reports
+        return
     typer.echo(f"trained {result.step} steps ({'finished' if result.finished else 'stopped'}): loss {result.loss:.4f}, "
                f"{result.samples_per_s:.1f} samples/s; run in {result.run}")
 
@@ -120,8 +125,8 @@ def generate(
                                       "augmentation of mask-bank masks."),
     mask_flip: bool = typer.Option(False, "--mask-flip", help="Also flip bank masks left-right (only for symmetric anatomy)."),
     qc_attempts: int = typer.Option(3, "--qc-attempts", help="Draws per study before a QC failure is kept and flagged."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+    device: str = DeviceOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Generate synthetic studies (image, and label map for mask-conditioned runs) in physical units."""
     from medsynth.synthesis.generate import generate as run_generate
@@ -149,7 +154,7 @@ def export(
     dataset_id: int = typer.Option(501, "--dataset-id", help="nnU-Net / MSD dataset number (3 digits)."),
     name: Optional[str] = typer.Option(None, "--name", help="Dataset name for the nnU-Net / MSD folders."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes for DICOM writing (default: all cores)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Export a synthetic set as NIfTI, DICOM (+SEG), nnU-Net, MSD or a MONAI datalist, with manifest and card."""
     from medsynth.export.export import export as run_export
@@ -164,36 +169,43 @@ def export(
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
     quick: bool = typer.Option(False, "--quick", help="Tiny data and model (about a minute), for smoke tests."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+    device: str = DeviceOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
-    """The main job on the built-in data. At this stage: phantoms, ingest, training (generation and later stages next)."""
-    from medsynth.config import load_config
+    """The main job on the built-in data: phantoms, ingest, train, generate (rare class boosted), export."""
+    from medsynth.config import BUNDLED, load_config
     from medsynth.console import out as console, print_ingest
     from medsynth.data.ingest import ingest as run_ingest
     from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
+    from medsynth.export.export import export as run_export
     from medsynth.outputs import check_output_dir
+    from medsynth.synthesis.generate import generate as run_generate
     from medsynth.training.trainer import train as run_train
 
     out = check_output_dir(out, overwrite)
     out.mkdir(exist_ok=True)
-    from medsynth.config import BUNDLED
-
     config = BUNDLED / ("tiny_3d.yaml" if quick else "phantom_3d.yaml")
     cfg = load_config(config)
     spec = PhantomSpec(dims=3, size=max(cfg.data.shape), cases=16 if quick else 60, modality="CT")
-    console.rule("1/3 phantom: built-in 3D CT dataset with a rare lesion class")
+    console.rule("1/5 phantom: built-in 3D CT dataset with a rare lesion class")
     data = write_phantom_dataset(out / "data", spec, overwrite=True)
     console.print(f"wrote {spec.cases} phantoms to {data}")
-    console.rule("2/3 ingest: validate, catalog, subject-level split")
+    console.rule("2/5 ingest: validate, catalog, subject-level split")
     print_ingest(run_ingest(data, out / "catalog", overwrite=True))
-    console.rule(f"3/3 train: {config.name} (class + mask conditioned rectified flow)")
-    result = run_train(cfg, out / "catalog", out / "run", overwrite=True, device=device, config_source=str(config))
-    console.print(f"trained {result.step} steps: loss {result.loss:.4f}, {result.samples_per_s:.1f} samples/s; "
-                  f"samples in {result.run / 'samples' / 'final.png'}")
+    console.rule(f"3/5 train: {config.name} (class + mask conditioned rectified flow)")
+    trained = run_train(cfg, out / "catalog", out / "run", overwrite=True, device=device, config_source=str(config))
+    console.print(f"trained {trained.step} steps: loss {trained.loss:.4f}, {trained.samples_per_s:.1f} samples/s")
+    console.rule("4/5 generate: the rare lesion class boosted to half of the set")
+    per_class = 4 if quick else 8
+    made = run_generate(out / "run", out / "synthetic", classes=[f"lesion={per_class}", f"normal={per_class}"],
+                        device=device, overwrite=True)
+    console.print(f"generated {made.studies} studies in {made.seconds:.0f} s ({made.failed} flagged by QC)")
+    console.rule("5/5 export: NIfTI, DICOM with SEG, nnU-Net")
+    exported = run_export(out / "synthetic", out / "export", ["nifti", "dicom", "nnunet"], force=True, overwrite=True)
+    console.print(f"exported {exported.files} files ({exported.megabytes:.1f} MB); audit: {exported.audit_verdict}")
     console.rule("done")
-    console.print(f"outputs in {out}. Generation, audit, export and evaluation are not built yet; "
-                  "this demo stops after training.")
+    console.print(f"outputs in {out}: samples {out / 'synthetic' / 'overview.png'}, card {out / 'export' / 'dataset_card.md'}."
+                  " The privacy audit and evaluation are not built yet, so the export is marked NOT AUDITED.")
 
 
 def _modality(value: Optional[str]) -> Optional[str]:

@@ -130,10 +130,14 @@ def test_breastmnist_npz_ingests_with_its_rare_class(tmp_path):
     assert {"train", "holdout"} == set(catalog["split"])
 
 
-def test_demo_quick_runs_phantom_ingest_and_training(tmp_path):
+def test_demo_quick_runs_every_built_stage(tmp_path):
     result = run_cli("demo", "--quick", "--out", tmp_path / "demo")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "demo" / "data" / "dataset.json").exists()
     assert len(pd.read_csv(tmp_path / "demo" / "catalog" / "catalog.csv")) == 16
     assert (tmp_path / "demo" / "run" / "checkpoints" / "last.pt").exists()
     assert (tmp_path / "demo" / "run" / "samples" / "final.png").exists()
+    samples = pd.read_csv(tmp_path / "demo" / "synthetic" / "samples.csv")
+    assert samples["class"].value_counts().to_dict() == {"lesion": 4, "normal": 4}
+    assert (tmp_path / "demo" / "export" / "manifest.csv").exists()
+    assert len(list((tmp_path / "demo" / "export" / "dicom").glob("syn_*/seg.dcm"))) == 8
