@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -14,15 +15,20 @@ from typing import Any, Iterable
 _PACKAGES = ("medsynth", "torch", "monai", "numpy", "nibabel", "pydicom", "highdicom", "pandas")
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python and of the packages whose behaviour shapes an artefact."""
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
     found = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
-    return found
+    return tuple(found.items())
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages whose behaviour shapes an artefact (looked up once per process)."""
+    return dict(_versions())
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -256,3 +256,26 @@ def test_no_training_study_identifier_reaches_any_exported_file(tmp_path):
             content = gzip.decompress(content)
         for text in training_strings:
             assert text.encode() not in content, (path, text)
+
+
+def test_fast_series_writer_writes_the_bytes_pydicom_writes(tmp_path):
+    """The shared-header writer must produce exactly what pydicom's own save_as produces for each slice."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+    from medsynth.export.dicom import VARYING, write_series
+
+    volume = np.random.default_rng(3).uniform(-1000, 2000, (9, 7, 4)).astype(np.float32)
+    keys = {k: f"2.25.{n}" for n, k in enumerate(("study", "series", "frame", "seg_series"), 1)}
+    headers, _ = write_series(tmp_path / "fast", volume, oblique_affine(), "CT", keys, 1, "0.1.0")
+    for k, header in enumerate(headers):
+        reference = pydicom.dcmread(tmp_path / "fast" / f"IM{k + 1:05d}.dcm")
+        np.testing.assert_array_equal(reference.pixel_array.T, np.round(volume[:, :, k]))
+        assert [str(header[n].value) for n in VARYING] == [str(reference[n].value) for n in VARYING]
+        ds = pydicom.Dataset()
+        ds.update(reference)
+        ds.file_meta = FileMetaDataset(reference.file_meta)
+        ds.save_as(tmp_path / "ref.dcm", enforce_file_format=True)
+        fast = (tmp_path / "fast" / f"IM{k + 1:05d}.dcm").read_bytes()
+        assert fast == (tmp_path / "ref.dcm").read_bytes()
+    assert headers[0].SOPInstanceUID != headers[1].SOPInstanceUID and headers[0].PatientID == headers[1].PatientID

@@ -101,7 +101,11 @@ def ingest(
     if empty_labels:
         problems.append(f"{empty_labels} label map(s) hold background only")
     stratum = pick_stratum(catalog)
-    catalog["split"] = make_split(catalog["subject_id"], holdout, seed, catalog[stratum] if stratum else None)
+    if "source_split" in catalog.columns:  # MedMNIST: keep the official split; val and test are never trained on
+        catalog["split"] = np.where(catalog["source_split"] == "train", "train", "holdout")
+        problems.append("kept the file's own train/val/test split (val and test are the holdout); --holdout is not used")
+    else:
+        catalog["split"] = make_split(catalog["subject_id"], holdout, seed, catalog[stratum] if stratum else None)
     result = IngestResult(catalog, found.kind, found.name, found.label_names, catalog_fingerprint(catalog),
                           labels_path, problems)
     if out is not None:

@@ -21,6 +21,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from medsynth.data.geometry import LPS_TO_RAS
 from medsynth.errors import MedsynthError
+from medsynth.export.fastwrite import SeriesWriter
 
 NAMESPACE = uuid.UUID("6f1c63a4-2b7e-5a8e-9d61-8f0c1e7b4a52")  # medsynth's own uuid5 namespace
 MANUFACTURER = "Synthetic (medsynth)"  # not a vendor prefix dcm2niix recognises (SI, GE, PH, ...)
@@ -103,36 +104,55 @@ def stored_pixels(volume: np.ndarray, modality: str) -> tuple[np.ndarray, dict]:
     return np.round((volume - lo) / slope).astype(np.uint16), {"slope": slope, "intercept": lo}
 
 
+VARYING = ("SOPInstanceUID", "InstanceNumber", "ImagePositionPatient", "SliceLocation")  # per slice
+
+
 def write_series(folder: Path, volume: np.ndarray, affine: np.ndarray, modality: str, keys: dict, study_number: int,
                  software: str, image_type: str = "derived") -> tuple[list[Dataset], dict]:
-    """Write volume[i, j, k] (column, row, slice; physical units) as IM00001.dcm...; returns the datasets and scaling."""
+    """Write volume[i, j, k] (column, row, slice; physical units) as IM00001.dcm...
+
+    Returns one dataset per slice (header only, for the SEG's references) and the stored-value scaling.
+    """
     if modality not in ("CT", "MR"):
         raise MedsynthError(f"DICOM export writes CT or MR Image series; this set's modality is {modality}. Export NIfTI.")
     row, col, step, (dx, dy, dz) = image_plane(affine)
-    origin = (LPS_TO_RAS @ affine)[:3, 3]
+    origin, normal = (LPS_TO_RAS @ affine)[:3, 3], np.cross(row, col)
     pixels, scaling = stored_pixels(volume, modality)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for k in range(volume.shape[2]):
-        ds = _base_dataset(modality, keys, study_number, software)
-        _modality_attributes(ds, modality, image_type)
-        sop_class = CTImageStorage if modality == "CT" else MRImageStorage
-        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, uid(keys["series"], "instance", str(k))
-        ds.InstanceNumber = k + 1
+    sop_class = CTImageStorage if modality == "CT" else MRImageStorage
+    template = _base_dataset(modality, keys, study_number, software)
+    _modality_attributes(template, modality, image_type)
+    template.SOPClassUID = sop_class
+    template.ImageOrientationPatient = [ds_value(round(v, 8)) for v in (*row, *col)]
+    template.PixelSpacing = [ds_value(dy), ds_value(dx)]
+    template.SliceThickness = template.SpacingBetweenSlices = ds_value(dz)
+    slices = []
+    for k in range(volume.shape[2]):  # the per-slice values; every other attribute is the template's
         position = origin + k * step
-        ds.ImagePositionPatient = [ds_value(v) for v in position]
-        ds.ImageOrientationPatient = [ds_value(round(v, 8)) for v in (*row, *col)]
-        ds.PixelSpacing = [ds_value(dy), ds_value(dx)]
-        ds.SliceThickness = ds.SpacingBetweenSlices = ds_value(dz)
-        ds.SliceLocation = ds_value(float(np.dot(position, np.cross(row, col))))
-        ds.set_pixel_data(np.ascontiguousarray(pixels[:, :, k].T), "MONOCHROME2", 16, generate_instance_uid=False)
+        values = Dataset()
+        values.SOPInstanceUID = uid(keys["series"], "instance", str(k))
+        values.InstanceNumber = k + 1
+        values.ImagePositionPatient = [ds_value(v) for v in position]
+        values.SliceLocation = ds_value(float(np.dot(position, normal)))
+        slices.append(values)
+    for name in VARYING:
+        setattr(template, name, slices[0][name].value)
+    template.set_pixel_data(np.ascontiguousarray(pixels[:, :, 0].T), "MONOCHROME2", 16, generate_instance_uid=False)
+    writer = SeriesWriter(template, VARYING)
+    folder.mkdir(parents=True, exist_ok=True)
+    headers = []
+    del template.PixelData
+    for k, values in enumerate(slices):
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, values.SOPInstanceUID
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta = meta
-        ds.save_as(folder / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
-        written.append(ds)
-    return written, scaling
+        writer.write(folder / f"IM{k + 1:05d}.dcm", meta, values, np.ascontiguousarray(pixels[:, :, k].T).tobytes())
+        header = Dataset()
+        header.update(template)  # a new dict sharing the template's elements (never mutated)...
+        for name in VARYING:
+            header[values[name].tag] = values[name]  # ...with this slice's own elements put in their place
+        header.file_meta = meta
+        headers.append(header)
+    return headers, scaling
 
 
 def _segment_codes(name: str) -> tuple:

@@ -1,0 +1,1 @@
+"""Evaluation: feature spaces, fidelity and conditioning metrics, downstream utility."""

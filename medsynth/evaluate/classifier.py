@@ -1,0 +1,60 @@
+"""A small MONAI classifier trained on real studies: conditioning judge, feature space for Frechet distance, utility model."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.networks.nets import Classifier
+from torch import nn
+
+FEATURES = 32  # width of the feature layer that Frechet distances are measured in
+
+
+class FeatureClassifier(nn.Module):
+    """MONAI Classifier trunk -> 32-d feature layer (PReLU) -> linear class head."""
+
+    def __init__(self, in_shape: tuple[int, ...], classes: int, channels=(32, 64, 128)) -> None:
+        super().__init__()
+        self.trunk = Classifier(in_shape=in_shape, classes=FEATURES, channels=channels, strides=(2,) * len(channels),
+                                num_res_units=1, dropout=0.2)
+        self.act = nn.PReLU()
+        self.head = nn.Linear(FEATURES, classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.trunk(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def train_classifier(images: np.ndarray, labels: np.ndarray, classes: int, seed: int = 0, epochs: int = 40,
+                     batch_size: int = 64, lr: float = 1e-3) -> FeatureClassifier:
+    """Class-balanced cross-entropy, Adam, random flips; images (N, C, *spatial) in [-1, 1]."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = FeatureClassifier(images.shape[1:], classes)
+    counts = np.bincount(labels, minlength=classes).astype(float)
+    weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / classes, dtype=torch.float32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    x_all, y_all = torch.from_numpy(images.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
+    model.train()
+    for _ in range(epochs):
+        order = rng.permutation(len(images))
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            x = x_all[index]
+            flip = torch.from_numpy(rng.random(len(index)) < 0.5)
+            x = torch.where(flip.view(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
+            loss = nn.functional.cross_entropy(model(x), y_all[index], weight=weights)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: FeatureClassifier, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class (N,), features (N, 32))."""
+    x = torch.from_numpy(images.astype(np.float32))
+    features = torch.cat([model.features(x[i : i + 256]) for i in range(0, len(x), 256)])
+    return model.head(features).argmax(1).numpy(), features.numpy()

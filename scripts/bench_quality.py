@@ -1,0 +1,135 @@
+"""Quality of class-conditioned synthetic data on a MedMNIST-style .npz (e.g. BreastMNIST), end to end on CPU.
+
+Trains medsynth with --config on the file's official train split, generates --n-per-class studies per class,
+then judges them with a MONAI classifier trained on the real train split:
+  - conditioning: share of synthetic studies classified as their requested class, next to real test;
+  - fidelity: Frechet distance in the classifier's 32-d feature space (standardised on real train features) (synthetic vs real test, and real
+    val vs real test as the floor); share of synthetic images noisier (Laplacian SD) than 99% of real ones;
+  - utility over --seeds: a classifier trained on real only, synthetic only, and real + synthetic with the
+    rare class boosted to balance, tested on real test: balanced accuracy and rare-class recall.
+Prints every figure and the CPU minutes used. Targets: docs/benchmarks.md (evaluation issue).
+
+    python scripts/bench_quality.py --data ../shared/data/breastmnist/breastmnist.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from medsynth.config import load_config
+from medsynth.data.catalog import ref_from_row
+from medsynth.data.ingest import ingest
+from medsynth.data.preprocess import PreprocessSpec, preprocess
+from medsynth.data.readers import load_study
+from medsynth.evaluate.classifier import predict, train_classifier
+from medsynth.evaluate.metrics import balanced_accuracy, frechet_distance, noise_level, recall_per_class
+from medsynth.synthesis.generate import generate
+from medsynth.synthesis.run import load_run
+from medsynth.training.trainer import resolve_device, train
+
+
+def real_arrays(catalog: pd.DataFrame, cfg) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Model-grid images in [-1, 1] and class ids for each official split (train / val / test)."""
+    spec = PreprocessSpec(cfg.data.spacing, cfg.data.shape, cfg.data.ct_window, cfg.data.percentiles)
+    out = {}
+    for split, rows in catalog.groupby("source_split"):
+        images = np.stack([preprocess(load_study(ref_from_row(r)), spec).image.numpy() for _, r in rows.iterrows()])
+        out[split] = (images, rows["class"].astype(int).to_numpy())
+    return out
+
+
+def synthetic_arrays(folder: Path, run) -> tuple[np.ndarray, np.ndarray]:
+    table = pd.read_csv(folder / "samples.csv", dtype={"class": str})
+    images = np.stack([run.intensity.to_unit(np.asarray(nib.load(folder / f).dataobj, np.float32)[None])
+                       for f in table["image"]])
+    return images, table["class"].astype(int).to_numpy()
+
+
+def utility(train_x, train_y, test_x, test_y, classes, rare, seeds) -> tuple[np.ndarray, np.ndarray]:
+    scores = []
+    for seed in range(seeds):
+        predicted, _ = predict(train_classifier(train_x, train_y, classes, seed=seed), test_x)
+        scores.append((balanced_accuracy(predicted, test_y, classes), recall_per_class(predicted, test_y, classes)[rare]))
+    scores = np.array(scores)
+    return scores.mean(0), scores.std(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="MedMNIST-style .npz with train/val/test splits")
+    parser.add_argument("--config", default="breastmnist_2d_class.yaml")
+    parser.add_argument("--set", action="append", default=[], help="config override section.key=value")
+    parser.add_argument("--run", help="reuse a finished run instead of training")
+    parser.add_argument("--n-per-class", type=int, default=200)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default=None, help="keep the run and synthetic set here")
+    args = parser.parse_args()
+    if not args.data.endswith(".npz"):
+        raise SystemExit("bench_quality.py measures class-conditioned 2D .npz data so far; the mask-conditioned "
+                         "segmentation benchmark is part of the evaluation issue.")
+    start, device = time.time(), resolve_device(args.device)
+    cfg = load_config(args.config, args.set)
+    work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    catalog = ingest(args.data, work / "catalog", overwrite=True, show_progress=False).catalog
+    run_dir = Path(args.run) if args.run else work / "run"
+    if not args.run:
+        train(cfg, work / "catalog", run_dir, device=str(device), overwrite=True, show_progress=False)
+    train_minutes = (time.time() - start) / 60
+    run = load_run(run_dir, device)
+    names = run.class_names
+    generate(run_dir, work / "synthetic", classes=[f"{c}={args.n_per_class}" for c in names], device=str(device),
+             overwrite=True, show_progress=False)
+    real = real_arrays(catalog, cfg)
+    syn_x, syn_y = synthetic_arrays(work / "synthetic", run)
+    classes = len(names)
+    counts = np.bincount(real["train"][1], minlength=classes)
+    rare = int(np.argmin(counts))
+
+    judge = train_classifier(*real["train"], classes, seed=0)
+    _, train_feat = predict(judge, real["train"][0])
+    scale = lambda f: (f - train_feat.mean(0)) / (train_feat.std(0) + 1e-6)  # noqa: E731  features in SD units
+    test_pred, test_feat = predict(judge, real["test"][0])
+    _, val_feat = predict(judge, real["val"][0])
+    syn_pred, syn_feat = predict(judge, syn_x)
+    test_feat, val_feat, syn_feat = scale(test_feat), scale(val_feat), scale(syn_feat)
+    real_recall = recall_per_class(test_pred, real["test"][1], classes)
+    syn_recall = recall_per_class(syn_pred, syn_y, classes)
+    noisy = (noise_level(syn_x) > np.percentile(noise_level(real["train"][0]), 99)).mean()
+
+    boost = counts.max() - counts[rare]
+    rare_syn = syn_x[syn_y == rare][:boost]
+    mixed_x = np.concatenate([real["train"][0], rare_syn])
+    mixed_y = np.concatenate([real["train"][1], np.full(len(rare_syn), rare)])
+    rows = {
+        "real only": utility(*real["train"], *real["test"], classes, rare, args.seeds),
+        "synthetic only": utility(syn_x, syn_y, *real["test"], classes, rare, args.seeds),
+        f"real + {len(rare_syn)} synthetic class-{rare}": utility(mixed_x, mixed_y, *real["test"], classes, rare, args.seeds),
+    }
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"data {args.data}: train {len(real['train'][1])} (class counts {counts.tolist()}), val {len(real['val'][1])}, "
+          f"test {len(real['test'][1])}; rare class {rare}; config {args.config} {args.set}")
+    print(f"training + data prep: {train_minutes:.1f} wall minutes; run {run_dir}")
+    for c in range(classes):
+        print(f"class {names[c]}: classified as requested - synthetic {syn_recall[c]:.2f} ({args.n_per_class} studies), "
+              f"real test {real_recall[c]:.2f}")
+    print(f"Frechet distance (classifier features, 32-d, standardised on real train): synthetic vs test {frechet_distance(syn_feat, test_feat):.3f}; "
+          f"real val vs test {frechet_distance(val_feat, test_feat):.3f}")
+    print(f"synthetic images noisier than 99% of real train images: {100 * noisy:.0f}%")
+    print(f"utility on real test over {args.seeds} seeds (mean +- sd): balanced accuracy / class-{rare} recall")
+    for name, (mean, sd) in rows.items():
+        print(f"  {name:32s} {mean[0]:.3f} +- {sd[0]:.3f}   {mean[1]:.3f} +- {sd[1]:.3f}")
+    print(f"total: {(time.time() - start) / 60:.1f} wall minutes, {(cpu.ru_utime + cpu.ru_stime) / 60:.1f} CPU minutes")
+
+
+if __name__ == "__main__":
+    main()
