@@ -15,7 +15,7 @@ from medsynth.errors import MedsynthError
 
 app = typer.Typer(
     name="medsynth",
-    help="Synthetic medical imaging data: make phantoms, ingest real scans, (soon) train, generate, audit, export.",
+    help="Synthetic medical imaging data: make phantoms, ingest real scans, train conditional diffusion models, generate labelled synthetic studies, export NIfTI, DICOM (+SEG) and training layouts. The privacy audit and evaluation come next.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
