@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config override section.key=value")
     parser.add_argument("--run", help="reuse a finished run instead of training")
     parser.add_argument("--n-per-class", type=int, default=200)
+    parser.add_argument("--guidance", type=float, help="override the config's guidance scale for generation")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="keep the run and synthetic set here")
@@ -88,7 +89,7 @@ def main() -> None:
     run = load_run(run_dir, device)
     names = run.class_names
     generate(run_dir, work / "synthetic", classes=[f"{c}={args.n_per_class}" for c in names], device=str(device),
-             overwrite=True, show_progress=False)
+             guidance=args.guidance, overwrite=True, show_progress=False)
     real = real_arrays(catalog, cfg)
     syn_x, syn_y = synthetic_arrays(work / "synthetic", run)
     classes = len(names)
@@ -118,7 +119,8 @@ def main() -> None:
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     print(f"data {args.data}: train {len(real['train'][1])} (class counts {counts.tolist()}), val {len(real['val'][1])}, "
           f"test {len(real['test'][1])}; rare class {rare}; config {args.config} {args.set}")
-    print(f"training + data prep: {train_minutes:.1f} wall minutes; run {run_dir}")
+    print(f"training + data prep: {train_minutes:.1f} wall minutes; run {run_dir}; guidance "
+          f"{args.guidance if args.guidance is not None else run.cfg.diffusion.guidance}")
     for c in range(classes):
         print(f"class {names[c]}: classified as requested - synthetic {syn_recall[c]:.2f} ({args.n_per_class} studies), "
               f"real test {real_recall[c]:.2f}")

@@ -107,9 +107,13 @@ def test_bad_phantom_option(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
-def test_help_lists_every_command():
+def test_help_lists_every_command_and_each_command_explains_itself():
+    commands = ("phantom", "ingest", "train", "generate", "export", "demo")
     result = run_cli("--help")
-    assert result.returncode == 0 and all(c in result.stdout for c in ("phantom", "ingest", "demo"))
+    assert result.returncode == 0 and all(c in result.stdout for c in commands)
+    for command in commands:
+        page = run_cli(command, "--help")
+        assert page.returncode == 0 and "--overwrite" in page.stdout and "Usage" in page.stdout
 
 
 @pytest.mark.shared_data

@@ -107,3 +107,21 @@ def test_shared_real_dicom_series_match_simpleitk():
         study = load_study(ref)
         assert study.modality == "MR"
         assert_matches_simpleitk(study, root / ref.study_id)
+
+
+def test_dicom_seg_becomes_the_label_map_of_its_series():
+    """dcmqi's liver SEG on three real CT slices, against the same mask stored as NRRD (compared in world space)."""
+    from conftest import shared_data
+
+    root = shared_data("dcmqi_seg")
+    found = scan(root)
+    assert found.label_names == {0: "background", 1: "Liver"} and found.refs[0].label.endswith("liver.dcm")
+    study = load_study(found.refs[0], found.label_names)
+    nrrd = sitk.ReadImage(str(root / "liver_seg.nrrd"))
+    expected = np.argwhere(sitk.GetArrayFromImage(nrrd).transpose(2, 1, 0) > 0)
+    world_expected = np.array([nrrd.TransformIndexToPhysicalPoint([int(v) for v in p]) for p in expected])
+    ours = LPS_TO_RAS @ study.affine
+    world_ours = (ours[:3, :3] @ np.argwhere(study.label > 0).T + ours[:3, 3:4]).T
+    assert len(world_ours) == len(world_expected) == 107098
+    order = lambda p: p[np.lexsort(np.round(p, 1).T)]  # noqa: E731
+    np.testing.assert_allclose(order(world_ours), order(world_expected), atol=0.01)

@@ -279,3 +279,19 @@ def test_fast_series_writer_writes_the_bytes_pydicom_writes(tmp_path):
         fast = (tmp_path / "fast" / f"IM{k + 1:05d}.dcm").read_bytes()
         assert fast == (tmp_path / "ref.dcm").read_bytes()
     assert headers[0].SOPInstanceUID != headers[1].SOPInstanceUID and headers[0].PatientID == headers[1].PatientID
+
+
+def test_exported_dicom_with_seg_ingests_back_to_the_same_studies(ct_export):
+    """Closed loop: medsynth's DICOM (+SEG) export, read by medsynth's DICOM reader, equals the NIfTI export."""
+    from medsynth.data.readers import load_study, scan
+
+    found = scan(ct_export / "dicom")
+    assert found.label_names == {0: "background", 1: "liver", 2: "lesion"}
+    for ref in found.refs:
+        study = load_study(ref, found.label_names)
+        case = ref.study_id.split("_image")[0]
+        image = nib.load(ct_export / "nifti" / "images" / f"{case}.nii.gz")
+        label = nib.load(ct_export / "nifti" / "labels" / f"{case}.nii.gz")
+        np.testing.assert_allclose(study.affine, image.affine, atol=1e-3)
+        np.testing.assert_array_equal(study.image[0], image.get_fdata())
+        np.testing.assert_array_equal(study.label, np.asarray(label.dataobj))

@@ -12,13 +12,14 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from medsynth.data.geometry import affine_from_dicom, slice_normal
+from medsynth.data.geometry import LPS_TO_RAS, affine_from_dicom, slice_normal
 from medsynth.data.readers.base import Scan, StudyRef
 from medsynth.data.study import Study, normalise_modality
 from medsynth.errors import DataError
 
 _HEADER_TAGS = [
     "SOPClassUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality", "PatientID",
+    "ReferencedSeriesSequence",
     "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "NumberOfFrames",
     "InstanceNumber", "SliceThickness", "SpacingBetweenSlices",
 ]
@@ -52,10 +53,12 @@ def is_dicom_folder(path: Path) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _series_in(location: str) -> tuple[dict[str, list[SliceHeader]], dict[str, dict], list[str]]:
-    """Headers of every image slice in a file or under a folder, grouped by series; plus series info and skipped files."""
+    """Headers of every image slice in a file or under a folder, grouped by series; series info (with the SEG
+    files that reference each series); and the non-image files skipped."""
     series: dict[str, list[SliceHeader]] = defaultdict(list)
     info: dict[str, dict] = {}
     skipped: list[str] = []
+    segs: dict[str, list[str]] = defaultdict(list)
     root = Path(location)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and looks_like_dicom(p))
     for path in files:
@@ -64,6 +67,9 @@ def _series_in(location: str) -> tuple[dict[str, list[SliceHeader]], dict[str, d
         except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as err:
             raise DataError(f"{path} is not a readable DICOM file ({_first_line(err)}); remove or replace it.") from None
         modality = str(ds.get("Modality", ""))
+        if modality == "SEG" and ds.get("ReferencedSeriesSequence"):
+            segs[str(ds.ReferencedSeriesSequence[0].SeriesInstanceUID)].append(str(path))
+            continue
         if modality in _NON_IMAGE_MODALITIES or "ImagePositionPatient" not in ds:
             skipped.append(f"{path.name} ({modality or 'no image geometry'})")
             continue
@@ -82,6 +88,11 @@ def _series_in(location: str) -> tuple[dict[str, list[SliceHeader]], dict[str, d
                             "it needs ImagePositionPatient, ImageOrientationPatient, PixelSpacing, Rows and Columns.") from None
         info.setdefault(uid, {"modality": modality, "patient_id": str(ds.get("PatientID", "")),
                               "series_number": ds.get("SeriesNumber"), "folder": str(path.parent)})
+    for uid, paths in segs.items():
+        if uid in info:
+            info[uid]["segs"] = paths
+        else:
+            skipped += [f"{Path(p).name} (SEG of a series not in the folder)" for p in paths]
     return dict(series), info, skipped
 
 
@@ -129,11 +140,48 @@ def scan_dicom(path: Path) -> Scan:
             where = f"DICOM series {info[uid]['series_number'] or uid} in {folder}"
             ordered_slices(series[uid], where)  # validate geometry now, before any pixel is read
             study_id = base if len(uids) == 1 else f"{base}_s{info[uid]['series_number'] or n + 1}"
-            refs.append(StudyRef(study_id, "dicom", (str(location),), key=uid,
+            seg_files = info[uid].get("segs", [])
+            if len(seg_files) > 1:
+                raise DataError(f"{where} is referenced by {len(seg_files)} SEG files; keep one segmentation per series.")
+            refs.append(StudyRef(study_id, "dicom", (str(location),), label=seg_files[0] if seg_files else "", key=uid,
                                  subject_id=info[uid]["patient_id"] or study_id,
                                  modality=normalise_modality(info[uid]["modality"])))
     problems = [f"skipped {len(skipped)} non-image DICOM file(s): {', '.join(skipped[:3])}"] if skipped else []
-    return Scan("DICOM folder", root.name, refs, problems=problems)
+    vocabulary = _segment_names([r.label for r in refs if r.label])
+    return Scan("DICOM folder", root.name, refs, label_names=vocabulary, problems=problems)
+
+
+def _segment_names(seg_files: list[str]) -> dict[int, str] | None:
+    """Label ids to names from the SEGs' segment numbers and labels; None when there is no SEG."""
+    if not seg_files:
+        return None
+    names = {0: "background"}
+    for path in seg_files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SegmentSequence"])
+        for segment in ds.get("SegmentSequence", []):
+            names.setdefault(int(segment.SegmentNumber), str(segment.get("SegmentLabel", f"segment {segment.SegmentNumber}")))
+    return names
+
+
+def seg_label_map(path: str, shape: tuple[int, ...], affine_ras: np.ndarray) -> np.ndarray:
+    """A DICOM SEG as an integer label map on the image grid (segment number = label id), matched in world space."""
+    import highdicom as hd
+
+    try:
+        volume = hd.seg.segread(path).get_volume(combine_segments=True)
+    except Exception as err:  # highdicom raises many types for malformed or overlapping segmentations
+        raise DataError(f"{path}: cannot read this DICOM SEG ({_first_line(err)}).") from None
+    seg_index = np.argwhere(volume.array > 0)  # (slice, row, column) of labelled voxels
+    labels = np.zeros(shape, np.uint8)
+    if len(seg_index):
+        to_image = np.linalg.inv(affine_ras) @ LPS_TO_RAS @ volume.affine
+        target = (to_image[:3, :3] @ seg_index.T + to_image[:3, 3:4]).T
+        rounded = np.round(target).astype(int)
+        if np.abs(target - rounded).max() > 0.05 or (rounded < 0).any() or (rounded >= np.array(shape)).any():
+            raise DataError(f"{path}: the SEG's frames do not lie on the image series' grid; "
+                            "medsynth reads SEGs made on the referenced images.")
+        labels[tuple(rounded.T)] = volume.array[tuple(seg_index.T)]
+    return labels
 
 
 def load_dicom(ref: StudyRef, label_names: dict[int, str] | None) -> Study:
@@ -156,7 +204,8 @@ def load_dicom(ref: StudyRef, label_names: dict[int, str] | None) -> Study:
     volume = np.stack(planes, axis=-1).transpose(1, 0, 2)  # (rows, cols, k) -> (column i, row j, slice k)
     first = ordered[0]
     affine = affine_from_dicom(np.array(first.position), np.array(first.orientation), np.array(first.pixel_spacing), step)
-    return Study(volume[None], affine, ref.modality, study_id=ref.study_id, subject_id=ref.subject_id,
+    label = seg_label_map(ref.label, volume.shape, affine) if ref.label else None
+    return Study(volume[None], affine, ref.modality, label, study_id=ref.study_id, subject_id=ref.subject_id,
                  source=str(Path(first.path).parent))
 
 
