@@ -151,6 +151,8 @@ def export(
     labels: Optional[Path] = LabelsOpt,
     image_type: str = typer.Option("derived", "--image-type", help="DICOM ImageType: derived (DERIVED\\SECONDARY) or "
                                    "original (ORIGINAL\\PRIMARY, to mimic scanner output)."),
+    body_part: str = typer.Option("ABDOMEN", "--body-part", help="DICOM BodyPartExamined defined term (ABDOMEN, CHEST, "
+                                  "HEAD, BRAIN, ...): say what anatomy the model makes."),
     dataset_id: int = typer.Option(501, "--dataset-id", help="nnU-Net / MSD dataset number (3 digits)."),
     name: Optional[str] = typer.Option(None, "--name", help="Dataset name for the nnU-Net / MSD folders."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes for DICOM writing (default: all cores)."),
@@ -160,7 +162,8 @@ def export(
     from medsynth.export.export import export as run_export
 
     result = run_export(synth, out, formats, audit=audit, force=force, with_real=with_real, real_labels=labels,
-                        image_type=image_type, dataset_id=dataset_id, name=name, overwrite=overwrite, workers=workers)
+                        image_type=image_type, dataset_id=dataset_id, name=name, body_part=body_part.upper(),
+                        overwrite=overwrite, workers=workers)
     typer.echo(f"exported {', '.join(result.formats)}: {result.files} files, {result.megabytes:.1f} MB in "
                f"{result.seconds:.1f} s (audit: {result.audit_verdict}) to {result.out}")
 

@@ -21,8 +21,10 @@ def check_output_dir(out: str | Path, overwrite: bool) -> Path:
         raise OutputExistsError(
             f"{out} already exists and is not empty; choose another --out or pass --overwrite to replace it."
         )
-    if not out.parent.exists():
-        raise MedsynthError(f"the parent folder of {out} does not exist; create it first.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # like `mkdir -p`: runs/hippo works before runs/ exists
+    except OSError as err:
+        raise MedsynthError(f"cannot create the folder {out.parent} ({err.strerror}); choose another --out.") from None
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ def dicom_case(task: dict) -> list[dict]:
     sset: SyntheticSet = task["sset"]
     study = sset.load(task["row"])
     keys = {k: uid(task["run_hash"], study.study_id, k) for k in ("study", "series", "frame", "seg_series")}
+    keys["body_part"] = task["body_part"]
     folder = Path(task["folder"]) / study.study_id
     datasets, scaling = write_series(folder / "image", study.image[0] if study.spatial_dims == 3 else study.image[0][..., None],
                                      study.affine, study.modality, keys, task["number"], task["software"], task["image_type"])
@@ -77,8 +79,8 @@ def _check(sset: SyntheticSet, formats: list[str], audit: dict | None, force: bo
 
 def export(synth: str | Path, out: str | Path, formats: list[str], *, audit: str | Path | None = None, force: bool = False,
            with_real: str | Path | None = None, real_labels: str | Path | None = None, image_type: str = "derived",
-           dataset_id: int = 501, name: str | None = None, overwrite: bool = False, workers: int | None = None,
-           show_progress: bool = True) -> ExportResult:
+           dataset_id: int = 501, name: str | None = None, body_part: str = "ABDOMEN", overwrite: bool = False,
+           workers: int | None = None, show_progress: bool = True) -> ExportResult:
     """Write `formats` of the synthetic set under `out` (plus manifest.csv, dataset_card.md, export.json)."""
     start = time.monotonic()
     sset = read_synthetic_set(synth)
@@ -87,6 +89,8 @@ def export(synth: str | Path, out: str | Path, formats: list[str], *, audit: str
     _check(sset, formats, report, force)
     if image_type not in ("derived", "original"):
         raise MedsynthError(f"--image-type must be derived or original, got {image_type!r}.")
+    if not re.fullmatch(r"[A-Z0-9 _]{1,16}", body_part):
+        raise MedsynthError(f"--body-part must be a DICOM defined term such as ABDOMEN, CHEST, HEAD or BRAIN, got {body_part!r}.")
     if not 1 <= dataset_id <= 999:
         raise MedsynthError(f"--dataset-id must be 1..999 (nnU-Net's three digits), got {dataset_id}.")
     real = ingest(with_real, labels=real_labels, show_progress=False).catalog if with_real else None
@@ -97,7 +101,8 @@ def export(synth: str | Path, out: str | Path, formats: list[str], *, audit: str
         files = _write_layouts(tmp, sset, real, [f for f in formats if f != "dicom"], dataset_id, name, show_progress)
         if "dicom" in formats:
             tasks = [{"sset": sset, "row": row, "run_hash": run_hash, "folder": tmp / "dicom", "number": int(row["index"]) + 1,
-                      "software": software, "image_type": image_type} for _, row in sset.table.iterrows()]
+                      "software": software, "image_type": image_type, "body_part": body_part}
+                     for _, row in sset.table.iterrows()]
             with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:  # DICOM encoding is CPU-bound
                 for entries in pool.map(dicom_case, tasks):
                     files += [{**e, "source": "synthetic", "format": "dicom"} for e in entries]
@@ -112,6 +117,7 @@ def export(synth: str | Path, out: str | Path, formats: list[str], *, audit: str
         (tmp / "dataset_card.md").write_text(dataset_card(sset, table, formats, report, force and verdict != "PASS"))
         provenance.write_json(tmp / "export.json", provenance.record(
             "export", {"formats": formats, "image_type": image_type, "dataset_id": dataset_id, "name": name,
+                       "body_part": body_part,
                        "with_real": str(with_real) if with_real else None, "force": force},
             {"synthetic_set": str(sset.folder), "run_hash": run_hash,
              "samples_csv_sha256": provenance.sha256_file(sset.folder / "samples.csv")},
