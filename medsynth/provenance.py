@@ -10,7 +10,7 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 _PACKAGES = ("medsynth", "torch", "monai", "numpy", "nibabel", "pydicom", "highdicom", "pandas")
 
@@ -40,16 +40,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def sha256_files(paths: Iterable[str | Path]) -> str:
-    """One SHA-256 over several files, in the order given (name-independent: content only)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(bytes.fromhex(sha256_file(path)))
-    return digest.hexdigest()
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def record(kind: str, config: dict[str, Any], inputs: dict[str, Any] | None = None, timestamp: bool = True,

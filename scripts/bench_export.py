@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from medsynth.data.study import Study  # noqa: E402
-from medsynth.data.writers import write_study_nifti  # noqa: E402
-from medsynth.export.export import export  # noqa: E402
+from medsynth.data.study import Study
+from medsynth.data.writers import write_study_nifti
+from medsynth.export.export import export
 
 
 def make_set(folder: Path, n: int, size: int) -> int:

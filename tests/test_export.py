@@ -261,7 +261,6 @@ def test_no_training_study_identifier_reaches_any_exported_file(tmp_path):
 def test_fast_series_writer_writes_the_bytes_pydicom_writes(tmp_path):
     """The shared-header writer must produce exactly what pydicom's own save_as produces for each slice."""
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
     from medsynth.export.dicom import VARYING, write_series
 

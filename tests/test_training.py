@@ -160,7 +160,6 @@ def test_cli_train_and_its_errors(phantoms_2d, tmp_path):
 
 
 def test_killed_run_leaves_a_loadable_checkpoint(phantoms_3d, tmp_path):
-    import os
     import signal
     import subprocess
     import sys

@@ -38,10 +38,3 @@ def slice_normal(orientation: np.ndarray) -> np.ndarray:
     """Unit normal of the image plane (row direction x column direction)."""
     normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
     return normal / np.linalg.norm(normal)
-
-
-def axis_codes(affine: np.ndarray) -> str:
-    """Orientation codes such as 'RAS' or 'LPI' of an affine (the world direction each array axis points to)."""
-    import nibabel as nib
-
-    return "".join(nib.aff2axcodes(affine))

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
@@ -195,4 +194,4 @@ def read_seg(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return volume.array, volume.affine
 
 
-__all__ = ["uid", "write_series", "write_seg", "read_seg", "pydicom"]
+__all__ = ["uid", "write_series", "write_seg", "read_seg"]

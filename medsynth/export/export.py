@@ -155,7 +155,7 @@ def _write_layouts(root: Path, sset: SyntheticSet, real, formats: list[str], dat
                 max_label = max(max_label, int(study.label.max()))
     for fmt, entries in cases.items():
         root_fmt = layouts.layout_root(root, fmt, dataset_id, name)
-        names = layouts._names(sset.label_names, max_label) if sset.has_labels else {}
+        names = layouts.label_table(sset.label_names, max_label) if sset.has_labels else {}
         if fmt == "nnunet":
             layouts.nnunet_dataset_json(root_fmt, len(entries), sset.modality, names, name)
         elif fmt == "msd":

@@ -14,7 +14,7 @@ DESCRIP = "medsynth SYNTHETIC"
 CHANNEL_NAME = {"CT": "CT", "MR": "T2", "OT": "OT"}  # nnU-Net: 'CT' switches on CT normalisation
 
 
-def _names(label_names: dict[int, str], max_label: int) -> dict[int, str]:
+def label_table(label_names: dict[int, str], max_label: int) -> dict[int, str]:
     names = {k: label_names.get(k, "background" if k == 0 else f"label_{k}") for k in range(max_label + 1)}
     if sorted(names) != list(range(len(names))):
         raise MedsynthError("label ids must be consecutive from 0 for nnU-Net and MSD layouts.")
@@ -75,4 +75,4 @@ def label_folders(fmt: str) -> tuple[str, str, str]:
 
 
 __all__ = ["CHANNEL_NAME", "dataset_name", "label_folders", "layout_root", "monai_datalist", "msd_dataset_json",
-           "nnunet_dataset_json", "write_nifti_files", "_names"]
+           "nnunet_dataset_json", "write_nifti_files", "label_table"]

@@ -58,7 +58,7 @@ def dataset_card(sset, table: pd.DataFrame, formats: list[str], audit: dict | No
         f"- formats: {', '.join(formats)}",
         "- studies per class: " + ", ".join(f"{k}: {v}" for k, v in classes.items()),
         f"- label maps: {'yes, ' + ', '.join(f'{k} {v}' for k, v in sset.label_names.items()) if sset.has_labels else 'none'}",
-        f"- real studies merged in: {int((table['source'] == 'real').any() and table.loc[table['source'] == 'real', 'study_id'].nunique())}",
+        f"- real studies merged in: {table.loc[table['source'] == 'real', 'study_id'].nunique()}",
         f"- QC: {int((~synthetic['qc_passed'].astype(str).str.lower().eq('true')).sum())} studies flagged by generation QC",
         "",
         "## Privacy audit",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections import deque
 import os
 import signal
 import time
@@ -232,12 +233,12 @@ class MetricsLog:
         self.path, self.enabled, self.rows = path, enabled, []
         self.start = self.window_start = time.monotonic()
         self.window_samples, self.last_loss, self.samples_per_s = 0, float("nan"), 0.0
-        self.losses: list[float] = []
+        self.losses: deque[float] = deque(maxlen=20)  # the window last_loss averages
 
     def add(self, step: int, loss: float, lr: float, samples: int) -> None:
         self.losses.append(loss)
         self.window_samples += samples
-        self.last_loss = float(np.mean(self.losses[-20:]))
+        self.last_loss = float(np.mean(self.losses))
         elapsed = time.monotonic() - self.window_start
         if elapsed > 0:
             self.samples_per_s = self.window_samples / elapsed

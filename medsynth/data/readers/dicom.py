@@ -19,7 +19,7 @@ from medsynth.errors import DataError
 
 _HEADER_TAGS = [
     "SOPClassUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality", "PatientID",
-    "ReferencedSeriesSequence",
+    "ReferencedSeriesSequence", "SegmentSequence",
     "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "NumberOfFrames",
     "InstanceNumber", "SliceThickness", "SpacingBetweenSlices",
 ]
@@ -59,6 +59,7 @@ def _series_in(location: str) -> tuple[dict[str, list[SliceHeader]], dict[str, d
     info: dict[str, dict] = {}
     skipped: list[str] = []
     segs: dict[str, list[str]] = defaultdict(list)
+    segment_names: dict[str, dict[int, str]] = {}
     root = Path(location)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and looks_like_dicom(p))
     for path in files:
@@ -69,6 +70,8 @@ def _series_in(location: str) -> tuple[dict[str, list[SliceHeader]], dict[str, d
         modality = str(ds.get("Modality", ""))
         if modality == "SEG" and ds.get("ReferencedSeriesSequence"):
             segs[str(ds.ReferencedSeriesSequence[0].SeriesInstanceUID)].append(str(path))
+            segment_names[str(path)] = {int(s.SegmentNumber): str(s.get("SegmentLabel", f"segment {s.SegmentNumber}"))
+                                        for s in ds.get("SegmentSequence", [])}
             continue
         if modality in _NON_IMAGE_MODALITIES or "ImagePositionPatient" not in ds:
             skipped.append(f"{path.name} ({modality or 'no image geometry'})")
@@ -91,6 +94,7 @@ def _series_in(location: str) -> tuple[dict[str, list[SliceHeader]], dict[str, d
     for uid, paths in segs.items():
         if uid in info:
             info[uid]["segs"] = paths
+            info[uid]["segment_names"] = {k: v for p in paths for k, v in segment_names[p].items()}
         else:
             skipped += [f"{Path(p).name} (SEG of a series not in the folder)" for p in paths]
     return dict(series), info, skipped
@@ -147,20 +151,12 @@ def scan_dicom(path: Path) -> Scan:
                                  subject_id=info[uid]["patient_id"] or study_id,
                                  modality=normalise_modality(info[uid]["modality"])))
     problems = [f"skipped {len(skipped)} non-image DICOM file(s): {', '.join(skipped[:3])}"] if skipped else []
-    vocabulary = _segment_names([r.label for r in refs if r.label])
+    vocabulary = None  # label ids to names from the SEGs' segments; None when no series has a SEG
+    for ref in (r for r in refs if r.label):
+        vocabulary = vocabulary or {0: "background"}
+        for number, name in info[ref.key]["segment_names"].items():
+            vocabulary.setdefault(number, name)
     return Scan("DICOM folder", root.name, refs, label_names=vocabulary, problems=problems)
-
-
-def _segment_names(seg_files: list[str]) -> dict[int, str] | None:
-    """Label ids to names from the SEGs' segment numbers and labels; None when there is no SEG."""
-    if not seg_files:
-        return None
-    names = {0: "background"}
-    for path in seg_files:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SegmentSequence"])
-        for segment in ds.get("SegmentSequence", []):
-            names.setdefault(int(segment.SegmentNumber), str(segment.get("SegmentLabel", f"segment {segment.SegmentNumber}")))
-    return names
 
 
 def seg_label_map(path: str, shape: tuple[int, ...], affine_ras: np.ndarray) -> np.ndarray:
