@@ -15,7 +15,7 @@ from medsynth.errors import MedsynthError
 
 app = typer.Typer(
     name="medsynth",
-    help="Synthetic medical imaging data: make phantoms, ingest real scans, train conditional diffusion models, generate labelled synthetic studies, export NIfTI, DICOM (+SEG) and training layouts. The privacy audit and evaluation come next.",
+    help="Synthetic medical imaging data: make phantoms, ingest real scans, train conditional diffusion models, generate labelled synthetic studies, audit them for copies of training patients, export NIfTI, DICOM (+SEG) and training layouts.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -136,6 +136,43 @@ def generate(
                           mask_augment=mask_augment, mask_flip=mask_flip, max_attempts=qc_attempts)
     typer.echo(f"generated {result.studies} studies in {result.seconds:.1f} s ({result.resampled} re-sampled after QC, "
                f"{result.failed} still flagged) into {result.out}; see samples.csv and overview.png")
+
+
+@app.command()
+def audit(
+    run: Path = typer.Argument(..., help="The training run that made SYNTH (medsynth train --out)."),
+    synth: Path = typer.Argument(..., help="The synthetic set to audit (medsynth generate --out)."),
+    out: Path = typer.Option(..., "--out", help="Report folder: report.html, report.json, pairs.csv."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Family-wise error over the whole set: the chance that a set "
+                                "with no copy gets any study flagged."),
+    copies: int = typer.Option(10, "--copies-per-kind", help="Planted copies per kind (exact, flip, shift, rotation, "
+                               "noise, intensity, elastic, blur_noise) to measure detection power."),
+    min_recall: float = typer.Option(0.9, "--min-recall", help="Planted-copy recall needed per kind; below it the "
+                                     "verdict is INCONCLUSIVE."),
+    embedding: bool = typer.Option(True, "--embedding/--no-embedding", help="Train the contrastive encoder for the "
+                                   "embedding channel."),
+    membership: bool = typer.Option(True, "--membership/--no-membership", help="Run the loss-based membership attack."),
+    max_auc: float = typer.Option(0.6, "--max-membership-auc", help="FAIL when the membership AUC's 95% interval "
+                                  "lies above this."),
+    redact: bool = typer.Option(False, "--redact", help="Also write report_redacted.html, without training images, "
+                                "for sharing."),
+    seed: int = typer.Option(0, "--seed", help="Seed for planted copies, the encoder and bootstraps."),
+    device: str = DeviceOpt,
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Privacy audit: are any synthetic studies copies of training studies? Verdict PASS / FAIL / INCONCLUSIVE."""
+    from medsynth.audit.audit import Settings, audit as run_audit
+
+    settings = Settings(alpha=alpha, copies_per_kind=copies, min_recall=min_recall, embedding=embedding,
+                        membership=membership, max_membership_auc=max_auc, seed=seed)
+    result = run_audit(run, synth, out, settings, redact=redact, device=device, overwrite=overwrite)
+    typer.echo(f"audit {result.verdict}: {result.flagged} of {result.studies} synthetic studies flagged; lowest "
+               f"planted-copy recall {result.min_recall:.0%}"
+               + (f"; membership AUC {result.membership_auc:.2f}" if result.membership_auc is not None else "")
+               + f" ({result.seconds:.0f} s)")
+    for reason in result.reasons:
+        typer.echo(f"  - {reason}")
+    typer.echo(f"report: {result.out / 'report.html'}")
 
 
 @app.command()

@@ -1,11 +1,12 @@
 """Copy search: each query's nearest training study under axis flips and small shifts, at about the cost of a
 plain correlation search.
 
-Stage 1, a plain search: two descriptors per study, compared by dot products in memory-bounded chunks:
+Stage 1, a plain search: three descriptors per study, compared by dot products in memory-bounded chunks:
   - pixel: the z-scored volume (finds noisy, rescaled, rotated, elastically warped and blurred copies);
   - pose: the volume in a canonical pose, its intensity centroid moved to the grid centre and each axis
-    flipped so that its third moment is positive (finds flipped copies).
-  The candidates of a query are the union of both descriptors' top k.
+    flipped so that its third moment is positive (finds flipped copies);
+  - spectrum: the log Fourier magnitude symmetrised over axis flips (finds shifted copies of noise-like texture).
+  The candidates of a query are the union of the descriptors' top k.
 Stage 2, exact on k candidates only: the maximum over every combination of axis flips and every shift of
 at most `max_shift` voxels of the normalised cross-correlation on the overlap, means removed (computed with
 FFTs, Lewis 1995). A shifted copy scores 1 against its source although most of its content moved.
@@ -57,11 +58,26 @@ def canonical_pose(volume: np.ndarray) -> np.ndarray:
     return x
 
 
-def descriptors(volumes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(pixel, pose) descriptor matrices, (N, voxels) float32 with unit-norm rows."""
-    pixel = np.stack([zscore(v).ravel() for v in volumes]).astype(np.float32)
+def spectrum(volume: np.ndarray) -> np.ndarray:
+    """Log Fourier magnitude, averaged over mirrored frequency axes: unchanged by circular shifts and by axis flips,
+    nearly unchanged by small shifts; finds shifted copies of texture (noise-like) volumes that plain NCC misses."""
+    m = np.log1p(np.abs(np.fft.fftn(np.asarray(volume, np.float64) - np.mean(volume))))
+    for axis in range(m.ndim):
+        m = m + np.roll(np.flip(m, axis), 1, axis)
+    return m
+
+
+def pixel_descriptors(volumes: Sequence[np.ndarray]) -> np.ndarray:
+    """(N, voxels) z-scored volumes: dot products are Pearson correlations."""
+    return np.stack([zscore(v).ravel() for v in volumes]).astype(np.float32)
+
+
+def descriptors(volumes: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """(pixel, pose, spectrum) descriptor matrices, (N, voxels) float32 with unit-norm rows."""
+    pixel = pixel_descriptors(volumes)
     pose = np.stack([zscore(canonical_pose(v)).ravel() for v in volumes]).astype(np.float32)
-    return pixel, pose
+    spec = np.stack([zscore(spectrum(v)).ravel() for v in volumes]).astype(np.float32)
+    return pixel, pose, spec
 
 
 def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
@@ -103,18 +119,59 @@ def best_alignment(query: np.ndarray, source: np.ndarray, max_shift: int = 2) ->
     return best
 
 
-def nearest(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int = 20, max_shift: int = 2,
-            gallery_descriptors: tuple[np.ndarray, np.ndarray] | None = None) -> list[Match]:
-    """The best training match of every query (volumes on one grid, any intensity units)."""
+def ranked(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int = 20, max_shift: int = 2, keep: int = 3,
+           gallery_descriptors: tuple[np.ndarray, ...] | None = None) -> list[list[Match]]:
+    """The `keep` best training matches of every query, best first (volumes on one grid, any intensity units)."""
     shapes = {np.shape(v) for v in list(queries) + list(gallery)}
     if len(shapes) != 1:
         raise ValueError(f"all studies must share one grid to be compared, got shapes {sorted(shapes)}")
-    gallery_pixel, gallery_pose = gallery_descriptors or descriptors(gallery)
-    query_pixel, query_pose = descriptors(queries)
-    candidates = np.concatenate([top_k(query_pixel, gallery_pixel, k), top_k(query_pose, gallery_pose, k)], axis=1)
-    matches = []
+    found = descriptors(queries)
+    candidates = np.concatenate([top_k(q, g, k) for q, g in zip(found, gallery_descriptors or descriptors(gallery))], axis=1)
+    out = []
     for query, rows in zip(queries, candidates):
-        scored = [(best_alignment(query, gallery[i], max_shift), int(i)) for i in dict.fromkeys(rows.tolist())]
-        (score, axes, shift), index = max(scored, key=lambda item: item[0][0])
-        matches.append(Match(index, score, axes, shift))
-    return matches
+        scored = [Match(int(i), *best_alignment(query, gallery[i], max_shift)) for i in dict.fromkeys(rows.tolist())]
+        out.append(sorted(scored, key=lambda m: -m.score)[:keep])
+    return out
+
+
+def nearest(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int = 20, max_shift: int = 2,
+            gallery_descriptors: tuple[np.ndarray, ...] | None = None) -> list[Match]:
+    """The best training match of every query."""
+    return [r[0] for r in ranked(queries, gallery, k, max_shift, 1, gallery_descriptors)]
+
+
+def align(volume: np.ndarray, match: Match, fill: float | None = None) -> np.ndarray:
+    """`volume` (a query) flipped and shifted as `match` says, so it lies over its training match."""
+    x = np.flip(volume, match.flip_axes) if match.flip_axes else np.asarray(volume)
+    fill = float(x.min()) if fill is None else fill
+    return ndimage.shift(x, [-s for s in match.shift], order=0, mode="constant", cval=fill)
+
+
+def high_pass(volume: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """The volume minus its Gaussian-smoothed self: fine texture and noise, the part unique to one acquisition.
+    Clipped at 3 robust standard deviations, so tissue borders (shared by every study) do not dominate."""
+    v = np.asarray(volume, np.float32)
+    hp = v - ndimage.gaussian_filter(v, sigma)
+    active = hp[np.abs(hp) > 1e-6]
+    limit = 3.0 * 1.4826 * float(np.median(np.abs(active - np.median(active)))) if active.size else 0.0
+    return np.clip(hp, -limit, limit) if limit > 0 else hp
+
+
+def texture_score(query: np.ndarray, source: np.ndarray, block: int = 8, max_shift: int = 2) -> float:
+    """Median over blocks of the block's best NCC, over local shifts |s| <= max_shift, between the high-passed
+    volumes (query already aligned to source). A smooth warp or small rotation is a shift within each block, so a
+    warped copy keeps its source's texture block by block; unrelated studies' textures do not correlate.
+    """
+    q, g = high_pass(query), high_pass(source)
+    cut = tuple(slice(0, n - n % block) for n in g.shape)
+    q, g = q[cut], g[cut]
+    grid = tuple(n // block for n in g.shape)
+    blocks = lambda a: a.reshape([x for n in grid for x in (n, block)]).sum(tuple(range(1, 2 * len(grid), 2)))  # noqa: E731
+    g2 = blocks(g * g)
+    best = np.full(grid, -1.0)
+    for shift in itertools.product(range(-max_shift, max_shift + 1), repeat=g.ndim):
+        qs = np.roll(q, shift, axis=tuple(range(g.ndim)))
+        ncc = blocks(qs * g) / np.sqrt(np.maximum(blocks(qs * qs) * g2, 1e-12))
+        best = np.maximum(best, ncc)
+    keep = g2 > 0.1 * np.median(g2)   # blocks with texture (not flat padding)
+    return float(np.median(best[keep])) if keep.any() else 0.0

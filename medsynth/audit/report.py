@@ -1,0 +1,154 @@
+"""The audit's HTML page: one self-contained file (figures embedded as PNG), readable on a laptop screen."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from medsynth.audit.search import align  # noqa: E402
+
+COLOURS = {"PASS": "#1b7f3b", "FAIL": "#b3261e", "INCONCLUSIVE": "#b26a00"}
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} .verdict{font-size:1.6em;font-weight:700;color:#fff;padding:.3em .8em;border-radius:6px;display:inline-block}
+.warn{background:#fff4e5;border:1px solid #f0b35b;padding:.6em 1em;border-radius:6px}
+table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left} img{max-width:100%} section{margin:2em 0}
+code{background:#f3f3f3;padding:0 .2em}"""
+
+
+@dataclass
+class Views:
+    """What the figures draw: the compared volumes, the matches and every channel's scores."""
+
+    train: object
+    holdout: object
+    synthetic: object
+    matches: list
+    null_scores: dict
+    scores: dict
+    planted_scores: dict
+    nulls: dict
+    level: float
+    channels: tuple[str, ...]
+
+
+def png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def middle(volume: np.ndarray) -> np.ndarray:
+    """The middle slice of a 3D volume (last axis), or the 2D image itself, oriented for display."""
+    return np.rot90(volume[..., volume.shape[-1] // 2] if volume.ndim == 3 else volume)
+
+
+def histograms(v: Views) -> str:
+    fig, axes = plt.subplots(1, len(v.channels), figsize=(4.2 * len(v.channels), 3.2), squeeze=False)
+    for ax, channel in zip(axes[0], v.channels):
+        every = np.concatenate([v.null_scores[channel], v.scores[channel], v.planted_scores[channel]])
+        bins = np.linspace(every.min(), max(every.max(), 1.0), 40)
+        ax.hist(v.null_scores[channel], bins, alpha=0.6, density=True, label="holdout (null)")
+        ax.hist(v.scores[channel], bins, alpha=0.6, density=True, label="synthetic")
+        ax.hist(v.planted_scores[channel], bins, alpha=0.4, density=True, label="planted copies")
+        ax.axvline(v.nulls[channel].threshold(v.level), color="k", linestyle="--", label="threshold")
+        ax.set_title(f"{channel}: similarity to nearest training study", fontsize=9)
+        ax.set_yticks([])
+    axes[0][0].legend(fontsize=7)
+    return png(fig)
+
+
+def closest_pairs(v: Views, redact: bool, count: int = 6) -> str:
+    p = np.ones(len(v.synthetic.ids))
+    for channel in v.channels:
+        p = np.minimum(p, v.nulls[channel].p_value(v.scores[channel]))
+    order = np.argsort(p)[:count]
+    columns = 1 if redact else 2
+    fig, axes = plt.subplots(len(order), columns, figsize=(2.6 * columns, 2.6 * len(order)), squeeze=False)
+    for row, q in enumerate(order):
+        match = v.matches[q][0]
+        axes[row][0].imshow(middle(align(v.synthetic.volumes[q], match)), cmap="gray")
+        axes[row][0].set_title(f"{v.synthetic.ids[q]}  p={p[q]:.1e}", fontsize=8)
+        if not redact:
+            axes[row][1].imshow(middle(v.train.volumes[match.index]), cmap="gray")
+            axes[row][1].set_title(f"training {v.train.ids[match.index]}  ncc={match.score:.3f}", fontsize=8)
+    for ax in axes.ravel():
+        ax.axis("off")
+    return png(fig)
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def fmt(x) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:
+    verdict = payload["verdict"]
+    cal = payload["calibration"]
+    power = payload["detection_power"]
+    parts = [f"<h1>medsynth privacy audit</h1>"]
+    parts.append('<p class="warn">' + ("Redacted copy: no training images are shown; safe to share with the synthetic set."
+                                       if redact else "This report shows training images (closest pairs). Do not share it "
+                                       "outside the data's governance; share <code>report_redacted.html</code> instead "
+                                       "(written with <code>--redact</code>).") + "</p>")
+    parts.append(f'<section><span class="verdict" style="background:{COLOURS[verdict]}">{verdict}</span><ul>'
+                 + "".join(f"<li>{html.escape(r)}</li>" for r in payload["reasons"]) + "</ul>"
+                 + f"<p>{payload['summary']['synthetic_studies']} synthetic studies audited against "
+                 f"{payload['train_studies']} training studies, calibrated on {payload['holdout_studies']} held-out studies; "
+                 f"compared on the {html.escape(payload['compared_on'])}, grid {payload['grid']}.</p></section>")
+    parts.append("<section><h2>Thresholds and how they were calibrated</h2><p>" + html.escape(cal["rule"]) + ". Each "
+                 "channel scores a study by its similarity to its nearest training study; the held-out real studies' "
+                 "scores against the same training gallery are the null for 'not a copy'.</p>"
+                 + table([[c, d["holdout_studies"], fmt(d["holdout_median"]), fmt(d["holdout_max"]), fmt(d["threshold"])]
+                          for c, d in cal["channels"].items()],
+                         ["channel", "holdout studies", "holdout median", "holdout max", "threshold"])
+                 + f'<img alt="similarity histograms" src="{histograms(v)}"></section>')
+    parts.append("<section><h2>Detection power (planted copies, this run)</h2><p>"
+                 f"{power['copies_per_kind']} copies of random training studies per kind were planted and audited at "
+                 f"the threshold above; recall below {power['min_recall']:.0%} makes the verdict INCONCLUSIVE.</p>"
+                 + table([[k, f"{d['recall']:.0%}", f"{d['source_found']:.0%}"] + [fmt(d[f"min_{c}"]) for c in v.channels]
+                          for k, d in power["kinds"].items()],
+                         ["kind", "recall", "source found"] + [f"lowest {c}" for c in v.channels]) + "</section>")
+    parts.append("<section><h2>Closest pairs</h2><p>The synthetic studies with the smallest p-values, aligned to their "
+                 "nearest training study (middle slice of the compared volumes).</p>"
+                 f'<img alt="closest pairs" src="{closest_pairs(v, redact)}"></section>')
+    dcr = payload["closer_to_training"]
+    parts.append("<section><h2>Closer to training than to holdout</h2><p>Share of synthetic studies whose nearest real "
+                 "study is a training one, training subsampled to the holdout's size (0.5 when the model generalises).</p>"
+                 + table([[c, d["studies"], fmt(d["share"]), f"{d['interval'][0]:.2f}-{d['interval'][1]:.2f}"]
+                          for c, d in dcr.items()], ["class", "studies", "share", "95% interval"]) + "</section>")
+    mia = payload["membership"]
+    parts.append("<section><h2>Membership inference</h2>" + (
+        table([["ROC AUC", fmt(mia["auc"]), f"{mia['auc_interval'][0]:.2f}-{mia['auc_interval'][1]:.2f}"],
+               ["TPR at 1% FPR", fmt(mia["tpr_at_1pct_fpr"]), f"{mia['tpr_interval'][0]:.2f}-{mia['tpr_interval'][1]:.2f}"],
+               ["median loss, members / holdout", f"{mia['member_loss_median']:.4f} / {mia['holdout_loss_median']:.4f}", ""]],
+              ["loss attack at intermediate noise levels", "value", "95% bootstrap interval"])
+        + f"<p>{mia['members']} training and {mia['holdout']} held-out studies. AUC 0.5: the model's loss does not "
+        "tell its training studies apart.</p>" if mia else "<p>Not run (--no-membership).</p>") + "</section>")
+    masks = payload.get("mask_sources")
+    if masks:
+        parts.append("<section><h2>Mask sources</h2><p>" + f"{masks['from_training_masks']} synthetic label maps were drawn "
+                     f"from training masks ({masks['distinct_sources']} distinct), by design; the images are audited on "
+                     f"what the mask does not explain. For {masks['nearest_image_is_mask_source']} of them the nearest "
+                     "training image is the mask's own study.</p></section>")
+    prov = payload["provenance"]
+    parts.append("<section><h2>Provenance</h2>" + table([[k, html.escape(str(val))] for k, val in prov["inputs"].items()]
+                                                       + [["medsynth", prov["versions"].get("medsynth", "")]], ["input", "value"])
+                 + "</section>")
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>medsynth audit: {verdict}</title>"
+                    f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
