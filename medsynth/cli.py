@@ -212,7 +212,7 @@ def demo(
     device: str = DeviceOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
-    """The main job on the built-in data: phantoms, ingest, train, generate (rare class boosted), export."""
+    """The main job on the built-in data: phantoms, ingest, train, generate (rare class boosted), audit, export, index.html."""
     from medsynth.demo import run_demo
 
     run_demo(out, quick=quick, device=device, overwrite=overwrite)
