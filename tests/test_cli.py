@@ -108,7 +108,7 @@ def test_bad_phantom_option(tmp_path):
 
 
 def test_help_lists_every_command_and_each_command_explains_itself():
-    commands = ("phantom", "ingest", "train", "generate", "export", "demo")
+    commands = ("phantom", "ingest", "train", "generate", "audit", "export", "demo")
     result = run_cli("--help")
     assert result.returncode == 0 and all(c in result.stdout for c in commands)
     for command in commands:
@@ -135,13 +135,31 @@ def test_breastmnist_npz_ingests_with_its_rare_class(tmp_path):
 
 
 def test_demo_quick_runs_every_built_stage(tmp_path):
-    result = run_cli("demo", "--quick", "--out", tmp_path / "demo")
+    import hashlib
+    import json
+
+    import nibabel as nib
+    import pydicom
+
+    demo = tmp_path / "demo"
+    result = run_cli("demo", "--quick", "--out", demo)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "demo" / "data" / "dataset.json").exists()
-    assert len(pd.read_csv(tmp_path / "demo" / "catalog" / "catalog.csv")) == 16
-    assert (tmp_path / "demo" / "run" / "checkpoints" / "last.pt").exists()
-    assert (tmp_path / "demo" / "run" / "samples" / "final.png").exists()
-    samples = pd.read_csv(tmp_path / "demo" / "synthetic" / "samples.csv")
+    assert (demo / "data" / "dataset.json").exists()
+    assert len(pd.read_csv(demo / "catalog" / "catalog.csv")) == 64
+    assert (demo / "run" / "checkpoints" / "last.pt").exists()
+    assert (demo / "run" / "samples" / "final.png").exists()
+    samples = pd.read_csv(demo / "synthetic" / "samples.csv")
     assert samples["class"].value_counts().to_dict() == {"lesion": 4, "normal": 4}
-    assert (tmp_path / "demo" / "export" / "manifest.csv").exists()
-    assert len(list((tmp_path / "demo" / "export" / "dicom").glob("syn_*/seg.dcm"))) == 8
+    verdict = json.loads((demo / "audit" / "report.json").read_text())["verdict"]
+    assert verdict in ("PASS", "FAIL", "INCONCLUSIVE") and (demo / "audit" / "report_redacted.html").exists()
+    manifest = pd.read_csv(demo / "export" / "manifest.csv")
+    assert set(manifest["audit_verdict"].dropna()) == {verdict}
+    for _, row in manifest.iterrows():
+        path = demo / "export" / row["path"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == row["sha256"], row["path"]
+    for path in manifest.loc[manifest["path"].str.endswith(".nii.gz"), "path"]:
+        assert nib.load(demo / "export" / path).get_fdata().size > 0
+    segs = list((demo / "export" / "dicom").glob("syn_*/seg.dcm"))
+    assert len(segs) == 8 and all(pydicom.dcmread(p).Modality == "SEG" for p in segs)
+    index = (demo / "index.html").read_text()
+    assert "data:image/png;base64," in index and verdict in index and 'href="audit/report.html"' in index
