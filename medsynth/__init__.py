@@ -5,6 +5,8 @@ The stages as functions (imported on first use, so `import medsynth` stays light
     medsynth.ingest(data, out)                        -> IngestResult (catalog, split, label names)
     medsynth.train(medsynth.load_config(cfg), data, run)  -> TrainResult (run folder, steps, loss)
     medsynth.generate(run, synth, classes=["lesion=20"])  -> GenerateResult
+    from medsynth.audit.audit import audit, Settings   # (medsynth.audit is the subpackage's name)
+    audit(run, synth, report, Settings(alpha=0.05))    -> AuditResult (verdict, reasons, recall, membership AUC)
     from medsynth.export.export import export   # (medsynth.export is the subpackage's name)
     export(synth, out, ["nifti", "dicom"], audit=report)  -> ExportResult
 """
