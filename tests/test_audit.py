@@ -136,3 +136,9 @@ def test_audit_refuses_an_empty_or_foreign_synthetic_folder(tiny_run, tmp_path):
     (tmp_path / "empty").mkdir()
     assert_user_error(run_cli("audit", tiny_run / "run", tmp_path / "empty", "--out", tmp_path / "rep"),
                       "not a medsynth synthetic set")
+
+
+def test_audit_refuses_settings_outside_their_range(tiny_run, tmp_path):
+    assert_user_error(run_cli("audit", tiny_run / "run", tiny_run / "syn", "--out", tmp_path / "rep", "--alpha", "2"),
+                      "--alpha")
+    assert not (tmp_path / "rep").exists()

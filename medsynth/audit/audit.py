@@ -4,9 +4,10 @@
    Mask-conditioned runs are compared on the mask-explained residual (image minus each label region's mean):
    a synthetic image painted onto a training mask shares that mask's shape by design; a copy also shares the
    patient's texture.
-2. Score every query against the training gallery in three channels: pixel (NCC under flips and shifts,
-   medsynth.audit.search), structure (SSIM via MONAI on the aligned top candidates) and embedding (cosine in a
-   contrastive encoder trained on the training studies).
+2. Score every query against the training gallery in four channels: pixel (NCC under flips and shifts,
+   medsynth.audit.search), structure (SSIM via MONAI on the aligned top candidates), texture (block NCC of the
+   high-passed volumes with local shifts) and embedding (cosine in a contrastive encoder trained on the training
+   studies).
 3. Calibrate each channel on the holdout (medsynth.audit.calibrate) and flag with a family-wise rule.
 4. Plant known copies of training studies of every kind and report the recall at that same threshold; low recall
    makes the verdict INCONCLUSIVE.
@@ -28,7 +29,7 @@ from scipy import ndimage
 from medsynth import provenance
 from medsynth.audit import calibrate, encoder, membership, report
 from medsynth.audit.plant import KINDS, plant_copy
-from medsynth.audit.search import Match, align, descriptors, pixel_descriptors, ranked, texture_score, top_k
+from medsynth.audit.search import Match, align, descriptors, pixel_descriptors, ranked, texture_score
 from medsynth.data.catalog import read_catalog, ref_from_row
 from medsynth.data.preprocess import PreprocessSpec, preprocess
 from medsynth.data.readers import load_study
@@ -50,7 +51,7 @@ RESIDUAL_GATES = ("exact", "flip", "shift", "rotation", "noise", "intensity")
 class Settings:
     alpha: float = 0.05             # family-wise error over the whole set
     copies_per_kind: int = 10
-    min_recall: float = 0.9         # planted-copy recall below this (any kind) -> INCONCLUSIVE
+    min_recall: float = 0.9         # planted-copy recall below this (any gating kind) -> INCONCLUSIVE
     k: int = 10                     # plain-search candidates per descriptor
     embedding: bool = True
     encoder_steps: int = 150
@@ -89,7 +90,7 @@ def residual(volume: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
     """`volume` minus the mean of each label region (its own label map): what the mask does not explain."""
     if labels is None:
         return volume
-    ids, inverse = np.unique(labels, return_inverse=True)
+    _, inverse = np.unique(labels, return_inverse=True)
     means = np.bincount(inverse.ravel(), volume.ravel()) / np.bincount(inverse.ravel())
     return (volume - means[inverse.reshape(volume.shape)]).astype(np.float32)
 
@@ -217,8 +218,7 @@ def closer_to_training(synth: Volumes, train: Volumes, holdout: Volumes, seed: i
     q = pixel_descriptors(synth.volumes)
     t = pixel_descriptors([train.volumes[i] for i in pick])
     h = pixel_descriptors(holdout.volumes)
-    to_train = np.take_along_axis(q @ t.T, top_k(q, t, 1), 1)[:, 0]
-    to_holdout = np.take_along_axis(q @ h.T, top_k(q, h, 1), 1)[:, 0]
+    to_train, to_holdout = (q @ t.T).max(1), (q @ h.T).max(1)
     closer = (to_train > to_holdout) + 0.5 * (to_train == to_holdout)
     out = {}
     classes = np.array(synth.classes if any(synth.classes) else ["all"] * len(closer))
@@ -248,7 +248,7 @@ def membership_attack(loaded, train: Volumes, holdout: Volumes, s: Settings, mas
     return membership.attack(*losses, seed=s.seed)
 
 
-def mask_sources(sset, synth: Volumes, matches: list[list[Match]], train: Volumes) -> dict | None:
+def mask_sources(sset, matches: list[list[Match]], train: Volumes) -> dict | None:
     """Which training masks the synthetic masks came from (by design), and how often the image's nearest training
     study is that same study."""
     if "mask_source" not in sset.table.columns or not sset.table["mask_source"].astype(str).str.len().any():
@@ -264,6 +264,9 @@ def audit(run: str | Path, synth: str | Path, out: str | Path, settings: Setting
     """Audit `synth` (made by `run`) against the run's training studies; write REPORT atomically."""
     start = time.monotonic()
     s = settings or Settings()
+    if not 0 < s.alpha < 1 or not 0 <= s.min_recall <= 1 or s.copies_per_kind < 1 or s.k < 1:
+        raise MedsynthError("--alpha must lie between 0 and 1, --min-recall between 0 and 1, and --copies-per-kind "
+                            "must be a positive integer.")
     check_output_dir(out, overwrite)
     loaded = load_run(run, resolve_device(device))
     sset = read_synthetic_set(synth)
@@ -302,7 +305,7 @@ def audit(run: str | Path, synth: str | Path, out: str | Path, settings: Setting
 
     dcr = closer_to_training(synthetic, train, holdout, s.seed)
     mia = membership_attack(loaded, train, holdout, s, masked) if s.membership else None
-    masks = mask_sources(sset, synthetic, matches, train) if masked else None
+    masks = mask_sources(sset, matches, train) if masked else None
 
     reasons, verdict = [], "PASS"
     if flagged.any():
@@ -361,7 +364,7 @@ def audit(run: str | Path, synth: str | Path, out: str | Path, settings: Setting
             "run": str(loaded.path), "run_hash": loaded.run_hash, "synthetic_set": str(sset.folder),
             "samples_sha256": provenance.sha256_file(sset.folder / "samples.csv")}, seeds={"audit": s.seed}),
     }
-    views = report.Views(train, holdout, synthetic, matches, null_scores, scores, planted_scores, nulls, level, channels)
+    views = report.Views(train, synthetic, matches, p_min, null_scores, scores, planted_scores, nulls, level, channels)
     with atomic_output_dir(out, overwrite) as tmp:
         provenance.write_json(tmp / "report.json", payload)
         table.to_csv(tmp / "pairs.csv", index=False)

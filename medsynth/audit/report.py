@@ -30,9 +30,9 @@ class Views:
     """What the figures draw: the compared volumes, the matches and every channel's scores."""
 
     train: object
-    holdout: object
     synthetic: object
     matches: list
+    p_min: np.ndarray        # each synthetic study's smallest p-value over the channels
     null_scores: dict
     scores: dict
     planted_scores: dict
@@ -69,9 +69,7 @@ def histograms(v: Views) -> str:
 
 
 def closest_pairs(v: Views, redact: bool, count: int = 6) -> str:
-    p = np.ones(len(v.synthetic.ids))
-    for channel in v.channels:
-        p = np.minimum(p, v.nulls[channel].p_value(v.scores[channel]))
+    p = v.p_min
     order = np.argsort(p)[:count]
     columns = 1 if redact else 2
     fig, axes = plt.subplots(len(order), columns, figsize=(2.6 * columns, 2.6 * len(order)), squeeze=False)
@@ -101,7 +99,7 @@ def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:
     verdict = payload["verdict"]
     cal = payload["calibration"]
     power = payload["detection_power"]
-    parts = [f"<h1>medsynth privacy audit</h1>"]
+    parts = ["<h1>medsynth privacy audit</h1>"]
     parts.append('<p class="warn">' + ("Redacted copy: no training images are shown; safe to share with the synthetic set."
                                        if redact else "This report shows training images (closest pairs). Do not share it "
                                        "outside the data's governance; share <code>report_redacted.html</code> instead "
