@@ -1,14 +1,14 @@
 """medsynth: synthetic medical imaging data with conditional diffusion, a privacy audit and DICOM/NIfTI export.
 
-The stages as functions (imported on first use, so `import medsynth` stays light):
+The stages as functions (imported on first use, so `import medsynth` stays light); the CLI calls these and nothing else:
 
-    medsynth.ingest(data, out)                        -> IngestResult (catalog, split, label names)
-    medsynth.train(medsynth.load_config(cfg), data, run)  -> TrainResult (run folder, steps, loss)
-    medsynth.generate(run, synth, classes=["lesion=20"])  -> GenerateResult
-    from medsynth.audit.audit import audit, Settings   # (medsynth.audit is the subpackage's name)
-    audit(run, synth, report, Settings(alpha=0.05))    -> AuditResult (verdict, reasons, recall, membership AUC)
-    from medsynth.export.export import export   # (medsynth.export is the subpackage's name)
-    export(synth, out, ["nifti", "dicom"], audit=report)  -> ExportResult
+    medsynth.ingest(data, out)                              -> IngestResult (catalog, split, label names)
+    medsynth.train(medsynth.load_config(cfg), data, run)    -> TrainResult (run folder, steps, loss)
+    medsynth.generate(run, synth, classes=["lesion=20"])    -> GenerateResult (studies, QC flags)
+    medsynth.audit(run, synth, report)                      -> AuditResult (verdict, reasons, planted recall, membership AUC)
+    medsynth.evaluate(run, synth, out)                      -> EvaluateResult (fidelity, diversity, conditioning, utility)
+    medsynth.export(synth, out, ["nifti", "dicom"], audit=report) -> ExportResult
+    medsynth.run_demo(out, quick=True)                      -> DemoResult
 """
 
 from importlib import import_module
@@ -17,20 +17,27 @@ from medsynth.errors import MedsynthError
 
 __version__ = "0.1.0"
 
+# public name -> (module, attribute)
 _API = {
-    "ingest": "medsynth.data.ingest",
-    "load_config": "medsynth.config",
-    "train": "medsynth.training.trainer",
-    "generate": "medsynth.synthesis.generate",
-    "write_phantom_dataset": "medsynth.data.phantom",
-    "PhantomSpec": "medsynth.data.phantom",
-    "run_demo": "medsynth.demo",
+    "ingest": ("medsynth.data.ingest", "ingest"),
+    "load_config": ("medsynth.config", "load_config"),
+    "train": ("medsynth.training.trainer", "train"),
+    "generate": ("medsynth.synthesis.generate", "generate"),
+    "audit": ("medsynth.privacy.audit", "audit"),
+    "AuditSettings": ("medsynth.privacy.audit", "Settings"),
+    "evaluate": ("medsynth.evaluation.evaluate", "evaluate"),
+    "EvaluateSettings": ("medsynth.evaluation.evaluate", "Settings"),
+    "export": ("medsynth.exporter.export", "export"),
+    "write_phantom_dataset": ("medsynth.data.phantom", "write_phantom_dataset"),
+    "PhantomSpec": ("medsynth.data.phantom", "PhantomSpec"),
+    "run_demo": ("medsynth.demo", "run_demo"),
 }
 
 
 def __getattr__(name: str):
     if name in _API:
-        return getattr(import_module(_API[name]), name)
+        module, attribute = _API[name]
+        return getattr(import_module(module), attribute)
     raise AttributeError(f"module 'medsynth' has no attribute {name!r}")
 
 

@@ -161,7 +161,7 @@ def audit(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Privacy audit: are any synthetic studies copies of training studies? Verdict PASS / FAIL / INCONCLUSIVE."""
-    from medsynth.audit.audit import Settings, audit as run_audit
+    from medsynth.privacy.audit import Settings, audit as run_audit
 
     settings = Settings(alpha=alpha, copies_per_kind=copies, min_recall=min_recall, embedding=embedding,
                         membership=membership, max_membership_auc=max_auc, seed=seed)
@@ -172,6 +172,46 @@ def audit(
                + f" ({result.seconds:.0f} s)")
     for reason in result.reasons:
         typer.echo(f"  - {reason}")
+    typer.echo(f"report: {result.out / 'report.html'}")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="The training run that made SYNTH (medsynth train --out)."),
+    synth: Path = typer.Argument(..., help="The synthetic set to evaluate (medsynth generate --out)."),
+    out: Path = typer.Option(..., "--out", help="Report folder: report.html, report.json."),
+    seeds: int = typer.Option(3, "--seeds", help="Downstream models per training set for the utility figures."),
+    steps: int = typer.Option(300, "--steps", help="Training steps of each judge and downstream model."),
+    encoder_steps: int = typer.Option(200, "--encoder-steps", help="Training steps of the feature encoder "
+                                      "(Frechet distance, KID)."),
+    slices: int = typer.Option(8, "--slices", help="Slices per plane per 3D study for the per-plane features."),
+    pairs: int = typer.Option(100, "--pairs", help="Random pairs per group for MS-SSIM diversity."),
+    utility: bool = typer.Option(True, "--utility/--no-utility", help="Train downstream models on real, synthetic "
+                                 "and real + synthetic studies (the slow part)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for encoders, judges, downstream models and pair sampling."),
+    device: str = DeviceOpt,
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Evaluate a synthetic set: fidelity, diversity, conditioning fidelity and downstream utility, next to real data."""
+    from medsynth.evaluation.evaluate import Settings, evaluate as run_evaluate
+
+    settings = Settings(seeds=seeds, steps=steps, encoder_steps=encoder_steps, slices=slices, pairs=pairs,
+                        utility=utility, seed=seed)
+    result = run_evaluate(run, synth, out, settings, device=device, overwrite=overwrite)
+    s = result.summary
+    typer.echo(f"evaluation ({result.seconds:.0f} s): Frechet distance {s['frechet_synthetic']:.3f} "
+               f"(real train vs holdout {s['frechet_real']:.3f}); MS-SSIM among pairs {s['ms_ssim_synthetic']:.3f} "
+               f"(real {s['ms_ssim_real']:.3f})")
+    if "class_accuracy_synthetic" in s:
+        typer.echo(f"  classified as requested: synthetic {s['class_accuracy_synthetic']:.2f}, real holdout "
+                   f"{s['class_accuracy_holdout']:.2f}")
+    if "dice_synthetic" in s:
+        typer.echo(f"  segmenter Dice against the mask: synthetic {s['dice_synthetic']:.2f}, real holdout "
+                   f"{s['dice_holdout']:.2f}")
+    for key, values in s.items():
+        if key.startswith("utility_"):
+            typer.echo(f"  utility ({key[8:].replace('_', ' ')} on real holdout): "
+                       + "; ".join(f"{n} {v:.3f}" for n, v in values.items()))
     typer.echo(f"report: {result.out / 'report.html'}")
 
 
@@ -196,7 +236,7 @@ def export(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Export a synthetic set as NIfTI, DICOM (+SEG), nnU-Net, MSD or a MONAI datalist, with manifest and card."""
-    from medsynth.export.export import export as run_export
+    from medsynth.exporter.export import export as run_export
 
     result = run_export(synth, out, formats, audit=audit, force=force, with_real=with_real, real_labels=labels,
                         image_type=image_type, dataset_id=dataset_id, name=name, body_part=body_part.upper(),

@@ -6,12 +6,12 @@ import base64
 import html
 from pathlib import Path
 
-from medsynth.audit.audit import Settings, audit
+from medsynth.privacy.audit import Settings, audit
 from medsynth.config import BUNDLED, load_config
 from medsynth.console import out as console, print_ingest
 from medsynth.data.ingest import ingest
 from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
-from medsynth.export.export import export
+from medsynth.exporter.export import export
 from medsynth.outputs import check_output_dir
 from medsynth.synthesis.generate import generate
 from medsynth.training.trainer import train

@@ -2,7 +2,7 @@
 
 Power on real data (--data): splits the dataset by subject (ingest's split), brings every study onto one grid
 (MONAI preprocessing), plants --copies copies per kind of random training studies, and runs the audit's channels
-(medsynth.audit.audit.Gallery: pixel NCC under flips and shifts, SSIM, block texture, optional embedding) on them
+(medsynth.privacy.audit.Gallery: pixel NCC under flips and shifts, SSIM, block texture, optional embedding) on them
 and on the holdout. Calibration uses one half of the holdout (Gumbel fit, family-wise rule for a set of --set-size
 studies); the other half gives the false-positive rate. Prints recall per kind, that rate and ROC AUC.
 
@@ -22,11 +22,11 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from medsynth.audit import calibrate
-from medsynth.audit.audit import Gallery, Settings, Volumes, flags
-from medsynth.audit.membership import roc_auc
-from medsynth.audit.plant import KINDS, plant_copy
-from medsynth.audit.search import descriptors, ranked
+from medsynth.privacy import calibrate
+from medsynth.privacy.audit import Gallery, Settings, Volumes, flags
+from medsynth.privacy.membership import roc_auc
+from medsynth.privacy.plant import KINDS, plant_copy
+from medsynth.privacy.search import descriptors, ranked
 from medsynth.data.catalog import ref_from_row
 from medsynth.data.ingest import ingest
 from medsynth.data.preprocess import PreprocessSpec, preprocess

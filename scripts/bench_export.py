@@ -19,7 +19,7 @@ import pandas as pd
 
 from medsynth.data.study import Study
 from medsynth.data.writers import write_study_nifti
-from medsynth.export.export import export
+from medsynth.exporter.export import export
 
 
 def make_set(folder: Path, n: int, size: int) -> int:

@@ -29,8 +29,8 @@ from medsynth.data.catalog import ref_from_row
 from medsynth.data.ingest import ingest
 from medsynth.data.preprocess import PreprocessSpec, preprocess
 from medsynth.data.readers import load_study
-from medsynth.evaluate.classifier import predict, train_classifier
-from medsynth.evaluate.metrics import balanced_accuracy, frechet_distance, noise_level, recall_per_class
+from medsynth.evaluation.classifier import predict, train_classifier
+from medsynth.evaluation.metrics import balanced_accuracy, frechet_distance, noise_level, recall_per_class
 from medsynth.synthesis.generate import generate
 from medsynth.synthesis.run import load_run
 from medsynth.training.trainer import resolve_device, train

@@ -103,3 +103,16 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
 def ct_volume() -> np.ndarray:
     rng = np.random.default_rng(7)
     return np.round(rng.uniform(-1000, 1500, (12, 10, 6))).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny class- and mask-conditioned 3D run on 60 phantoms (24 held out) and 10 synthetic studies."""
+    root = tmp_path_factory.mktemp("audit")
+    for args in (["phantom", root / "data", "--cases", "60", "--size", "16"],
+                 ["ingest", root / "data", "--out", root / "cat", "--holdout", "0.4"],
+                 ["train", root / "cat", "--config", "tiny_3d.yaml", "--out", root / "run"],
+                 ["generate", root / "run", "--out", root / "syn", "--n", "10"]):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr
+    return root

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from medsynth.audit import calibrate, membership
-from medsynth.audit.audit import Gallery, Settings, Volumes, flags, load_real, membership_attack
-from medsynth.audit.plant import KINDS, plant_copy
+from medsynth.privacy import calibrate, membership
+from medsynth.privacy.audit import Gallery, Settings, Volumes, flags, load_real, membership_attack
+from medsynth.privacy.plant import KINDS, plant_copy
 from medsynth.data.phantom import PhantomSpec, make_phantom
 from medsynth.synthesis.run import load_run
 
@@ -70,19 +70,6 @@ def test_membership_statistics_on_known_separations():
     assert membership.tpr_at_fpr(np.arange(100) + 0.5, np.arange(100), 0.01) == pytest.approx(0.02)
     low, high = membership.bootstrap(np.arange(50.0), np.arange(50.0), membership.roc_auc)
     assert low < 0.5 < high
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A tiny class- and mask-conditioned 3D run on 60 phantoms (24 held out) and 10 synthetic studies."""
-    root = tmp_path_factory.mktemp("audit")
-    for args in (["phantom", root / "data", "--cases", "60", "--size", "16"],
-                 ["ingest", root / "data", "--out", root / "cat", "--holdout", "0.4"],
-                 ["train", root / "cat", "--config", "tiny_3d.yaml", "--out", root / "run"],
-                 ["generate", root / "run", "--out", root / "syn", "--n", "10"]):
-        result = run_cli(*args)
-        assert result.returncode == 0, result.stderr
-    return root
 
 
 def test_audit_writes_a_verdict_pairs_and_pages(tiny_run):

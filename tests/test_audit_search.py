@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from medsynth.audit.plant import KINDS, plant_copy
-from medsynth.audit.search import best_alignment, nearest, top_k
+from medsynth.privacy.plant import KINDS, plant_copy
+from medsynth.privacy.search import best_alignment, nearest, top_k
 from medsynth.data.phantom import PhantomSpec, make_phantom
 
 

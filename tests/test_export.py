@@ -14,8 +14,8 @@ from conftest import assert_user_error, oblique_affine, run_cli
 from medsynth.data.study import Study
 from medsynth.data.writers import write_study_nifti
 from medsynth.errors import MedsynthError
-from medsynth.export.dicom import read_seg
-from medsynth.export.export import export
+from medsynth.exporter.dicom import read_seg
+from medsynth.exporter.export import export
 
 sitk = pytest.importorskip("SimpleITK", reason="SimpleITK is the independent DICOM reader these tests compare against")
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -262,7 +262,7 @@ def test_fast_series_writer_writes_the_bytes_pydicom_writes(tmp_path):
     """The shared-header writer must produce exactly what pydicom's own save_as produces for each slice."""
     from pydicom.dataset import FileMetaDataset
 
-    from medsynth.export.dicom import VARYING, write_series
+    from medsynth.exporter.dicom import VARYING, write_series
 
     volume = np.random.default_rng(3).uniform(-1000, 2000, (9, 7, 4)).astype(np.float32)
     keys = {k: f"2.25.{n}" for n, k in enumerate(("study", "series", "frame", "seg_series"), 1)}

@@ -17,10 +17,10 @@ from medsynth.data.catalog import ref_from_row
 from medsynth.data.ingest import ingest
 from medsynth.data.readers import load_study
 from medsynth.errors import MedsynthError
-from medsynth.export import layouts
-from medsynth.export.dicom import uid, write_seg, write_series
-from medsynth.export.manifest import dataset_card, manifest_table
-from medsynth.export.synthset import SyntheticSet, read_synthetic_set
+from medsynth.exporter import layouts
+from medsynth.exporter.dicom import uid, write_seg, write_series
+from medsynth.exporter.manifest import dataset_card, manifest_table
+from medsynth.exporter.synthset import SyntheticSet, read_synthetic_set
 from medsynth.outputs import atomic_output_dir
 from medsynth.progress import progress_iter
 

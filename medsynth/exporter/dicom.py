@@ -20,7 +20,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from medsynth.data.geometry import LPS_TO_RAS
 from medsynth.errors import MedsynthError
-from medsynth.export.fastwrite import SeriesWriter
+from medsynth.exporter.fastwrite import SeriesWriter
 
 NAMESPACE = uuid.UUID("6f1c63a4-2b7e-5a8e-9d61-8f0c1e7b4a52")  # medsynth's own uuid5 namespace
 MANUFACTURER = "Synthetic (medsynth)"  # not a vendor prefix dcm2niix recognises (SI, GE, PH, ...)

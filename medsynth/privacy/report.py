@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,15 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from medsynth.audit.search import align  # noqa: E402
+from medsynth.pages import STYLE, fmt, png, table  # noqa: E402
+from medsynth.privacy.search import align  # noqa: E402
 
 COLOURS = {"PASS": "#1b7f3b", "FAIL": "#b3261e", "INCONCLUSIVE": "#b26a00"}
-STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{margin-bottom:.2em} .verdict{font-size:1.6em;font-weight:700;color:#fff;padding:.3em .8em;border-radius:6px;display:inline-block}
-.warn{background:#fff4e5;border:1px solid #f0b35b;padding:.6em 1em;border-radius:6px}
-table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left} img{max-width:100%} section{margin:2em 0}
-code{background:#f3f3f3;padding:0 .2em}"""
 
 
 @dataclass
@@ -39,13 +32,6 @@ class Views:
     nulls: dict
     level: float
     channels: tuple[str, ...]
-
-
-def png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def middle(volume: np.ndarray) -> np.ndarray:
@@ -83,16 +69,6 @@ def closest_pairs(v: Views, redact: bool, count: int = 6) -> str:
     for ax in axes.ravel():
         ax.axis("off")
     return png(fig)
-
-
-def table(rows: list[list], header: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def fmt(x) -> str:
-    return f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
 def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:

@@ -5,10 +5,10 @@
    a synthetic image painted onto a training mask shares that mask's shape by design; a copy also shares the
    patient's texture.
 2. Score every query against the training gallery in four channels: pixel (NCC under flips and shifts,
-   medsynth.audit.search), structure (SSIM via MONAI on the aligned top candidates), texture (block NCC of the
+   medsynth.privacy.search), structure (SSIM via MONAI on the aligned top candidates), texture (block NCC of the
    high-passed volumes with local shifts) and embedding (cosine in a contrastive encoder trained on the training
    studies).
-3. Calibrate each channel on the holdout (medsynth.audit.calibrate) and flag with a family-wise rule.
+3. Calibrate each channel on the holdout (medsynth.privacy.calibrate) and flag with a family-wise rule.
 4. Plant known copies of training studies of every kind and report the recall at that same threshold; low recall
    makes the verdict INCONCLUSIVE.
 5. Set level: the share of synthetic studies closer to training than to holdout, per class; membership inference.
@@ -27,15 +27,15 @@ from monai.metrics import SSIMMetric
 from scipy import ndimage
 
 from medsynth import provenance
-from medsynth.audit import calibrate, encoder, membership, report
-from medsynth.audit.plant import KINDS, plant_copy
-from medsynth.audit.search import Match, align, descriptors, pixel_descriptors, ranked, texture_score
+from medsynth.privacy import calibrate, encoder, membership, report
+from medsynth.privacy.plant import KINDS, plant_copy
+from medsynth.privacy.search import Match, align, descriptors, pixel_descriptors, ranked, texture_score
 from medsynth.data.catalog import read_catalog, ref_from_row
 from medsynth.data.preprocess import PreprocessSpec, preprocess
 from medsynth.data.readers import load_study
 from medsynth.diffusion.process import NoiseProcess
 from medsynth.errors import MedsynthError
-from medsynth.export.synthset import read_synthetic_set
+from medsynth.exporter.synthset import read_synthetic_set
 from medsynth.outputs import atomic_output_dir, check_output_dir
 from medsynth.progress import progress_iter
 from medsynth.synthesis.run import load_run
@@ -101,16 +101,17 @@ def unit_range(volume: np.ndarray) -> np.ndarray:
     return np.clip((volume - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
 
 
-def load_real(run_dir: Path, cfg, meta: dict, masked: bool, show_progress: bool) -> tuple[Volumes, Volumes]:
+def load_real(run_dir: Path, cfg, meta: dict, masked: bool, show_progress: bool,
+              min_holdout: int = calibrate.MIN_HOLDOUT, purpose: str = "calibration") -> tuple[Volumes, Volumes]:
     """The run's training and holdout studies, preprocessed as training did."""
     catalog = read_catalog(run_dir / "catalog.csv")
     if "split" not in catalog.columns or not (catalog["split"] == "holdout").any():
-        raise MedsynthError(f"the run {run_dir} has no recorded holdout split, which the audit calibrates on; "
+        raise MedsynthError(f"the run {run_dir} has no recorded holdout split, which the audit and evaluation compare against; "
                             "retrain with data.holdout > 0 (e.g. --set data.holdout=0.2).")
     holdout = int((catalog["split"] == "holdout").sum())
-    if holdout < calibrate.MIN_HOLDOUT:
-        raise MedsynthError(f"the run's holdout split has {holdout} studies but calibration needs at least "
-                            f"{calibrate.MIN_HOLDOUT}; retrain with a larger data.holdout or more studies.")
+    if holdout < min_holdout:
+        raise MedsynthError(f"the run's holdout split has {holdout} studies but {purpose} needs at least {min_holdout}; "
+                            "retrain with a larger data.holdout or more studies.")
     spec = PreprocessSpec(cfg.data.spacing, cfg.data.shape, cfg.data.ct_window, cfg.data.percentiles)
     names = {int(k): v for k, v in meta.get("label_names", {}).items()} or None
     column = cfg.conditioning.class_column

@@ -1,0 +1,172 @@
+"""The evaluation's HTML page: metric bars with intervals, real vs synthetic sample grids, the resolved config."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from medsynth.pages import STYLE, fmt, png, table  # noqa: E402
+
+REAL, SYNTH = "#4c72b0", "#dd8452"
+
+
+def paired_bars(groups: list[str], real: list, synthetic: list, ylabel: str, real_name: str = "real",
+                real_err=None, synth_err=None) -> str:
+    """Side-by-side bars (real reference, synthetic) per group, with optional (low, high) error intervals."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(groups) + 2), 3.0))
+    x = np.arange(len(groups))
+    for offset, values, errors, colour, name in ((-0.2, real, real_err, REAL, real_name),
+                                                  (0.2, synthetic, synth_err, SYNTH, "synthetic")):
+        v = np.array([np.nan if a is None else a for a in values], float)
+        yerr = None
+        if errors is not None:
+            lo = np.array([np.nan if e[0] is None else e[0] for e in errors], float)
+            hi = np.array([np.nan if e[1] is None else e[1] for e in errors], float)
+            yerr = np.nan_to_num(np.stack([v - lo, hi - v]).clip(0))
+        ax.bar(x + offset, np.nan_to_num(v), 0.4, yerr=yerr, capsize=3, color=colour, label=name)
+    ax.set_xticks(x, groups, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return png(fig)
+
+
+def utility_bars(utility: dict) -> str:
+    names = list(utility["sets"])
+    fig, axes = plt.subplots(1, len(utility["metrics"]), figsize=(4.6 * len(utility["metrics"]), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], utility["metrics"]):
+        means = [utility["sets"][n][metric]["mean"] for n in names]
+        lo = [utility["sets"][n][metric]["interval"][0] for n in names]
+        hi = [utility["sets"][n][metric]["interval"][1] for n in names]
+        yerr = np.stack([np.subtract(means, lo), np.subtract(hi, means)]).clip(0)
+        ax.bar(range(len(names)), means, yerr=yerr, capsize=4, color=[REAL, SYNTH, "#55a868"][: len(names)])
+        ax.set_xticks(range(len(names)), [n.replace(" + ", "\n+ ") for n in names], fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(metric.replace("_", " "), fontsize=9)
+    return png(fig)
+
+
+def sample_grid(real, synthetic, class_names: list[str], columns: int = 6) -> str:
+    """Top row(s) real holdout, bottom row(s) synthetic: middle axial slices, label contours where there are maps."""
+    def pick(study, n):
+        if study.classes is not None:
+            per = max(1, n // max(1, len(class_names)))
+            index = np.concatenate([np.flatnonzero(study.classes == c)[:per] for c in range(len(class_names))])
+        else:
+            index = np.arange(min(n, len(study.images)))
+        return index[:n]
+
+    rows = []
+    for name, study in (("real holdout", real), ("synthetic", synthetic)):
+        rows.append((name, study, pick(study, columns)))
+    fig, axes = plt.subplots(2, columns, figsize=(1.8 * columns, 4.0), squeeze=False)
+    for r, (name, study, index) in enumerate(rows):
+        for c, ax in enumerate(axes[r]):
+            ax.axis("off")
+            if c >= len(index):
+                continue
+            image = study.images[index[c], 0]
+            middle = image[..., image.shape[-1] // 2] if image.ndim == 3 else image
+            ax.imshow(middle.T, cmap="gray", origin="lower", vmin=-1, vmax=1)
+            if study.labels is not None:
+                label = study.labels[index[c]]
+                label = label[..., label.shape[-1] // 2] if label.ndim == 3 else label
+                if label.max() > 0:
+                    ax.contour(label.T, levels=np.arange(0.5, label.max() + 0.5), linewidths=0.6, cmap="autumn")
+            title = name if c == 0 else ""
+            if study.classes is not None:
+                title = (title + "\n" if title else "\n") + class_names[study.classes[index[c]]]
+            ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return png(fig)
+
+
+def section(title: str, body: str) -> str:
+    return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
+
+
+def write_html(path: Path, payload: dict, train, holdout, synthetic, class_names: list[str]) -> None:
+    s = payload["summary"]
+    parts = [f"<h1>medsynth evaluation</h1><p>{payload['studies']['synthetic']} synthetic {payload['modality']} studies "
+             f"on a {' x '.join(map(str, payload['grid']))} grid, compared with {payload['studies']['holdout']} real "
+             f"held-out studies (the model trained on {payload['studies']['train']}). Every figure stands next to the "
+             "same figure for real data.</p>",
+             "<p class='warn'>This page shows held-out real images. Share it only where those images may be seen.</p>"]
+    rows = [["Frechet distance (mean over planes; lower is closer to real)", fmt(s["frechet_synthetic"]),
+             fmt(s["frechet_real"]) + " (real train vs holdout)"],
+            ["MS-SSIM among pairs (higher is less diverse)", fmt(s["ms_ssim_synthetic"]), fmt(s["ms_ssim_real"]) + " (real pairs)"]]
+    if "class_accuracy_synthetic" in s:
+        rows.append(["classified as requested class (mean over classes)", fmt(s["class_accuracy_synthetic"]),
+                     fmt(s["class_accuracy_holdout"]) + " (real holdout)"])
+    if "dice_synthetic" in s:
+        rows.append(["segmenter Dice against the conditioning mask", fmt(s["dice_synthetic"]),
+                     fmt(s["dice_holdout"]) + " (real holdout)"])
+    for key, values in s.items():
+        if key.startswith("utility_"):
+            rows.append([f"utility: {key[8:].replace('_', ' ')} on real holdout",
+                         "; ".join(f"{n}: {fmt(v)}" for n, v in values.items()), ""])
+    parts.append(section("Summary", table(rows, ["measure", "synthetic", "real reference"])))
+    parts.append(section("Samples", f"<img alt='real and synthetic samples' src='{sample_grid(holdout, synthetic, class_names)}'>"))
+
+    fid = payload["fidelity"]
+    planes = list(fid)
+    parts.append(section("Fidelity: distance to real in a learned feature space", (
+        f"<p>Feature space: {html.escape(payload['feature_space'])}. Real reference: as many training studies as there "
+        "are synthetic ones, against the same holdout (Frechet distance depends on sample size; KID does not).</p>"
+        + f"<img alt='Frechet distance per plane' src='{paired_bars(planes, [fid[p]['frechet_real'] for p in planes], [fid[p]['frechet_synthetic'] for p in planes], 'Frechet distance to holdout', 'real train')}'>"
+        + table([[p, fmt(d["frechet_synthetic"]), fmt(d["frechet_real"]), f"{d['kid_synthetic']:.4f} +- {d['kid_synthetic_sd']:.4f}",
+                  f"{d['kid_real']:.4f} +- {d['kid_real_sd']:.4f}"] for p, d in fid.items()],
+                ["plane", "Frechet synthetic", "Frechet real", "KID synthetic", "KID real"]))))
+    inten = payload["intensity"]
+    parts.append(section("Intensities per region", (
+        "<p>Wasserstein-1 distance between pooled voxel intensities (model units, -1 to 1) of each region, synthetic vs "
+        "holdout next to real train vs holdout; synthetic regions use the synthetic study's own label map.</p>"
+        + table([[r, fmt(d["wasserstein_synthetic"]), fmt(d["wasserstein_real"]), fmt(d["synthetic_mean"]), fmt(d["holdout_mean"])]
+                 for r, d in inten.items()], ["region", "W1 synthetic", "W1 real", "mean synthetic", "mean holdout"]))))
+    div = payload["diversity"]
+    groups = list(div)
+    if groups:
+        parts.append(section("Diversity", (
+            "<p>MS-SSIM (MONAI, up to 3 scales to fit the grid) of random pairs within each group, mean with 95% interval. "
+            "Synthetic pairs much more alike than real pairs mean mode collapse.</p>"
+            + f"<img alt='MS-SSIM' src='{paired_bars(groups, [div[g]['real']['mean'] for g in groups], [div[g]['synthetic']['mean'] for g in groups], 'MS-SSIM among pairs', 'real', [div[g]['real']['interval'] for g in groups], [div[g]['synthetic']['interval'] for g in groups])}'>")))
+    if "class" in payload["conditioning"]:
+        cond = payload["conditioning"]["class"]
+        names = list(cond["classes"])
+        parts.append(section("Conditioning: is each study the class it was asked to be?", (
+            f"<p>Judge: {html.escape(cond['judge'])}. Share of synthetic studies it assigns to their requested class, next "
+            "to its recall on real holdout studies of that class.</p>"
+            + f"<img alt='class accuracy' src='{paired_bars(names, [cond['classes'][n]['holdout'] for n in names], [cond['classes'][n]['synthetic'] for n in names], 'classified as requested', 'real holdout')}'>"
+            + table([[n, fmt(d["synthetic"]), fmt(d["holdout"]), d["synthetic_studies"]] for n, d in cond["classes"].items()],
+                    ["class", "synthetic", "real holdout", "synthetic studies"]))))
+    if "mask" in payload["conditioning"]:
+        cond = payload["conditioning"]["mask"]
+        names = list(cond["labels"])
+        get = lambda n, k: cond["labels"][n][k]  # noqa: E731
+        parts.append(section("Conditioning: does the image follow its mask?", (
+            f"<p>Judge: {html.escape(cond['judge'])}. Dice of its segmentation of each synthetic image against the mask the "
+            "image was painted onto, next to its Dice on real holdout studies (mean, 95% interval over studies).</p>"
+            + f"<img alt='Dice per label' src='{paired_bars(names, [get(n, 'holdout')['mean'] for n in names], [get(n, 'synthetic')['mean'] for n in names], 'Dice', 'real holdout', [get(n, 'holdout')['interval'] for n in names], [get(n, 'synthetic')['interval'] for n in names])}'>")))
+    for kind, util in payload["utility"].items():
+        parts.append(section(f"Utility ({'classification' if kind == 'class' else 'segmentation'}): does training on it help?", (
+            f"<p>{html.escape(util['model'])} trained on each set with the same number of steps, tested on {util['test']}, "
+            f"{util['seeds']} seeds; mean with 95% t interval over seeds.</p>"
+            + f"<img alt='utility' src='{utility_bars(util)}'>"
+            + table([[n] + [f"{d[m]['mean']:.3f} ({d[m]['interval'][0]:.3f}-{d[m]['interval'][1]:.3f})" for m in util["metrics"]]
+                     for n, d in util["sets"].items()], ["training set"] + util["metrics"]))))
+    if not payload["utility"]:
+        parts.append(section("Utility", "<p>Not measured (unconditional run, or --no-utility).</p>"))
+    prov = payload["provenance"]
+    parts.append(section("Settings and provenance", (
+        table([[k, html.escape(str(v))] for k, v in prov["inputs"].items()], ["input", "value"])
+        + "<pre>" + html.escape(json.dumps(prov["config"], indent=1)) + "</pre>"
+        + f"<p>medsynth {prov['versions'].get('medsynth')}, torch {prov['versions'].get('torch')}, "
+          f"MONAI {prov['versions'].get('monai')}; {html.escape(str(prov.get('created', '')))}</p>")))
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>medsynth evaluation</title>"
+                    f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")

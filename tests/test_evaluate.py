@@ -1,0 +1,109 @@
+"""Evaluation: each metric is ideal on identical sets and clearly worse on different ones; the command end to end."""
+
+import json
+
+import numpy as np
+import pytest
+
+from medsynth.data.phantom import PhantomSpec, make_phantom
+from medsynth.evaluation import metrics
+from medsynth.evaluation.evaluate import Settings, StudySet, diversity, fidelity, plane_slices
+from medsynth.evaluation.segmenter import dice_per_label
+
+from conftest import assert_user_error, run_cli
+
+
+def phantoms(seed: int, n: int, size: int = 16) -> StudySet:
+    studies = [make_phantom(PhantomSpec(size=size, seed=seed), k, k % 4 == 0) for k in range(n)]
+    images = np.stack([np.clip(s.image / 1000.0, -1, 1) for s in studies]).astype(np.float32)
+    return StudySet(images, np.stack([s.label for s in studies]), np.array([int(k % 4 == 0) for k in range(n)]))
+
+
+def test_frechet_kid_and_intensity_distance_are_zero_on_identical_sets_and_large_on_shifted_ones():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 16))
+    other = rng.normal(size=(400, 16))
+    assert metrics.frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    assert metrics.frechet_distance(a, other) < 0.5 < 5 < metrics.frechet_distance(a, other + 1)
+    kid_same, _ = metrics.kernel_inception_distance(a, other)
+    kid_far, _ = metrics.kernel_inception_distance(a, other + 1)
+    assert abs(kid_same) < 0.05 < 1 < kid_far
+    voxels = rng.normal(size=10_000)
+    assert metrics.intensity_distance(voxels, voxels) == 0
+    assert metrics.intensity_distance(voxels, voxels + 0.5) == pytest.approx(0.5, abs=0.01)
+
+
+def test_ms_ssim_is_one_for_copies_and_lower_for_different_studies():
+    real = phantoms(0, 8)
+    assert np.allclose(metrics.pairwise_ms_ssim(np.repeat(real.images[:1], 6, 0), 10), 1, atol=1e-4)
+    assert metrics.pairwise_ms_ssim(real.images, 20).mean() < 0.99
+
+
+def test_dice_is_one_on_the_truth_and_lower_when_the_mask_moves():
+    truth = phantoms(0, 4).labels
+    labels = int(truth.max())
+    assert np.allclose(np.nanmean(dice_per_label(truth, truth, labels), 0), 1)
+    shifted = np.roll(truth, 3, axis=1)
+    assert np.nanmean(dice_per_label(shifted, truth, labels)) < 0.8
+
+
+def test_plane_slices_take_each_axis():
+    images = np.arange(2 * 1 * 4 * 5 * 6, dtype=np.float32).reshape(2, 1, 4, 5, 6)
+    assert plane_slices(images, 0, 2).shape == (4, 1, 5, 6)
+    assert plane_slices(images, 2, 3).shape == (6, 1, 4, 5)
+    assert plane_slices(images[:, :, :, :, 0], None, 3).shape == (2, 1, 4, 5)
+
+
+def test_fidelity_puts_a_real_set_at_the_real_reference_and_noise_far_away():
+    train, holdout = phantoms(0, 24), phantoms(1, 16)
+    s = Settings(encoder_steps=30, slices=4)
+    same = fidelity(train, holdout, holdout, s, show_progress=False)
+    noise = StudySet(np.random.default_rng(0).uniform(-1, 1, holdout.images.shape).astype(np.float32), None, None)
+    far = fidelity(train, holdout, noise, s, show_progress=False)
+    assert set(same) == {"sagittal", "coronal", "axial"}
+    for plane in same:
+        assert same[plane]["frechet_synthetic"] == pytest.approx(0, abs=1e-3)       # the holdout against itself
+        assert far[plane]["frechet_synthetic"] > 10 * max(far[plane]["frechet_real"], 1)
+        assert far[plane]["kid_synthetic"] > far[plane]["kid_real"] + 3 * far[plane]["kid_real_sd"]
+
+
+def test_diversity_shows_mode_collapse():
+    train, holdout = phantoms(0, 12), phantoms(1, 8)
+    collapsed = StudySet(np.repeat(holdout.images[:1], 8, 0), None, np.array([0, 1] * 4))
+    result = diversity(train, holdout, collapsed, ["normal", "lesion"], Settings(pairs=20))
+    assert result["all"]["synthetic"]["mean"] == pytest.approx(1, abs=1e-4)
+    assert result["all"]["real"]["interval"][1] < 0.99
+    assert {"normal", "lesion"} <= set(result)
+
+
+def test_evaluate_writes_every_section_for_a_class_and_mask_run(tiny_run):
+    out = tiny_run / "eval"
+    result = run_cli("evaluate", tiny_run / "run", tiny_run / "syn", "--out", out, "--steps", "30",
+                     "--encoder-steps", "20", "--seeds", "2", "--slices", "4", "--pairs", "20")
+    assert result.returncode == 0, result.stderr
+    assert "Frechet distance" in result.stdout and "utility" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["fidelity"]) == {"sagittal", "coronal", "axial"}
+    assert set(report["conditioning"]) == {"class", "mask"} and set(report["utility"]) == {"class", "mask"}
+    for util in report["utility"].values():
+        assert len(util["sets"]) == 3
+        for scores in util["sets"].values():
+            first = scores[util["metrics"][0]]
+            assert first["n"] == 2 and first["interval"][0] <= first["mean"] <= first["interval"][1]
+    assert report["studies"] == {"train": 36, "holdout": 24, "synthetic": 10}
+    assert report["provenance"]["inputs"]["run_hash"] and report["provenance"]["config"]["seeds"] == 2
+    page = (out / "report.html").read_text()
+    for heading in ("Summary", "Samples", "Fidelity", "Diversity", "Conditioning", "Utility (classification)",
+                    "Utility (segmentation)", "Settings and provenance"):
+        assert heading in page
+    assert page.count("data:image/png;base64,") >= 6
+
+
+def test_evaluate_refuses_bad_settings_and_keeps_existing_reports(tiny_run, tmp_path):
+    assert_user_error(run_cli("evaluate", tiny_run / "run", tiny_run / "syn", "--out", tmp_path / "e", "--seeds", "0"),
+                      "--seeds")
+    assert not (tmp_path / "e").exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "report.json").write_text("{}")
+    assert_user_error(run_cli("evaluate", tiny_run / "run", tiny_run / "syn", "--out", tmp_path / "kept"), "--overwrite")
+    assert (tmp_path / "kept" / "report.json").read_text() == "{}"
