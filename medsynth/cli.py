@@ -250,12 +250,15 @@ def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
     quick: bool = typer.Option(False, "--quick", help="Tiny data and model (about a minute), for smoke tests."),
     device: str = DeviceOpt,
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted demo in OUT: keep its data, catalog "
+                                "and (finished or resumable) training run, redo the later stages."),
     overwrite: bool = OverwriteOpt,
 ) -> None:
-    """The main job on the built-in data: phantoms, ingest, train, generate (rare class boosted), audit, export, index.html."""
+    """The main job on the built-in data: phantoms, ingest, train, generate (rare class boosted), audit, evaluate,
+    export, index.html."""
     from medsynth.demo import run_demo
 
-    run_demo(out, quick=quick, device=device, overwrite=overwrite)
+    run_demo(out, quick=quick, device=device, overwrite=overwrite, resume=resume)
 
 
 def _modality(value: Optional[str]) -> Optional[str]:

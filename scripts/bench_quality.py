@@ -7,9 +7,15 @@ then judges them with a MONAI classifier trained on the real train split:
     val vs real test as the floor); share of synthetic images noisier (Laplacian SD) than 99% of real ones;
   - utility over --seeds: a classifier trained on real only, synthetic only, and real + synthetic with the
     rare class boosted to balance, tested on real test: balanced accuracy and rare-class recall.
+With a folder of 3D studies with label maps (e.g. the MSD hippocampus set) it measures the mask-conditioned path
+through `medsynth evaluate`: a MONAI UNet trained on the run's real training studies segments the synthetic images;
+its Dice against the conditioning masks is compared with its Dice on real holdout (target >= 0.8x), next to the
+Frechet distance per plane, MS-SSIM diversity and the real / synthetic / real + synthetic utility.
+
 Prints every figure and the CPU minutes used. Targets: docs/benchmarks.md (evaluation issue).
 
     python scripts/bench_quality.py --data ../shared/data/breastmnist/breastmnist.npz
+    python scripts/bench_quality.py --data ../shared/data/hippocampus --config hippocampus_3d_mask.yaml --n 100
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from medsynth.data.ingest import ingest
 from medsynth.data.preprocess import PreprocessSpec, preprocess
 from medsynth.data.readers import load_study
 from medsynth.evaluation.classifier import predict, train_classifier
+from medsynth.evaluation.evaluate import Settings as EvaluateSettings, evaluate
 from medsynth.evaluation.metrics import balanced_accuracy, frechet_distance, noise_level, recall_per_class
 from medsynth.synthesis.generate import generate
 from medsynth.synthesis.run import load_run
@@ -69,15 +76,16 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config override section.key=value")
     parser.add_argument("--run", help="reuse a finished run instead of training")
     parser.add_argument("--n-per-class", type=int, default=200)
+    parser.add_argument("--n", type=int, default=100, help="synthetic studies for the mask-conditioned benchmark")
+    parser.add_argument("--steps", type=int, default=300, help="training steps of each segmenter (mask benchmark)")
     parser.add_argument("--guidance", type=float, help="override the config's guidance scale for generation")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="keep the run and synthetic set here")
     args = parser.parse_args()
-    if not args.data.endswith(".npz"):
-        raise SystemExit("bench_quality.py measures class-conditioned 2D .npz data so far; the mask-conditioned "
-                         "segmentation benchmark is part of the evaluation issue.")
     start, device = time.time(), resolve_device(args.device)
+    if not args.data.endswith(".npz"):
+        return mask_bench(args, start, device)
     cfg = load_config(args.config, args.set)
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -131,6 +139,49 @@ def main() -> None:
     for name, (mean, sd) in rows.items():
         print(f"  {name:32s} {mean[0]:.3f} +- {sd[0]:.3f}   {mean[1]:.3f} +- {sd[1]:.3f}")
     print(f"total: {(time.time() - start) / 60:.1f} wall minutes, {(cpu.ru_utime + cpu.ru_stime) / 60:.1f} CPU minutes")
+
+
+def mask_bench(args, start: float, device) -> None:
+    """Mask-conditioned 3D: train (or reuse --run), generate --n studies on training masks, `medsynth evaluate`."""
+    cfg = load_config(args.config if args.config != "breastmnist_2d_class.yaml" else "hippocampus_3d_mask.yaml", args.set)
+    work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(args.run) if args.run else work / "run"
+    if not args.run:
+        train(cfg, args.data, run_dir, device=str(device), overwrite=True, show_progress=False)
+    train_minutes = (time.time() - start) / 60
+    synthetic = work / "synthetic"
+    if not (synthetic / "samples.csv").is_file():
+        generate(run_dir, synthetic, n=args.n, device=str(device), guidance=args.guidance, overwrite=True,
+                 show_progress=False)
+    generate_minutes = (time.time() - start) / 60 - train_minutes
+    result = evaluate(run_dir, synthetic, work / "evaluation", EvaluateSettings(seeds=args.seeds, steps=args.steps),
+                      device=str(device), overwrite=True, show_progress=False)
+    report = __import__("json").loads((work / "evaluation" / "report.json").read_text())
+    s, cond = result.summary, report["conditioning"]["mask"]
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"data {args.data}: train {report['studies']['train']}, holdout {report['studies']['holdout']}, synthetic "
+          f"{report['studies']['synthetic']} on a {report['grid']} grid; run {run_dir}")
+    print(f"training {train_minutes:.1f} wall min (0 when --run), generation {generate_minutes:.1f} wall min, "
+          f"evaluation {result.seconds / 60:.1f} wall min")
+    print(f"segmenter Dice against the mask (MONAI UNet, {args.steps} steps on real train): synthetic "
+          f"{s['dice_synthetic']:.3f}, real holdout {s['dice_holdout']:.3f}, ratio {s['dice_synthetic'] / s['dice_holdout']:.2f} "
+          "(target >= 0.8)")
+    for name, d in cond["labels"].items():
+        print(f"  label {name}: synthetic {d['synthetic']['mean']:.3f} ({d['synthetic']['interval'][0]:.3f}-"
+              f"{d['synthetic']['interval'][1]:.3f}), holdout {d['holdout']['mean']:.3f}")
+    for plane, d in report["fidelity"].items():
+        print(f"Frechet distance {plane}: synthetic {d['frechet_synthetic']:.2f}, real train vs holdout {d['frechet_real']:.2f}; "
+              f"KID {d['kid_synthetic']:.3f} vs {d['kid_real']:.3f}")
+    print(f"MS-SSIM among pairs: synthetic {s['ms_ssim_synthetic']:.3f}, real {s['ms_ssim_real']:.3f}")
+    util = report["utility"].get("mask")
+    if util:
+        for name, d in util["sets"].items():
+            m = d["mean_dice"]
+            print(f"utility, Dice on real holdout, {name:18s} {m['mean']:.3f} ({m['interval'][0]:.3f}-{m['interval'][1]:.3f}, "
+                  f"{util['seeds']} seeds)")
+    print(f"total: {(time.time() - start) / 60:.1f} wall minutes, {(cpu.ru_utime + cpu.ru_stime) / 60:.1f} CPU minutes; "
+          f"report {work / 'evaluation' / 'report.html'}")
 
 
 if __name__ == "__main__":

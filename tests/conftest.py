@@ -82,11 +82,11 @@ def write_dicom_series(folder: Path, volume: np.ndarray, affine_ras: np.ndarray,
     return paths
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m medsynth ARGS` as a user would, capturing output."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "medsynth", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+                          cwd=cwd, env=env, timeout=timeout)
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -116,3 +116,10 @@ def tiny_run(tmp_path_factory):
         result = run_cli(*args)
         assert result.returncode == 0, result.stderr
     return root
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """`medsynth demo --quick` run once for the session: (its folder, the finished process)."""
+    demo = tmp_path_factory.mktemp("demo") / "demo"
+    return demo, run_cli("demo", "--quick", "--out", demo, timeout=900)

@@ -108,7 +108,7 @@ def test_bad_phantom_option(tmp_path):
 
 
 def test_help_lists_every_command_and_each_command_explains_itself():
-    commands = ("phantom", "ingest", "train", "generate", "audit", "export", "demo")
+    commands = ("phantom", "ingest", "train", "generate", "audit", "evaluate", "export", "demo")
     result = run_cli("--help")
     assert result.returncode == 0 and all(c in result.stdout for c in commands)
     for command in commands:
@@ -134,15 +134,14 @@ def test_breastmnist_npz_ingests_with_its_rare_class(tmp_path):
     assert (catalog["split"] == "train").sum() == 546  # the official MedMNIST split is kept
 
 
-def test_demo_quick_runs_every_built_stage(tmp_path):
+def test_demo_quick_runs_every_stage(quick_demo):
     import hashlib
     import json
 
     import nibabel as nib
     import pydicom
 
-    demo = tmp_path / "demo"
-    result = run_cli("demo", "--quick", "--out", demo)
+    demo, result = quick_demo
     assert result.returncode == 0, result.stderr
     assert (demo / "data" / "dataset.json").exists()
     assert len(pd.read_csv(demo / "catalog" / "catalog.csv")) == 64
@@ -161,5 +160,21 @@ def test_demo_quick_runs_every_built_stage(tmp_path):
         assert nib.load(demo / "export" / path).get_fdata().size > 0
     segs = list((demo / "export" / "dicom").glob("syn_*/seg.dcm"))
     assert len(segs) == 8 and all(pydicom.dcmread(p).Modality == "SEG" for p in segs)
+    evaluation = json.loads((demo / "evaluation" / "report.json").read_text())
+    assert set(evaluation["conditioning"]) == {"class", "mask"} and evaluation["studies"]["synthetic"] == 8
     index = (demo / "index.html").read_text()
-    assert "data:image/png;base64," in index and verdict in index and 'href="audit/report.html"' in index
+    assert "data:image/png;base64," in index and verdict in index
+    for link in ("audit/report.html", "evaluation/report.html", "export/dataset_card.md"):
+        assert f'href="{link}"' in index and (demo / link).is_file()
+
+
+def test_the_stages_are_functions_on_the_package():
+    import medsynth
+
+    for name in ("ingest", "train", "generate", "audit", "evaluate", "export", "run_demo"):
+        assert callable(getattr(medsynth, name)), name
+    assert medsynth.AuditSettings().alpha == 0.05 and medsynth.EvaluateSettings().seeds == 3
+
+
+def test_demo_resume_needs_an_interrupted_demo(tmp_path):
+    assert_user_error(run_cli("demo", "--quick", "--resume", "--out", tmp_path / "none"), "no interrupted demo")

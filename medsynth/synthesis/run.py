@@ -16,6 +16,11 @@ from medsynth.models import Denoiser, build_denoiser
 from medsynth.training.checkpoint import load_checkpoint, run_checkpoint
 
 
+# what generation, the audit and the evaluation read from a checkpoint besides the weights
+REQUIRED = ("config", "class_names", "class_counts", "num_labels", "image_channels", "shape", "spacing", "modality",
+            "intensity_lo", "intensity_hi", "intensity_stats", "catalog_fingerprint")
+
+
 @dataclass
 class LoadedRun:
     path: Path
@@ -64,6 +69,10 @@ def load_run(run: str | Path, device: torch.device) -> LoadedRun:
     if not meta.get("finished"):
         raise MedsynthError(f"the checkpoint in {run} is not finished (training stopped at step {meta.get('step')}); "
                             "resume training with `medsynth train ... --resume` first.")
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise MedsynthError(f"the checkpoint in {run} lacks {', '.join(missing)} (it was written by an older medsynth); "
+                            "retrain the run with this version (medsynth train ... --overwrite).")
     cfg = config_from_dict(meta["config"], str(path))
     model = build_denoiser(cfg.model, cfg.spatial_dims, int(meta["image_channels"]), int(meta["num_labels"]),
                            len(meta["class_names"]))
