@@ -107,3 +107,21 @@ def test_evaluate_refuses_bad_settings_and_keeps_existing_reports(tiny_run, tmp_
     (tmp_path / "kept" / "report.json").write_text("{}")
     assert_user_error(run_cli("evaluate", tiny_run / "run", tiny_run / "syn", "--out", tmp_path / "kept"), "--overwrite")
     assert (tmp_path / "kept" / "report.json").read_text() == "{}"
+
+
+def test_evaluate_a_2d_class_run_through_the_python_api(tmp_path):
+    import medsynth
+
+    medsynth.write_phantom_dataset(tmp_path / "data", medsynth.PhantomSpec(dims=2, size=16, cases=40))
+    medsynth.ingest(tmp_path / "data", tmp_path / "cat", holdout=0.3, show_progress=False)
+    medsynth.train(medsynth.load_config("tiny_2d.yaml"), tmp_path / "cat", tmp_path / "run", show_progress=False)
+    medsynth.generate(tmp_path / "run", tmp_path / "syn", classes=["lesion=6", "normal=6"], show_progress=False)
+    result = medsynth.evaluate(tmp_path / "run", tmp_path / "syn", tmp_path / "eval",
+                               medsynth.EvaluateSettings(seeds=2, steps=20, encoder_steps=20, pairs=10), show_progress=False)
+    report = json.loads((result.out / "report.json").read_text())
+    assert list(report["fidelity"]) == ["image"] and set(report["conditioning"]) == {"class"}
+    assert set(report["conditioning"]["class"]["classes"]) == {"lesion", "normal"}
+    assert {"lesion", "normal", "all"} == set(report["diversity"])
+    sets = report["utility"]["class"]["sets"]
+    assert list(sets)[2].startswith("real + ") and all(d["balanced_accuracy"]["n"] == 2 for d in sets.values())
+    assert 0 <= result.summary["class_accuracy_synthetic"] <= 1
