@@ -153,7 +153,7 @@ def _stages(out: Path, quick: bool, device: str, resume: bool, start: float, beg
         console.print(f"  - {reason}")
     begin("evaluate")
     evaluated = evaluate(out / "run", out / "synthetic", out / "evaluation",
-                         EvaluateSettings(seeds=2 if quick else 3, steps=30 if quick else 200,
+                         EvaluateSettings(seeds=2, steps=30 if quick else 150,
                                           encoder_steps=30 if quick else 150, slices=4 if quick else 8),
                          device=device, overwrite=True)
     e = evaluated.summary

@@ -28,8 +28,10 @@ class FeatureClassifier(nn.Module):
 
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, classes: int, seed: int = 0, epochs: int = 40,
-                     batch_size: int = 64, lr: float = 1e-3) -> FeatureClassifier:
-    """Class-balanced cross-entropy, Adam, random flips; images (N, C, *spatial) in [-1, 1]."""
+                     batch_size: int = 64, lr: float = 1e-3, steps: int | None = None) -> FeatureClassifier:
+    """Class-balanced cross-entropy, Adam, random flips; images (N, C, *spatial) in [-1, 1].
+
+    `epochs` passes over the data, or with `steps` exactly that many random batches (the same cost for any set size)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = FeatureClassifier(images.shape[1:], classes)
@@ -37,18 +39,26 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, classes: int, seed:
     weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / classes, dtype=torch.float32)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     x_all, y_all = torch.from_numpy(images.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
+
+    def batches():  # drawn lazily, so the random stream interleaves with the flips as it always has
+        if steps is not None:
+            for _ in range(steps):
+                yield rng.choice(len(images), min(batch_size, len(images)), replace=False)
+            return
+        for _ in range(epochs):
+            order = rng.permutation(len(images))
+            for start in range(0, len(order), batch_size):
+                yield order[start : start + batch_size]
+
     model.train()
-    for _ in range(epochs):
-        order = rng.permutation(len(images))
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            x = x_all[index]
-            flip = torch.from_numpy(rng.random(len(index)) < 0.5)
-            x = torch.where(flip.view(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
-            loss = nn.functional.cross_entropy(model(x), y_all[index], weight=weights)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    for index in batches():
+        x = x_all[index]
+        flip = torch.from_numpy(rng.random(len(index)) < 0.5)
+        x = torch.where(flip.view(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
+        loss = nn.functional.cross_entropy(model(x), y_all[index], weight=weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     return model.eval()
 
 

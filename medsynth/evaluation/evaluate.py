@@ -184,7 +184,6 @@ def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, name
                    show_progress: bool) -> tuple[dict, dict | None]:
     """Conditioning fidelity (judge = the real-only model of seed 0) and utility, for class-conditioned runs."""
     k = len(names)
-    epochs = lambda n: max(1, int(np.ceil(s.steps * 64 / n)))  # noqa: E731  same number of steps for every set
     mixed_x, mixed_y, rare, added = boosted(train, synthetic)
     sets = {"real only": (train.images, train.classes), "synthetic only": (synthetic.images, synthetic.classes),
             f"real + {added} synthetic {names[rare]}": (mixed_x, mixed_y)}
@@ -192,7 +191,7 @@ def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, name
     results, judge = {name: [] for name in sets}, None
     for name, seed in progress_iter(runs, "evaluation classifiers", enabled=show_progress):
         x, y = sets[name]
-        model = cls.train_classifier(x, y, k, seed=s.seed + seed, epochs=epochs(len(x)))
+        model = cls.train_classifier(x, y, k, seed=s.seed + seed, steps=s.steps, batch_size=16)
         judge = judge or model
         predicted, _ = cls.predict(model, holdout.images)
         results[name].append((metrics.balanced_accuracy(predicted, holdout.classes, k),
