@@ -174,6 +174,21 @@ def boosted(train: StudySet, synthetic: StudySet) -> tuple[np.ndarray, np.ndarra
             rare, len(extra))
 
 
+def fit_each(sets: dict[str, tuple[np.ndarray, np.ndarray]], s: Settings, fit, predict, holdout: np.ndarray,
+             description: str, show_progress: bool) -> tuple[dict[str, list[np.ndarray]], object]:
+    """Train `fit(x, y, seed)` on every set for every seed (without utility: only the real-only model of seed 0) and
+    `predict(model, holdout)`. Returns each set's holdout predictions, one per seed, and the judge: the real-only model
+    of seed 0, whose holdout predictions are the first of "real only"."""
+    runs = [(name, seed) for name in sets for seed in range(s.seeds if s.utility else 1) if s.utility or name == "real only"]
+    predictions, judge = {name: [] for name in sets}, None
+    for name, seed in progress_iter(runs, description, enabled=show_progress):
+        model = fit(*sets[name], s.seed + seed)
+        if judge is None:
+            judge = model
+        predictions[name].append(predict(model, holdout))
+    return predictions, judge
+
+
 def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, names: list[str], s: Settings,
                    show_progress: bool) -> tuple[dict, dict | None]:
     """Conditioning fidelity (judge = the real-only model of seed 0) and utility, for class-conditioned runs."""
@@ -181,17 +196,11 @@ def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, name
     mixed_x, mixed_y, rare, added = boosted(train, synthetic)
     sets = {"real only": (train.images, train.classes), "synthetic only": (synthetic.images, synthetic.classes),
             f"real + {added} synthetic {names[rare]}": (mixed_x, mixed_y)}
-    runs = [(name, seed) for name in sets for seed in range(s.seeds if s.utility else 1) if s.utility or name == "real only"]
-    results, judge = {name: [] for name in sets}, None
-    for name, seed in progress_iter(runs, "evaluation classifiers", enabled=show_progress):
-        x, y = sets[name]
-        model = cls.train_classifier(x, y, k, seed=s.seed + seed, steps=s.steps, batch_size=16)
-        judge = judge or model
-        predicted, _ = cls.predict(model, holdout.images)
-        results[name].append((metrics.balanced_accuracy(predicted, holdout.classes, k),
-                              metrics.recall_per_class(predicted, holdout.classes, k)[rare]))
+    predictions, judge = fit_each(
+        sets, s, lambda x, y, seed: cls.train_classifier(x, y, k, seed=seed, steps=s.steps, batch_size=16),
+        lambda model, images: cls.predict(model, images)[0], holdout.images, "evaluation classifiers", show_progress)
     syn_pred, _ = cls.predict(judge, synthetic.images)
-    hold_pred, _ = cls.predict(judge, holdout.images)
+    hold_pred = predictions["real only"][0]
     syn_recall = metrics.recall_per_class(syn_pred, synthetic.classes, k)
     hold_recall = metrics.recall_per_class(hold_pred, holdout.classes, k)
     conditioning = {"judge": "MONAI Classifier trained on the run's training studies",
@@ -202,9 +211,11 @@ def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, name
         return conditioning, None
     utility = {"model": "MONAI Classifier", "test": "real holdout", "rare_class": names[rare], "seeds": s.seeds,
                "metrics": ["balanced_accuracy", f"recall_{names[rare]}"],
-               "sets": {name: {"balanced_accuracy": metrics.mean_interval([r[0] for r in rows], bounds=(0, 1)),
-                               f"recall_{names[rare]}": metrics.mean_interval([r[1] for r in rows], bounds=(0, 1))}
-                        for name, rows in results.items()}}
+               "sets": {name: {"balanced_accuracy": metrics.mean_interval(
+                                   [metrics.balanced_accuracy(p, holdout.classes, k) for p in preds], bounds=(0, 1)),
+                               f"recall_{names[rare]}": metrics.mean_interval(
+                                   [metrics.recall_per_class(p, holdout.classes, k)[rare] for p in preds], bounds=(0, 1))}
+                        for name, preds in predictions.items()}}
     return conditioning, utility
 
 
@@ -217,15 +228,12 @@ def segmentation(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded
     sets = {"real only": (train.images, train.labels), "synthetic only": (synthetic.images, synthetic.labels),
             "real + synthetic": (np.concatenate([train.images, synthetic.images]),
                                  np.concatenate([train.labels, synthetic.labels]))}
-    runs = [(name, seed) for name in sets for seed in range(s.seeds if s.utility else 1) if s.utility or name == "real only"]
-    results, judge = {name: [] for name in sets}, None
-    for name, seed in progress_iter(runs, "evaluation segmenters", enabled=show_progress):
-        x, y = sets[name]
-        model = segmenter.train_segmenter(x, y, labels, steps=s.steps, seed=s.seed + seed)
-        judge = judge or model
-        results[name].append(np.nanmean(segmenter.dice_per_label(segmenter.segment(model, holdout.images), holdout.labels, labels), 0))
+    predictions, judge = fit_each(
+        sets, s, lambda x, y, seed: segmenter.train_segmenter(x, y, labels, steps=s.steps, seed=seed),
+        segmenter.segment, holdout.images, "evaluation segmenters", show_progress)
+    dice = {name: [segmenter.dice_per_label(p, holdout.labels, labels) for p in preds] for name, preds in predictions.items()}
     syn_dice = segmenter.dice_per_label(segmenter.segment(judge, synthetic.images), synthetic.labels, labels)
-    hold_dice = segmenter.dice_per_label(segmenter.segment(judge, holdout.images), holdout.labels, labels)
+    hold_dice = dice["real only"][0]
     conditioning = {"judge": "MONAI UNet trained on the run's training studies",
                     "labels": {names.get(v, str(v)): {"synthetic": metrics.mean_interval(syn_dice[:, v - 1], bounds=(0, 1)),
                                                       "holdout": metrics.mean_interval(hold_dice[:, v - 1], bounds=(0, 1))}
@@ -234,8 +242,9 @@ def segmentation(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded
     if not s.utility:
         return conditioning, None
     utility = {"model": "MONAI UNet", "test": "real holdout", "seeds": s.seeds, "metrics": ["mean_dice"],
-               "sets": {name: {"mean_dice": metrics.mean_interval([float(np.nanmean(r)) for r in rows], bounds=(0, 1))}
-                        for name, rows in results.items()}}
+               "sets": {name: {"mean_dice": metrics.mean_interval([float(np.nanmean(np.nanmean(d, 0))) for d in per_seed],
+                                                                  bounds=(0, 1))}
+                        for name, per_seed in dice.items()}}
     return conditioning, utility
 
 
@@ -253,7 +262,7 @@ def headline(payload: dict) -> dict:
     if "mask" in cond:
         summary["dice_synthetic"] = cond["mask"]["mean_dice_synthetic"]
         summary["dice_holdout"] = cond["mask"]["mean_dice_holdout"]
-    for kind, util in payload["utility"].items():
+    for util in payload["utility"].values():
         first = util["metrics"][0]
         summary[f"utility_{first}"] = {name: d[first]["mean"] for name, d in util["sets"].items()}
     return summary
