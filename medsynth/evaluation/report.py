@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from medsynth.pages import STYLE, fmt, png, table  # noqa: E402
+from medsynth.viz import draw_study  # noqa: E402
 
 REAL, SYNTH = "#4c72b0", "#dd8452"
 
@@ -71,18 +72,10 @@ def sample_grid(real, synthetic, class_names: list[str], columns: int = 6) -> st
             ax.axis("off")
             if c >= len(index):
                 continue
-            image = study.images[index[c], 0]
-            middle = image[..., image.shape[-1] // 2] if image.ndim == 3 else image
-            ax.imshow(middle.T, cmap="gray", origin="lower", vmin=-1, vmax=1)
-            if study.labels is not None:
-                label = study.labels[index[c]]
-                label = label[..., label.shape[-1] // 2] if label.ndim == 3 else label
-                if label.max() > 0:
-                    ax.contour(label.T, levels=np.arange(0.5, label.max() + 0.5), linewidths=0.6, cmap="autumn")
             title = name if c == 0 else ""
             if study.classes is not None:
                 title = (title + "\n" if title else "\n") + class_names[study.classes[index[c]]]
-            ax.set_title(title, fontsize=8)
+            draw_study(ax, study.images[index[c], 0], None if study.labels is None else study.labels[index[c]], title, 8)
     fig.tight_layout()
     return png(fig)
 
