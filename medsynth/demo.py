@@ -53,7 +53,16 @@ td{{border:1px solid #ccc;padding:.25em .6em}} img{{max-width:100%}} pre{{backgr
     return path
 
 
-STAGES = ("phantom", "ingest", "train", "generate", "audit", "evaluate", "export")
+# the stages in order, with what each does
+STAGES = {
+    "phantom": "built-in 3D CT dataset with a rare lesion class",
+    "ingest": "validate, catalog, subject-level split",
+    "train": "class + mask conditioned rectified flow",
+    "generate": "the rare lesion class boosted to half of the set",
+    "audit": "copies of training studies? (planted copies measure the audit's power)",
+    "evaluate": "fidelity, diversity, conditioning and utility next to real data",
+    "export": "NIfTI, DICOM with SEG, nnU-Net",
+}
 
 
 @dataclass
@@ -86,44 +95,32 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, device: str = "a
         raise MedsynthError(f"{out} holds no interrupted demo to resume (no catalog); run `medsynth demo --out {out}`.")
     out.mkdir(exist_ok=True)
     try:
-        return _stages(out, quick, device, resume, start, stage_started)
+        return _stages(out, quick, device, resume, start)
     except (KeyboardInterrupt, Interrupted):
         raise Interrupted(f"demo interrupted; the finished stages are kept in {out} (an interrupted training run keeps "
                           f"its last checkpoint). Continue with `medsynth demo --out {out}{' --quick' if quick else ''} "
                           "--resume`.") from None
 
 
-def stage_started(name: str) -> None:
-    n = STAGES.index(name) + 1
-    console.rule(f"{n}/{len(STAGES)} {name}: {DESCRIPTIONS[name]}")
+def begin(stage: str) -> None:
+    """The rule that opens a stage: its number, name and what it does."""
+    console.rule(f"{list(STAGES).index(stage) + 1}/{len(STAGES)} {stage}: {STAGES[stage]}")
 
 
-DESCRIPTIONS = {
-    "phantom": "built-in 3D CT dataset with a rare lesion class",
-    "ingest": "validate, catalog, subject-level split",
-    "train": "class + mask conditioned rectified flow",
-    "generate": "the rare lesion class boosted to half of the set",
-    "audit": "copies of training studies? (planted copies measure the audit's power)",
-    "evaluate": "fidelity, diversity, conditioning and utility next to real data",
-    "export": "NIfTI, DICOM with SEG, nnU-Net",
-}
-
-
-def _stages(out: Path, quick: bool, device: str, resume: bool, start: float, begin) -> DemoResult:
+def _stages(out: Path, quick: bool, device: str, resume: bool, start: float) -> DemoResult:
     config = BUNDLED / ("tiny_3d.yaml" if quick else "phantom_3d.yaml")
     cfg = load_config(config)
     # The audit calibrates on the holdout and needs at least 20 held-out studies.
     spec = PhantomSpec(dims=3, size=max(cfg.data.shape), cases=64 if quick else 100, modality="CT")
     holdout = 0.4 if quick else 0.25
-    kept = resume and (out / "catalog" / "catalog.csv").is_file()
     begin("phantom")
-    if kept:
+    if resume:   # run_demo refused a resume without a catalog
         console.print(f"kept {out / 'data'} (resume)")
     else:
         data = write_phantom_dataset(out / "data", spec, overwrite=True)
         console.print(f"wrote {spec.cases} phantoms to {data}")
     begin("ingest")
-    if kept:
+    if resume:   # run_demo refused a resume without a catalog
         console.print(f"kept {out / 'catalog'} (resume)")
     else:
         print_ingest(ingest(out / "data", out / "catalog", holdout=holdout, overwrite=True))

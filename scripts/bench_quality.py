@@ -21,6 +21,7 @@ Prints every figure and the CPU minutes used. Targets: docs/benchmarks.md (evalu
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import tempfile
 import time
@@ -72,7 +73,8 @@ def utility(train_x, train_y, test_x, test_y, classes, rare, seeds) -> tuple[np.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="MedMNIST-style .npz with train/val/test splits")
-    parser.add_argument("--config", default="breastmnist_2d_class.yaml")
+    parser.add_argument("--config", help="default: breastmnist_2d_class.yaml for .npz data, hippocampus_3d_mask.yaml "
+                        "for a folder with label maps")
     parser.add_argument("--set", action="append", default=[], help="config override section.key=value")
     parser.add_argument("--run", help="reuse a finished run instead of training")
     parser.add_argument("--n-per-class", type=int, default=200)
@@ -86,6 +88,7 @@ def main() -> None:
     start, device = time.time(), resolve_device(args.device)
     if not args.data.endswith(".npz"):
         return mask_bench(args, start, device)
+    args.config = args.config or "breastmnist_2d_class.yaml"
     cfg = load_config(args.config, args.set)
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -143,7 +146,7 @@ def main() -> None:
 
 def mask_bench(args, start: float, device) -> None:
     """Mask-conditioned 3D: train (or reuse --run), generate --n studies on training masks, `medsynth evaluate`."""
-    cfg = load_config(args.config if args.config != "breastmnist_2d_class.yaml" else "hippocampus_3d_mask.yaml", args.set)
+    cfg = load_config(args.config or "hippocampus_3d_mask.yaml", args.set)
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
     work.mkdir(parents=True, exist_ok=True)
     run_dir = Path(args.run) if args.run else work / "run"
@@ -157,7 +160,7 @@ def mask_bench(args, start: float, device) -> None:
     generate_minutes = (time.time() - start) / 60 - train_minutes
     result = evaluate(run_dir, synthetic, work / "evaluation", EvaluateSettings(seeds=args.seeds, steps=args.steps),
                       device=str(device), overwrite=True, show_progress=False)
-    report = __import__("json").loads((work / "evaluation" / "report.json").read_text())
+    report = json.loads((work / "evaluation" / "report.json").read_text())
     s, cond = result.summary, report["conditioning"]["mask"]
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     print(f"data {args.data}: train {report['studies']['train']}, holdout {report['studies']['holdout']}, synthetic "

@@ -29,7 +29,7 @@ def browse(*args: str) -> str:
     return subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
 
 
-def probe(page, tmp_path) -> dict[str, int]:
+def probe(page) -> dict[str, int]:
     """Load a copy of `page` with a script that counts images, broken images, sections and empty sections."""
     copy = page.parent / f".probe-{page.name}"
     copy.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
@@ -45,7 +45,7 @@ def test_the_probe_catches_a_broken_image_and_an_empty_section(tmp_path):
     page = tmp_path / "bad.html"
     page.write_text("<html><body><section><h2>ok</h2></section><section></section>"
                     "<img src='data:image/png;base64,AAAA'></body></html>")
-    assert probe(page, tmp_path) == {"images": 1, "broken": 1, "sections": 2, "empty": 1}
+    assert probe(page) == {"images": 1, "broken": 1, "sections": 2, "empty": 1}
 
 
 @pytest.mark.parametrize("name", PAGES)
@@ -53,7 +53,7 @@ def test_page_renders_with_every_image_and_section(quick_demo, name, tmp_path):
     demo, result = quick_demo
     assert result.returncode == 0, result.stderr
     page = demo / name
-    found = probe(page, tmp_path)
+    found = probe(page)
     assert found["images"] >= 1 and found["broken"] == 0, found
     assert found["sections"] >= 3 and found["empty"] == 0, found
     shot = tmp_path / "page.png"

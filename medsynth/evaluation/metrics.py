@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg, ndimage
+import torch
+from monai.metrics.regression import compute_ms_ssim
+from scipy import linalg, ndimage, stats
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -48,8 +50,6 @@ def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 10, s
 def mean_interval(values, bounds: tuple[float, float] | None = None, z: float = 1.96) -> dict:
     """Mean with a normal-approximation 95% interval (a t interval for fewer than 30 values), clipped to the metric's
     `bounds`; NaNs dropped."""
-    from scipy import stats
-
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
     if len(v) == 0:
@@ -80,9 +80,6 @@ def ms_ssim_setup(shape: tuple[int, ...]) -> tuple[int, tuple[float, ...]]:
 
 def pairwise_ms_ssim(images: np.ndarray, pairs: int, seed: int = 0) -> np.ndarray:
     """MS-SSIM (MONAI) of up to `pairs` random distinct pairs from images (N, 1, *spatial) in model units [-1, 1]."""
-    import torch
-    from monai.metrics.regression import compute_ms_ssim
-
     n = len(images)
     if n < 2:
         return np.array([])
@@ -101,11 +98,9 @@ def pairwise_ms_ssim(images: np.ndarray, pairs: int, seed: int = 0) -> np.ndarra
 
 def intensity_distance(a: np.ndarray, b: np.ndarray, voxels: int = 200_000, seed: int = 0) -> float:
     """Wasserstein-1 distance between two pooled intensity samples (model units), each subsampled to `voxels`."""
-    from scipy.stats import wasserstein_distance
-
     rng = np.random.default_rng(seed)
     if len(a) == 0 or len(b) == 0:
         return float("nan")
     a = a if len(a) <= voxels else rng.choice(a, voxels, replace=False)
     b = b if len(b) <= voxels else rng.choice(b, voxels, replace=False)
-    return float(wasserstein_distance(a, b))
+    return float(stats.wasserstein_distance(a, b))

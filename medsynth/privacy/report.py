@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from medsynth.pages import STYLE, fmt, png, table  # noqa: E402
 from medsynth.privacy.search import align  # noqa: E402
+from medsynth.viz import middle_slice  # noqa: E402
 
 COLOURS = {"PASS": "#1b7f3b", "FAIL": "#b3261e", "INCONCLUSIVE": "#b26a00"}
 
@@ -35,8 +36,8 @@ class Views:
 
 
 def middle(volume: np.ndarray) -> np.ndarray:
-    """The middle slice of a 3D volume (last axis), or the 2D image itself, oriented for display."""
-    return np.rot90(volume[..., volume.shape[-1] // 2] if volume.ndim == 3 else volume)
+    """viz.middle_slice, turned for imshow's default top-left origin."""
+    return np.rot90(middle_slice(volume))
 
 
 def histograms(v: Views) -> str:
