@@ -41,15 +41,9 @@ def phantom_audit():
     return fresh_flagged, recall
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "elastic"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_mildly_changed_copies_are_flagged_at_the_calibrated_threshold(phantom_audit, kind):
     assert phantom_audit[1][kind] >= 0.95, phantom_audit[1]
-
-
-def test_elastic_copies_are_mostly_flagged(phantom_audit):
-    # 1.5-voxel warps are 15 mm on these 10 mm phantoms, as large as the differences between phantoms;
-    # the issue's 95% is not reached here (measured 0.85), so this guards against regressions only.
-    assert phantom_audit[1]["elastic"] >= 0.8, phantom_audit[1]
 
 
 def test_fresh_phantoms_are_rarely_flagged(phantom_audit):
@@ -89,13 +83,21 @@ def test_audit_writes_a_verdict_pairs_and_pages(tiny_run):
     assert "shows training images" not in (tiny_run / "rep" / "report_redacted.html").read_text()
 
 
-def test_export_accepts_a_pass_and_records_it(tiny_run):
+def test_export_follows_the_audit_verdict_and_records_it(tiny_run):
+    """A PASS exports as is; any other verdict is refused unless forced, and the dataset card says which it was.
+    (The tiny 16^3 run is INCONCLUSIVE: a 1.5-voxel warp or a 1-voxel blur changes a 16^3 study too much to be
+    told from another patient, so the audit cannot vouch for the set.)"""
     rep = tiny_run / "rep"
-    if json.loads((rep / "report.json").read_text())["verdict"] != "PASS":
-        pytest.skip("the tiny run's audit did not pass")
-    result = run_cli("export", tiny_run / "syn", "--out", tiny_run / "exp", "--audit", rep)
-    assert result.returncode == 0, result.stderr
-    assert "PASS" in (tiny_run / "exp" / "dataset_card.md").read_text()
+    verdict = json.loads((rep / "report.json").read_text())["verdict"]
+    plain = run_cli("export", tiny_run / "syn", "--out", tiny_run / "exp", "--audit", rep)
+    if verdict == "PASS":
+        assert plain.returncode == 0, plain.stderr
+    else:
+        assert_user_error(plain, f"its audit verdict is {verdict}", "--force")
+        assert not (tiny_run / "exp").exists()
+        forced = run_cli("export", tiny_run / "syn", "--out", tiny_run / "exp", "--audit", rep, "--force")
+        assert forced.returncode == 0, forced.stderr
+    assert f"verdict: **{verdict}**" in (tiny_run / "exp" / "dataset_card.md").read_text()
 
 
 def test_real_vs_real_membership_interval_contains_one_half(tiny_run):
@@ -106,6 +108,26 @@ def test_real_vs_real_membership_interval_contains_one_half(tiny_run):
                                  holdout.labels[part], holdout.classes[part])
     result = membership_attack(loaded, split(slice(0, half)), split(slice(half, None)), Settings(), True)
     assert result["auc_interval"][0] < 0.5 < result["auc_interval"][1]
+
+
+def test_a_deliberately_overfit_model_fails_with_a_high_membership_auc(tmp_path):
+    """4 training phantoms and 1,500 steps (no augmentation): the model memorises them. The audit must say FAIL, the
+    loss attack must separate the 4 members from 36 held-out phantoms, and the samples must sit closer to training
+    than to holdout. (These 16^3 phantoms are too alike for single samples to be told from held-out ones.)"""
+    overfit = ["--max-steps", "1500", "--set", "model.channels=[16,32]", "--set", "train.lr=2e-3",
+               "--set", "conditioning.mask=false", "--set", "train.checkpoint_every=1500"]
+    for args in (["phantom", tmp_path / "data", "--cases", "40", "--size", "16"],
+                 ["ingest", tmp_path / "data", "--out", tmp_path / "cat", "--holdout", "0.9"],
+                 ["train", tmp_path / "cat", "--config", "tiny_3d.yaml", "--out", tmp_path / "run", *overfit],
+                 ["generate", tmp_path / "run", "--out", tmp_path / "syn", "--n", "8"],
+                 ["audit", tmp_path / "run", tmp_path / "syn", "--out", tmp_path / "rep", "--copies-per-kind", "4"]):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["membership"]["members"] == 4 and report["membership"]["holdout"] == 36
+    assert report["verdict"] == "FAIL", report["reasons"]
+    assert report["membership"]["auc"] >= 0.9 and report["membership"]["auc_interval"][0] > 0.6
+    assert report["closer_to_training"]["all"]["interval"][0] > 0.5
 
 
 def test_audit_refuses_a_holdout_too_small_to_calibrate(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from medsynth.privacy.plant import KINDS, plant_copy
-from medsynth.privacy.search import best_alignment, nearest, top_k
+from medsynth.privacy.search import align, best_alignment, nearest, texture_score, top_k
 from medsynth.data.phantom import PhantomSpec, make_phantom
 
 
@@ -41,6 +41,16 @@ def test_flipped_and_shifted_copies_are_matched_exactly_with_their_transform(gal
     shifted, _ = plant_copy(gallery[7], "shift", np.random.default_rng(4))
     score, axes, shift = best_alignment(shifted, gallery[7])
     assert score > 0.999 and axes == () and any(shift)
+
+
+def test_texture_survives_a_warp_and_does_not_match_across_patients(gallery, fresh):
+    # Unrelated phantoms share every tissue border but not their noise: on flat regions their textures do not
+    # correlate, while a warped or rotated copy keeps its source's texture block by block.
+    rng = np.random.default_rng(3)
+    unrelated = [texture_score(align(f, m), gallery[m.index]) for f, m in zip(fresh[:6], nearest(fresh[:6], gallery))]
+    warped = [texture_score(plant_copy(gallery[i], kind, rng, -1.0)[0], gallery[i])
+              for i, kind in zip(range(6), ["elastic", "rotation"] * 3)]
+    assert max(unrelated) < 0.3 < 0.5 < min(warped), (unrelated, warped)
 
 
 def test_two_d_studies_are_searched_too():

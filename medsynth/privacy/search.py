@@ -157,21 +157,35 @@ def high_pass(volume: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     return np.clip(hp, -limit, limit) if limit > 0 else hp
 
 
+def flat_regions(volume: np.ndarray, keep: float = 0.5, sigma: float = 1.5) -> np.ndarray:
+    """Voxels away from edges: the `keep` share of the volume's textured voxels with the lowest smoothed gradient.
+    There the high-passed volume is the acquisition's own texture and noise, not tissue borders that every patient's
+    scan shares; padding (no texture) is left out."""
+    v = np.asarray(volume, np.float32)
+    textured = np.abs(v - ndimage.gaussian_filter(v, 1.0)) > 1e-6
+    if not textured.any():
+        return textured
+    grad = ndimage.gaussian_gradient_magnitude(v, sigma)
+    return textured & (grad <= np.percentile(grad[textured], 100 * keep))
+
+
 def texture_score(query: np.ndarray, source: np.ndarray, block: int = 8, max_shift: int = 2) -> float:
     """Median over blocks of the block's best NCC, over local shifts |s| <= max_shift, between the high-passed
-    volumes (query already aligned to source). A smooth warp or small rotation is a shift within each block, so a
-    warped copy keeps its source's texture block by block; unrelated studies' textures do not correlate.
+    volumes (query already aligned to source), counted in the source's flat regions only. A smooth warp or small
+    rotation is a shift within each block, so a warped copy keeps its source's texture block by block; unrelated
+    studies' textures do not correlate (about 0 on flat regions, where no shared tissue border adds to it).
     """
-    q, g = high_pass(query), high_pass(source)
+    flat = flat_regions(source)
+    q, g = high_pass(query), high_pass(source) * flat
     cut = tuple(slice(0, n - n % block) for n in g.shape)
-    q, g = q[cut], g[cut]
+    q, g, flat = q[cut], g[cut], flat[cut].astype(np.float32)
     grid = tuple(n // block for n in g.shape)
     blocks = lambda a: a.reshape([x for n in grid for x in (n, block)]).sum(tuple(range(1, 2 * len(grid), 2)))  # noqa: E731
     g2 = blocks(g * g)
     best = np.full(grid, -1.0)
     for shift in itertools.product(range(-max_shift, max_shift + 1), repeat=g.ndim):
         qs = np.roll(q, shift, axis=tuple(range(g.ndim)))
-        ncc = blocks(qs * g) / np.sqrt(np.maximum(blocks(qs * qs) * g2, 1e-12))
+        ncc = blocks(qs * g) / np.sqrt(np.maximum(blocks(qs * qs * flat) * g2, 1e-12))
         best = np.maximum(best, ncc)
-    keep = g2 > 0.1 * np.median(g2)   # blocks with texture (not flat padding)
+    keep = (g2 > 0.1 * np.median(g2[g2 > 0])) if (g2 > 0).any() else g2 > 0   # blocks with flat texture
     return float(np.median(best[keep])) if keep.any() else 0.0
