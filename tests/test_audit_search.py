@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from medsynth.privacy.plant import KINDS, plant_copy
-from medsynth.privacy.search import align, best_alignment, nearest, texture_score, top_k
+from medsynth.privacy.search import align, best_alignment, descriptors, nearest, ranked, texture_score, top_k
 from medsynth.data.phantom import PhantomSpec, make_phantom
 
 
@@ -51,6 +51,20 @@ def test_texture_survives_a_warp_and_does_not_match_across_patients(gallery, fre
     warped = [texture_score(plant_copy(gallery[i], kind, rng, -1.0)[0], gallery[i])
               for i, kind in zip(range(6), ["elastic", "rotation"] * 3)]
     assert max(unrelated) < 0.3 < 0.5 < min(warped), (unrelated, warped)
+
+
+def test_large_volumes_are_searched_on_a_coarse_grid_and_aligned_at_full_resolution():
+    # 48^3 is above the 32^3 descriptor grid: descriptors are 24^3 block means, the flip is found there, and the
+    # exact shift (in full-resolution voxels) on the full volumes; the answer must match an exhaustive alignment.
+    large = [_unit(make_phantom(PhantomSpec(size=48, seed=5), k, k % 3 == 0)) for k in range(12)]
+    index = descriptors(large)
+    assert index.shape == (24, 24, 24) and index.search[0].shape == (12, 24**3)
+    copy = np.roll(np.flip(large[8], 2), (2, -1, 1), axis=(0, 1, 2))
+    others = [_unit(make_phantom(PhantomSpec(size=48, seed=6), k, False)) for k in range(3)]
+    found = ranked([copy] + others, large, k=5, keep=2, gallery_descriptors=index, chunk=2)
+    assert found[0][0].index == 8 and found[0][0].flip_axes == (2,) and found[0][0].score > 0.99
+    assert found[0][0].score == pytest.approx(best_alignment(copy, large[8])[0])
+    assert all(len(f) == 2 and f[0].score >= f[1].score for f in found)
 
 
 def test_two_d_studies_are_searched_too():

@@ -1,15 +1,20 @@
 """Copy search: each query's nearest training study under axis flips and small shifts, at about the cost of a
 plain correlation search.
 
-Stage 1, a plain search: three descriptors per study, compared by dot products in memory-bounded chunks:
+Stage 1, a plain search: three descriptors per study, on a grid of at most 32^3 voxels (block means of larger
+volumes), compared by dot products in memory-bounded chunks:
   - pixel: the z-scored volume (finds noisy, rescaled, rotated, elastically warped and blurred copies);
   - pose: the volume in a canonical pose, its intensity centroid moved to the grid centre and each axis
     flipped so that its third moment is positive (finds flipped copies);
   - spectrum: the log Fourier magnitude symmetrised over axis flips (finds shifted copies of noise-like texture).
   The candidates of a query are the union of the descriptors' top k.
-Stage 2, exact on k candidates only: the maximum over every combination of axis flips and every shift of
-at most `max_shift` voxels of the normalised cross-correlation on the overlap, means removed (computed with
-FFTs, Lewis 1995). A shifted copy scores 1 against its source although most of its content moved.
+Stage 2, the shortlist: the `refine` candidates ranked highest in any descriptor.
+Stage 3, exact on the shortlist only: the maximum over every axis flip and every shift of at most `max_shift`
+voxels of the normalised cross-correlation on the overlap, means removed (the cross term by FFT, Lewis 1995; the
+overlap's sums from integral images). A shifted copy scores 1 against its source although most of its content
+moved. Volumes larger than the coarse grid are aligned there first (all
+flips, shifts scaled down), and only the best (at least 2) go on to full resolution with the flip found.
+Cost: stage 1 grows with queries x gallery (a matrix product), stages 2-3 with queries x k only.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft as sfft, ndimage
 
 
 @dataclass(frozen=True)
@@ -67,17 +72,49 @@ def spectrum(volume: np.ndarray) -> np.ndarray:
     return m
 
 
+MAX_DESCRIPTOR_VOXELS = 32**3
+
+
+def coarse(volume: np.ndarray, max_voxels: int = MAX_DESCRIPTOR_VOXELS) -> np.ndarray:
+    """Block means over f^d voxels, f the smallest integer that leaves at most `max_voxels` (f = 1: unchanged)."""
+    v = np.asarray(volume, np.float32)
+    f = 1
+    while np.prod([n // f for n in v.shape]) > max_voxels:
+        f += 1
+    if f == 1:
+        return v
+    v = v[tuple(slice(0, n - n % f) for n in v.shape)]
+    return v.reshape([x for n in v.shape for x in (n // f, f)]).mean(tuple(range(1, 2 * v.ndim, 2)))
+
+
 def pixel_descriptors(volumes: Sequence[np.ndarray]) -> np.ndarray:
     """(N, voxels) z-scored volumes: dot products are Pearson correlations."""
     return np.stack([zscore(v).ravel() for v in volumes]).astype(np.float32)
 
 
-def descriptors(volumes: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
-    """(pixel, pose, spectrum) descriptor matrices, (N, voxels) float32 with unit-norm rows."""
-    pixel = pixel_descriptors(volumes)
-    pose = np.stack([zscore(canonical_pose(v)).ravel() for v in volumes]).astype(np.float32)
-    spec = np.stack([zscore(spectrum(v)).ravel() for v in volumes]).astype(np.float32)
-    return pixel, pose, spec
+def flip_axes(ndim: int) -> list[tuple[int, ...]]:
+    """Every combination of axis flips, the identity () first."""
+    return [a for r in range(ndim + 1) for a in itertools.combinations(range(ndim), r)]
+
+
+@dataclass(frozen=True)
+class Index:
+    """A set's stage-1 descriptors (rows: studies, unit norm) and the coarse grid they live on."""
+
+    search: tuple[np.ndarray, np.ndarray, np.ndarray]   # pixel (the z-scored coarse volume), pose, spectrum
+    shape: tuple[int, ...]
+
+    def coarse_volume(self, row: int) -> np.ndarray:
+        return self.search[0][row].reshape(self.shape)
+
+
+def descriptors(volumes: Sequence[np.ndarray]) -> Index:
+    """The descriptors of `volumes` (each on the coarse grid, float32)."""
+    small = [coarse(v) for v in volumes]
+    pixel = pixel_descriptors(small)
+    pose = np.stack([zscore(canonical_pose(v)).ravel() for v in small]).astype(np.float32)
+    spec = np.stack([zscore(spectrum(v)).ravel() for v in small]).astype(np.float32)
+    return Index((pixel, pose, spec), small[0].shape)
 
 
 def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
@@ -91,51 +128,83 @@ def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 256) ->
     return out
 
 
-def best_alignment(query: np.ndarray, source: np.ndarray, max_shift: int = 2) -> tuple[float, tuple[int, ...], tuple[int, ...]]:
-    """Max over axis flips of `query` and shifts |s| <= max_shift of the overlap NCC with `source`."""
-    shape = tuple(n + 2 * max_shift for n in source.shape)
+def box_sums(volume: np.ndarray, max_shift: int, query_side: bool) -> np.ndarray:
+    """Sums of `volume` over the overlap of a volume with itself moved by every offset |o| <= max_shift (per axis,
+    in the order 0..m, -m..-1), from one integral image: the query side covers [max(0, o), min(n, n + o)), the
+    source side [max(0, -o), min(n, n - o))."""
+    integral = np.pad(np.asarray(volume, np.float64), [(1, 0)] * volume.ndim)
+    for axis in range(volume.ndim):
+        integral = integral.cumsum(axis)
+    offsets = np.r_[0 : max_shift + 1, -max_shift:0]
+    sign = 1 if query_side else -1
+    lo = [np.maximum(0, sign * offsets) for _ in volume.shape]
+    hi = [np.minimum(n, n + sign * offsets) for n in volume.shape]
+    total = 0.0
+    for corner in itertools.product((0, 1), repeat=volume.ndim):
+        index = np.ix_(*[low if c else high for c, low, high in zip(corner, lo, hi)])
+        total = total + (-1) ** sum(corner) * integral[index]
+    return total
+
+
+def best_alignment(query: np.ndarray, source: np.ndarray, max_shift: int = 2, flips: Sequence[tuple[int, ...]] | None = None,
+                   ) -> tuple[float, tuple[int, ...], tuple[int, ...]]:
+    """Max over axis flips of `query` (all, or those given) and shifts |s| <= max_shift of the overlap NCC with `source`.
+
+    The cross term is one FFT correlation per flip; the overlap's sums and sums of squares come from integral images.
+    """
+    shape = tuple(sfft.next_fast_len(n + max_shift, real=True) for n in source.shape)   # no wrap-around within the window
     window = np.ix_(*[np.r_[0 : max_shift + 1, -max_shift:0]] * source.ndim)
-    offsets = [np.r_[0 : max_shift + 1, -max_shift:0]] * source.ndim
-    spectrum = lambda a: np.fft.rfftn(a, s=shape)  # noqa: E731
-    ones = np.ones(source.shape)
+    offsets = np.r_[0 : max_shift + 1, -max_shift:0]
     g = zscore(source)
-    G, G2, One = np.conj(spectrum(g)), np.conj(spectrum(g * g)), np.conj(spectrum(ones))
-
-    def correlate(a, B):
-        return np.fft.irfftn(spectrum(a) * B, s=shape)[window]
-
-    count = correlate(ones, One)
-    sum_g, sum_g2 = correlate(ones, G), correlate(ones, G2)
+    G = np.conj(sfft.rfftn(g, s=shape))
+    count = box_sums(np.ones(source.shape), max_shift, False)
+    sum_g, sum_g2 = box_sums(g, max_shift, False), box_sums(g * g, max_shift, False)
     best = (-1.0, (), (0,) * source.ndim)
-    for axes in (a for r in range(source.ndim + 1) for a in itertools.combinations(range(source.ndim), r)):
+    for axes in flip_axes(source.ndim) if flips is None else flips:
         q = zscore(np.flip(query, axes) if axes else query)
-        sum_q = correlate(q, One)
-        cov = correlate(q, G) - sum_q * sum_g / count
-        var = (correlate(q * q, One) - sum_q**2 / count) * (sum_g2 - sum_g**2 / count)
+        sum_q, sum_q2 = box_sums(q, max_shift, True), box_sums(q * q, max_shift, True)
+        cross = sfft.irfftn(sfft.rfftn(q, s=shape) * G, s=shape)[window]
+        cov = cross - sum_q * sum_g / count
+        var = (sum_q2 - sum_q**2 / count) * (sum_g2 - sum_g**2 / count)
         ncc = cov / np.sqrt(np.maximum(var, 1e-12))
         at = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
         if ncc[at] > best[0]:
-            best = (float(ncc[at]), axes, tuple(int(o[i]) for o, i in zip(offsets, at)))
+            best = (float(ncc[at]), tuple(axes), tuple(int(offsets[i]) for i in at))
     return best
 
 
 def ranked(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int = 20, max_shift: int = 2, keep: int = 3,
-           gallery_descriptors: tuple[np.ndarray, ...] | None = None) -> list[list[Match]]:
-    """The `keep` best training matches of every query, best first (volumes on one grid, any intensity units)."""
-    shapes = {np.shape(v) for v in list(queries) + list(gallery)}
-    if len(shapes) != 1:
-        raise ValueError(f"all studies must share one grid to be compared, got shapes {sorted(shapes)}")
-    found = descriptors(queries)
-    candidates = np.concatenate([top_k(q, g, k) for q, g in zip(found, gallery_descriptors or descriptors(gallery))], axis=1)
+           gallery_descriptors: Index | None = None, refine: int = 10, chunk: int = 256) -> list[list[Match]]:
+    """The `keep` best training matches of every query, best first (volumes on one grid, any intensity units).
+
+    Queries are described `chunk` at a time, so memory holds the gallery's index and one chunk, not every query."""
+    grid = {np.shape(v) for v in gallery}
+    index = gallery_descriptors or descriptors(gallery)
+    axes = flip_axes(np.ndim(gallery[0]))
     out = []
-    for query, rows in zip(queries, candidates):
-        scored = [Match(int(i), *best_alignment(query, gallery[i], max_shift)) for i in dict.fromkeys(rows.tolist())]
-        out.append(sorted(scored, key=lambda m: -m.score)[:keep])
+    for start in range(0, len(queries), chunk):
+        part = queries[start : start + chunk]
+        shapes = grid | {np.shape(v) for v in part}
+        if len(shapes) != 1:
+            raise ValueError(f"all studies must share one grid to be compared, got shapes {sorted(shapes)}")
+        found = descriptors(part)
+        # (queries, k, descriptors): read row by row, candidates come in order of their best rank in any descriptor
+        candidates = np.stack([top_k(q, g, k) for q, g in zip(found.search, index.search)], axis=2)
+        for n, (query, ranks) in enumerate(zip(part, candidates)):
+            shortlist = list(dict.fromkeys(ranks.ravel().tolist()))[: max(refine, keep)]
+            factor = np.shape(query)[0] / index.shape[0]
+            flips = {row: None for row in shortlist}
+            if factor > 1:   # flips and a first score on the coarse grid; the best go on to full resolution
+                on_coarse = {row: best_alignment(found.coarse_volume(n), index.coarse_volume(row), int(np.ceil(max_shift / factor)))
+                             for row in shortlist}
+                flips = {row: [on_coarse[row][1]] for row in sorted(shortlist, key=lambda r: -on_coarse[r][0])[: max(keep, 2)]}
+            best = [Match(int(row), *best_alignment(query, gallery[row], max_shift, tried)) for row, tried in flips.items()]
+            out.append(sorted(best, key=lambda m: -m.score)[:keep])
     return out
 
 
 def nearest(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int = 20, max_shift: int = 2,
-            gallery_descriptors: tuple[np.ndarray, ...] | None = None) -> list[Match]:
+            gallery_descriptors: Index | None = None) -> list[Match]:
     """The best training match of every query."""
     return [r[0] for r in ranked(queries, gallery, k, max_shift, 1, gallery_descriptors)]
 
