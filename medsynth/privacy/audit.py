@@ -340,7 +340,8 @@ def audit(run: str | Path, synth: str | Path, out: str | Path, settings: Setting
     config = {k: getattr(s, k) for k in s.__dataclass_fields__}
     payload = {
         "verdict": verdict, "reasons": reasons, "summary": summary,
-        "compared_on": "mask-explained residual (image minus each label region's mean, label borders blanked)" if masked else "image (model units)",
+        "compared_on": ("mask-explained residual (image minus each label region's mean, label borders blanked)" if masked
+                        else "image (model units)"),
         "calibration": {"rule": f"flag when a channel's Gumbel p-value <= alpha / (channels x studies) = {level:.2e} "
                                 "and the score exceeds every holdout score",
                         "channels": {c: nulls[c].summary(level) for c in channels}},

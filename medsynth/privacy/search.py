@@ -195,8 +195,8 @@ def ranked(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int 
             factor = np.shape(query)[0] / index.shape[0]
             flips = {row: None for row in shortlist}
             if factor > 1:   # flips and a first score on the coarse grid; the best go on to full resolution
-                on_coarse = {row: best_alignment(found.coarse_volume(n), index.coarse_volume(row), int(np.ceil(max_shift / factor)))
-                             for row in shortlist}
+                shift = int(np.ceil(max_shift / factor))
+                on_coarse = {row: best_alignment(found.coarse_volume(n), index.coarse_volume(row), shift) for row in shortlist}
                 flips = {row: [on_coarse[row][1]] for row in sorted(shortlist, key=lambda r: -on_coarse[r][0])[: max(keep, 2)]}
             best = [Match(int(row), *best_alignment(query, gallery[row], max_shift, tried)) for row, tried in flips.items()]
             out.append(sorted(best, key=lambda m: -m.score)[:keep])
