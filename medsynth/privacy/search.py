@@ -226,15 +226,14 @@ def high_pass(volume: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     return np.clip(hp, -limit, limit) if limit > 0 else hp
 
 
-def flat_regions(volume: np.ndarray, keep: float = 0.5, sigma: float = 1.5) -> np.ndarray:
-    """Voxels away from edges: the `keep` share of the volume's textured voxels with the lowest smoothed gradient.
-    There the high-passed volume is the acquisition's own texture and noise, not tissue borders that every patient's
-    scan shares; padding (no texture) is left out."""
-    v = np.asarray(volume, np.float32)
-    textured = np.abs(v - ndimage.gaussian_filter(v, 1.0)) > 1e-6
+def flat_regions(volume: np.ndarray, detail: np.ndarray, keep: float = 0.5, sigma: float = 1.5) -> np.ndarray:
+    """Voxels away from edges: the `keep` share of the volume's textured voxels (non-zero in `detail`, its
+    high_pass) with the lowest smoothed gradient. There the high-passed volume is the acquisition's own texture and
+    noise, not tissue borders that every patient's scan shares; padding (no texture) is left out."""
+    textured = np.abs(detail) > 1e-6
     if not textured.any():
         return textured
-    grad = ndimage.gaussian_gradient_magnitude(v, sigma)
+    grad = ndimage.gaussian_gradient_magnitude(np.asarray(volume, np.float32), sigma)
     return textured & (grad <= np.percentile(grad[textured], 100 * keep))
 
 
@@ -244,8 +243,9 @@ def texture_score(query: np.ndarray, source: np.ndarray, block: int = 8, max_shi
     rotation is a shift within each block, so a warped copy keeps its source's texture block by block; unrelated
     studies' textures do not correlate (about 0 on flat regions, where no shared tissue border adds to it).
     """
-    flat = flat_regions(source)
-    q, g = high_pass(query), high_pass(source) * flat
+    g = high_pass(source)
+    flat = flat_regions(source, g)
+    q, g = high_pass(query), g * flat
     cut = tuple(slice(0, n - n % block) for n in g.shape)
     q, g, flat = q[cut], g[cut], flat[cut].astype(np.float32)
     grid = tuple(n // block for n in g.shape)
