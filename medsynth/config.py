@@ -75,12 +75,38 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class LatentConfig:
+    """Latent diffusion: stage 1 an AutoencoderKL, stage 2 the diffusion model on its scaled latent means."""
+    enabled: bool = False
+    channels: tuple[int, ...] = (32, 64, 64)   # autoencoder levels: 2^(levels-1) downsampling per side
+    latent_channels: int = 4
+    num_res_blocks: int = 1
+    norm_num_groups: int = 16
+    steps: int = 2000                 # autoencoder training steps
+    batch_size: int = 4
+    lr: float = 1e-4
+    kl_weight: float = 1e-6
+    adversarial_weight: float = 0.0   # > 0 adds a PatchDiscriminator (least squares) loss from adversarial_start on
+    adversarial_start: int = 0
+    mask_mode: str = "concat"         # 'concat': one-hot pooled to the latent grid as input channels;
+                                      # 'controlnet': a ControlNet trained afterwards on the frozen latent model
+    controlnet_steps: int = 500
+    tile: int = 0                     # decode in tiles of this many latent voxels per side; 0 decodes whole volumes
+    tile_overlap: int = 6             # latent voxels of context per side (6: equal to whole decoding to 1e-6)
+
+    @property
+    def factor(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
 
     def __post_init__(self) -> None:
         d, m = self.diffusion, self.model
@@ -98,10 +124,23 @@ class Config:
                               f"({m.norm_num_groups}).")
         if len(self.data.shape) not in (2, 3) or min(self.data.shape) < 4:
             raise ConfigError(f"data.shape must have 2 or 3 sizes of at least 4, got {self.data.shape}.")
+        lat = self.latent
+        if lat.enabled:
+            if lat.mask_mode not in ("concat", "controlnet"):
+                raise ConfigError(f"latent.mask_mode must be 'concat' or 'controlnet', got {lat.mask_mode!r}.")
+            if lat.mask_mode == "controlnet" and not self.conditioning.mask:
+                raise ConfigError("latent.mask_mode is 'controlnet' but conditioning.mask is false; "
+                                  "turn mask conditioning on or use mask_mode: concat.")
+            if any(c % lat.norm_num_groups for c in lat.channels):
+                raise ConfigError(f"every entry of latent.channels {lat.channels} must be divisible by "
+                                  f"latent.norm_num_groups ({lat.norm_num_groups}).")
+            if any(s % lat.factor for s in self.data.shape):
+                raise ConfigError(f"data.shape {self.data.shape} must be divisible by {lat.factor} "
+                                  "(the autoencoder's downsampling: 2 to the number of latent.channels minus one).")
         factor = 2 ** (len(m.channels) - 1)
-        if any(s % factor for s in self.data.shape):
-            raise ConfigError(f"data.shape {self.data.shape} must be divisible by {factor} "
-                              f"(2 to the number of model levels minus one).")
+        if any(s % factor for s in self.model_shape):
+            where = f"the latent grid {self.model_shape}" if lat.enabled else f"data.shape {self.data.shape}"
+            raise ConfigError(f"{where} must be divisible by {factor} (2 to the number of model levels minus one).")
         if self.data.spacing is not None and len(self.data.spacing) != len(self.data.shape):
             raise ConfigError("data.spacing and data.shape must have one entry per spatial axis.")
         for name in ("batch_size", "max_steps", "log_every", "checkpoint_every"):
@@ -111,6 +150,11 @@ class Config:
     @property
     def spatial_dims(self) -> int:
         return len(self.data.shape)
+
+    @property
+    def model_shape(self) -> tuple[int, ...]:
+        """The grid the diffusion model works on: data.shape, or the latent grid of a latent run."""
+        return tuple(s // self.latent.factor for s in self.data.shape) if self.latent.enabled else self.data.shape
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

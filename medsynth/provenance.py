@@ -40,6 +40,8 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def record(kind: str, config: dict[str, Any], inputs: dict[str, Any] | None = None, timestamp: bool = True,

@@ -44,8 +44,10 @@ def sample(
     steps: int | None = None,
     guidance: float | None = None,
     device: torch.device | str = "cpu",
+    clip: bool = True,
 ) -> torch.Tensor:
-    """Draw len(generators) samples of `shape` (C, *spatial); returns (N, C, *spatial) in [-1, 1] on the CPU."""
+    """Draw len(generators) samples of `shape` (C, *spatial); returns (N, C, *spatial) on the CPU, clipped to [-1, 1]
+    unless `clip` is off (latents, which have unit variance, not a range)."""
     steps = steps or cfg.sample_steps
     guidance = cfg.guidance if guidance is None else guidance
     device = torch.device(device)
@@ -54,7 +56,7 @@ def sample(
     class_labels = class_labels.to(device) if class_labels is not None else None
     mask = mask.to(device) if mask is not None else None
     if cfg.process == "ddpm":
-        scheduler = DDIMScheduler(cfg.train_timesteps, schedule=cfg.beta_schedule, prediction_type=cfg.prediction, clip_sample=True)
+        scheduler = DDIMScheduler(cfg.train_timesteps, schedule=cfg.beta_schedule, prediction_type=cfg.prediction, clip_sample=clip)
         scheduler.set_timesteps(steps, device=device)
         for t in scheduler.timesteps:
             out = guided(model, x, t.expand(n).to(device), class_labels, mask, guidance)
@@ -66,4 +68,4 @@ def sample(
         for t, t_next in zip(times[:-1], times[1:]):
             out = guided(model, x, t.float().expand(n).to(device), class_labels, mask, guidance)
             x, _ = scheduler.step(out, float(t), x, float(t_next))
-    return x.clamp(-1.0, 1.0).float().cpu()
+    return (x.clamp(-1.0, 1.0) if clip else x).float().cpu()

@@ -40,12 +40,15 @@ class Denoiser(nn.Module):
             if mask is None:
                 mask = x.new_zeros((x.shape[0], self.mask_channels, *x.shape[2:]))
             x = torch.cat([x, mask.to(x.dtype)], dim=1)
-        kwargs = {}
-        if self.num_classes:
-            if class_labels is None:
-                class_labels = torch.full((x.shape[0],), self.null_class, dtype=torch.long, device=x.device)
-            kwargs["class_labels"] = class_labels
-        return self.net(x, t, **kwargs)
+        return self.net(x, t, **self.class_kwargs(x, class_labels))
+
+    def class_kwargs(self, x: torch.Tensor, class_labels: torch.Tensor | None) -> dict:
+        """The network's class argument: the given ids, the null class when none are given, nothing if unconditioned."""
+        if not self.num_classes:
+            return {}
+        if class_labels is None:
+            class_labels = torch.full((x.shape[0],), self.null_class, dtype=torch.long, device=x.device)
+        return {"class_labels": class_labels}
 
 
 def build_unet(cfg: ModelConfig, spatial_dims: int, in_channels: int, out_channels: int, num_class_embeds: int | None) -> nn.Module:

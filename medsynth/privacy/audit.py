@@ -237,10 +237,13 @@ def membership_attack(loaded, train: Volumes, holdout: Volumes, s: Settings, mas
         if masked:
             masks = torch.nn.functional.one_hot(torch.from_numpy(v.labels[pick]).long().clamp(max=loaded.num_labels - 1),
                                                 loaded.num_labels).movedim(-1, 1).float()
-        return v.images[pick], classes, masks
+        return (*loaded.to_model(v.images[pick], masks), classes)
 
     process = NoiseProcess(loaded.cfg.diffusion)
-    losses = [membership.study_losses(loaded.model, process, *inputs(v), seed=s.seed) for v in (train, holdout)]
+    losses = []
+    for v in (train, holdout):
+        images, masks, classes = inputs(v)
+        losses.append(membership.study_losses(loaded.model, process, images, classes, masks, seed=s.seed))
     return membership.attack(*losses, seed=s.seed)
 
 

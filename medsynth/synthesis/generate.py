@@ -14,7 +14,6 @@ import torch
 from medsynth import provenance
 from medsynth.data.study import Study
 from medsynth.data.writers import write_study_nifti
-from medsynth.diffusion import sample
 from medsynth.errors import MedsynthError
 from medsynth.outputs import atomic_output_dir
 from medsynth.progress import progress_iter
@@ -67,8 +66,7 @@ def denoise(loaded: LoadedRun, plans: list[StudyPlan], masks: list[MaskChoice | 
         labels = torch.from_numpy(np.stack([m.labels for m in masks])).long()
         one_hot = torch.nn.functional.one_hot(labels, loaded.num_labels).movedim(-1, 1).float()
     generators = [noise_generator(s.seed, p.index, a) for p, a in zip(plans, attempts)]
-    return sample(loaded.model, loaded.cfg.diffusion, loaded.image_shape, generators, classes, one_hot,
-                  steps=s.steps, guidance=s.guidance, device=device).numpy()
+    return loaded.sample(generators, classes, one_hot, s.steps, s.guidance, device).numpy()
 
 
 def generate_batch(loaded: LoadedRun, plans, masks, s: Settings, device) -> list[tuple[np.ndarray, int, list[str]]]:

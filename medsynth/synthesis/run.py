@@ -7,14 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from medsynth import provenance
 from medsynth.config import Config, config_from_dict
 from medsynth.data.preprocess import IntensityMap
 from medsynth.errors import MedsynthError
 from medsynth.exporter.synthset import SyntheticSet, read_synthetic_set
+from medsynth.diffusion import sample
 from medsynth.models import Denoiser, build_denoiser
+from medsynth.models.latent import LatentCodec, load_codec
 from medsynth.training.checkpoint import load_checkpoint, run_checkpoint
+from medsynth.training.latent import AUTOENCODER, CONTROLNET, load_controlnet
 
 
 # what generation, the audit and the evaluation read from a checkpoint besides the weights
@@ -25,10 +29,11 @@ REQUIRED = ("config", "class_names", "class_counts", "num_labels", "image_channe
 @dataclass
 class LoadedRun:
     path: Path
-    model: Denoiser
+    model: nn.Module  # a Denoiser, or for ControlNet latent runs a ControlledDenoiser (same call)
     cfg: Config
     meta: dict
-    run_hash: str   # sha256 of the checkpoint file: names exactly which weights made a study
+    run_hash: str   # sha256 of the checkpoint file (latent runs: of every stage's file): names exactly which weights made a study
+    codec: LatentCodec | None = None   # latent runs: images <-> scaled latents
 
     @property
     def class_names(self) -> list[str]:
@@ -45,6 +50,26 @@ class LoadedRun:
     @property
     def intensity(self) -> IntensityMap:
         return IntensityMap(tuple(self.meta["intensity_lo"]), tuple(self.meta["intensity_hi"]))
+
+    @property
+    def model_shape(self) -> tuple[int, ...]:
+        """What the diffusion model samples: the image shape, or the latent shape of a latent run."""
+        if self.codec is None:
+            return self.image_shape
+        return (int(self.meta["latent"]["channels"]), *self.meta["latent"]["shape"])
+
+    def to_model(self, images: torch.Tensor, one_hot: torch.Tensor | None = None):
+        """Images in [-1, 1] (and one-hot masks) as the diffusion model sees them: latents for latent runs."""
+        if self.codec is None:
+            return images, one_hot
+        return self.codec.encode(images), self.codec.model_mask(one_hot)
+
+    def sample(self, generators, classes, one_hot, steps: int, guidance: float, device) -> torch.Tensor:
+        """(N, C, *spatial) images in [-1, 1] on the CPU: the sampler in model space, then decoding for latent runs."""
+        mask = self.codec.model_mask(one_hot) if self.codec is not None else one_hot
+        x = sample(self.model, self.cfg.diffusion, self.model_shape, generators, classes, mask, steps=steps,
+                   guidance=guidance, device=device, clip=self.codec is None)
+        return self.codec.decode(x) if self.codec is not None else x
 
     def default_affine(self) -> np.ndarray:
         """RAS affine of the model grid at the training spacing, centred on the world origin."""
@@ -75,12 +100,32 @@ def load_run(run: str | Path, device: torch.device) -> LoadedRun:
         raise MedsynthError(f"the checkpoint in {run} lacks {', '.join(missing)} (it was written by an older medsynth); "
                             "retrain the run with this version (medsynth train ... --overwrite).")
     cfg = config_from_dict(meta["config"], str(path))
-    model = build_denoiser(cfg.model, cfg.spatial_dims, int(meta["image_channels"]), int(meta["num_labels"]),
-                           len(meta["class_names"]))
+    model = build_denoiser(cfg.model, cfg.spatial_dims, int(meta.get("model_channels", meta["image_channels"])),
+                           int(meta.get("model_mask_channels", meta["num_labels"])), len(meta["class_names"]))
     model.load_state_dict(meta.pop("ema"))
     for key in ("model", "optimizer", "scheduler"):
         meta.pop(key, None)
-    return LoadedRun(run, model.to(device).eval(), cfg, meta, provenance.sha256_file(path))
+    run_hash, codec = provenance.sha256_file(path), None
+    if cfg.latent.enabled:
+        model, codec, run_hash = load_latent_parts(run, cfg, meta, model, run_hash, device)
+    return LoadedRun(run, model.to(device).eval(), cfg, meta, run_hash, codec)
+
+
+def load_latent_parts(run: Path, cfg: Config, meta: dict, model: Denoiser, diffusion_hash: str, device):
+    """A latent run's autoencoder (the one its diffusion model was trained on) and, for mask_mode controlnet, the
+    ControlNet on top; the run hash then covers every stage's file."""
+    if "latent" not in meta:
+        raise MedsynthError(f"the checkpoint in {run} is a latent config without latent metadata; retrain the run.")
+    ae_path = run / AUTOENCODER
+    if not ae_path.is_file() or provenance.sha256_file(ae_path) != meta["latent"]["autoencoder_sha256"]:
+        raise MedsynthError(f"{run}'s autoencoder ({AUTOENCODER}) is missing or not the one its diffusion model was "
+                            "trained on; retrain the run (medsynth train ... --overwrite).")
+    codec = load_codec(load_checkpoint(ae_path), cfg.latent, cfg.spatial_dims, device)
+    hashes = [diffusion_hash, meta["latent"]["autoencoder_sha256"]]
+    if cfg.latent.mask_mode == "controlnet":
+        model = load_controlnet(run, cfg, model, diffusion_hash, int(meta["num_labels"]))
+        hashes.append(provenance.sha256_file(run / CONTROLNET))
+    return model, codec, provenance.sha256_bytes("\n".join(hashes).encode())
 
 
 def open_with_run(run: str | Path, synth: str | Path, device, verb: str) -> tuple[LoadedRun, SyntheticSet]:

@@ -17,6 +17,7 @@ from medsynth.data.ingest import ingest
 from medsynth.data.preprocess import PreprocessSpec, preprocess
 from medsynth.data.readers import load_study
 from medsynth.errors import MedsynthError
+from medsynth.models.latent import pool_to_grid
 from medsynth.progress import progress_iter
 
 
@@ -43,6 +44,7 @@ class TrainingSet:
         spacing: voxel size (mm) of the model grid.
         study_ids: the training studies, in row order.
         label_names: label-map ids to names (the dataset's vocabulary).
+        mask_pool: masks are average-pooled by this factor when drawn (a latent model's grid), 1 for pixel models.
     """
 
     images: torch.Tensor
@@ -56,6 +58,7 @@ class TrainingSet:
     modality: str
     study_ids: list[str]
     label_names: dict[int, str]
+    mask_pool: int = 1
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -64,8 +67,8 @@ class TrainingSet:
         """(B, K, *spatial) one-hot masks of the rows `index`, or None without mask conditioning."""
         if self.labels is None:
             return None
-        hot = F.one_hot(self.labels[index].long(), self.num_labels)  # (B, *spatial, K)
-        return hot.movedim(-1, 1).float()
+        hot = F.one_hot(self.labels[index].long(), self.num_labels).movedim(-1, 1).float()  # (B, K, *spatial)
+        return pool_to_grid(hot, self.mask_pool) if self.mask_pool > 1 else hot
 
 
 def open_catalog(data: str | Path, cfg: Config, labels: str | Path | None = None) -> Catalogued:

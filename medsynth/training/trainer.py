@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
-from collections import deque
 import os
+from collections import deque
 import signal
 import time
 from contextlib import contextmanager, nullcontext
@@ -26,9 +27,12 @@ from medsynth.diffusion import NoiseProcess, sample
 from medsynth.errors import MedsynthError
 from medsynth.models import Denoiser, build_denoiser
 from medsynth.progress import StepBar
+from medsynth.models.latent import LatentCodec
 from medsynth.training.checkpoint import run_checkpoint, save_checkpoint
 from medsynth.training.data import (TrainingSet, check_conditioning, intensity_stats, load_training_set, open_catalog,
                                     save_mask_bank)
+from medsynth.training.latent import (AUTOENCODER, STAGES, latent_meta, latent_training_set, load_autoencoder_stage,
+                                      train_autoencoder_stage, train_controlnet)
 from medsynth.training.run_dir import check_resume, start_run
 from medsynth.viz import save_grid
 
@@ -95,14 +99,21 @@ def draw_batch(ts: TrainingSet, cfg: Config, process: NoiseProcess, g: torch.Gen
 
 def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path | None = None, resume: bool = False,
           overwrite: bool = False, device: str = "auto", show_progress: bool = True,
-          config_source: str | None = None, stop_at: int | None = None) -> TrainResult:
+          config_source: str | None = None, stop_at: int | None = None, stage: str = "all") -> TrainResult:
     """Train a conditional diffusion model; checkpoints, metrics.csv and sample grids go to `out`.
 
     `stop_at` pauses the run after that many steps (checkpoint saved, not finished); `resume=True` continues it
-    exactly as if it had not stopped.
+    exactly as if it had not stopped. Latent runs (`latent.enabled`) train the autoencoder first, then the diffusion
+    model on its latents, then (mask_mode controlnet) a ControlNet; `stage` runs one of them on its own.
     """
     world, rank, local_rank = (int(os.environ.get(k, d)) for k, d in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)))
     dev = resolve_device(device)
+    if stage not in STAGES:
+        raise MedsynthError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}.")
+    if stage != "all" and not cfg.latent.enabled:
+        raise MedsynthError(f"--stage {stage} applies to latent runs only (latent.enabled: true); drop --stage.")
+    if stage == "controlnet" and cfg.latent.mask_mode != "controlnet":
+        raise MedsynthError("--stage controlnet needs latent.mask_mode: controlnet in the config.")
     if world > 1:
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         dev = torch.device(f"cuda:{local_rank}") if dev.type == "cuda" else dev
@@ -114,12 +125,39 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
     cat = open_catalog(data, cfg, labels)
     check_conditioning(cat, cfg)
     fingerprint = catalog_fingerprint(cat.catalog)
-    state = check_resume(run, cfg, fingerprint) if resume else None
+    later_stage = stage in ("diffusion", "controlnet")
+    state = None
+    if resume and run_checkpoint(run).is_file():
+        state = check_resume(run, cfg, fingerprint)
+    elif resume and not (cfg.latent.enabled and (run / AUTOENCODER).is_file()):
+        check_resume(run, cfg, fingerprint)  # refuses: there is nothing to resume
+    if later_stage:
+        load_autoencoder_stage(run, cfg, fingerprint, torch.device("cpu"))  # refuses a run without a matching stage 1
+        if stage == "diffusion" and state is None and run_checkpoint(run).is_file():
+            raise MedsynthError(f"{run} already holds a diffusion checkpoint; continue it with --resume.")
+        if stage == "controlnet" and not (state or {}).get("finished"):
+            state = check_resume(run, cfg, fingerprint)
+            if not state.get("finished"):
+                raise MedsynthError(f"the latent model in {run} has not finished training; finish --stage diffusion first.")
     ts = load_training_set(cat, cfg, show_progress and rank == 0)
-    if state is None and rank == 0:
+    if not (resume or later_stage) and rank == 0:
         start_run(run, cfg, cat, fingerprint, overwrite, config_source)
         if ts.labels is not None:
             save_mask_bank(run / "mask_bank.npz", ts)
+    meta = checkpoint_meta(cfg, ts, fingerprint, cat.source)
+
+    # Latent runs: stage 1 (trained now, or the run's own), then the training set becomes scaled latent means.
+    codec, image_ts = None, ts
+    if cfg.latent.enabled:
+        if (run / AUTOENCODER).is_file() and (resume or later_stage):
+            codec, ae_state = load_autoencoder_stage(run, cfg, fingerprint, dev)
+        else:
+            codec, ae_state = train_autoencoder_stage(run, cfg, ts, fingerprint, dev, show_progress and rank == 0)
+        if stage == "autoencoder":
+            return TrainResult(run, cfg.latent.steps, True, float("nan"), 0.0)
+        meta["latent"] = latent_meta(run, codec, ae_state, cfg)
+        ts = latent_training_set(ts, codec, with_masks=cfg.latent.mask_mode == "concat")
+    meta["model_channels"], meta["model_mask_channels"] = int(ts.images.shape[1]), ts.num_labels
 
     # Model, EMA copy, optimiser, learning-rate schedule, noise process.
     torch.manual_seed(cfg.train.seed)
@@ -138,10 +176,11 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
+    if stage == "controlnet":
+        return controlnet_stage(run, cfg, image_ts, ts, ema, codec, dev, show_progress, step)
     net = DistributedDataParallel(model, device_ids=[local_rank] if dev.type == "cuda" else None) if world > 1 else model
     process = NoiseProcess(cfg.diffusion)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
-    meta = checkpoint_meta(cfg, ts, fingerprint, cat.source)
 
     def checkpoint(finished: bool) -> None:
         if rank == 0:
@@ -178,7 +217,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
                 if step % cfg.train.log_every == 0:
                     log.flush()
                 if rank == 0 and cfg.train.sample_every and step % cfg.train.sample_every == 0:
-                    preview(ema, cfg, ts, run / "samples" / f"step_{step:06d}.png", step, dev)
+                    preview(ema, cfg, ts, run / "samples" / f"step_{step:06d}.png", step, dev, codec)
                 if step % cfg.train.checkpoint_every == 0:
                     checkpoint(False)
         finished = step >= cfg.train.max_steps or time.monotonic() >= deadline
@@ -192,10 +231,22 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
     log.flush()
     checkpoint(finished)
     if rank == 0:
-        preview(ema, cfg, ts, run / "samples" / "final.png", step, dev)
+        preview(ema, cfg, ts, run / "samples" / "final.png", step, dev, codec)
     if world > 1:
         dist.destroy_process_group()
+    if finished and stage == "all" and cfg.latent.enabled and cfg.latent.mask_mode == "controlnet" and rank == 0:
+        controlnet_stage(run, cfg, image_ts, ts, ema, codec, dev, show_progress, step)
     return TrainResult(run, step, finished, log.last_loss, log.samples_per_s)
+
+
+def controlnet_stage(run: Path, cfg: Config, image_ts: TrainingSet, latent_ts: TrainingSet, ema: Denoiser,
+                     codec: LatentCodec, dev: torch.device, show_progress: bool, step: int) -> TrainResult:
+    """Train the ControlNet on the finished latent model's EMA weights, then preview mask-conditioned samples."""
+    masks_ts = dataclasses.replace(latent_ts, labels=image_ts.labels, num_labels=image_ts.num_labels)
+    state, controlled = train_controlnet(run, cfg, masks_ts, ema, provenance.sha256_file(run_checkpoint(run)), dev,
+                                         show_progress)
+    preview(controlled, cfg, masks_ts, run / "samples" / "controlnet.png", step, dev, codec)
+    return TrainResult(run, step, True, float(state["loss"]), 0.0)
 
 
 def checkpoint_meta(cfg: Config, ts: TrainingSet, fingerprint: str, source: str) -> dict:
@@ -213,14 +264,17 @@ def checkpoint_meta(cfg: Config, ts: TrainingSet, fingerprint: str, source: str)
 
 
 @torch.no_grad()
-def preview(model: Denoiser, cfg: Config, ts: TrainingSet, path: Path, step: int, device: torch.device, n: int = 8) -> None:
-    """A PNG grid of EMA samples: classes in turn; masks from the first training studies."""
+def preview(model: Denoiser, cfg: Config, ts: TrainingSet, path: Path, step: int, device: torch.device,
+            codec: LatentCodec | None = None, n: int = 8) -> None:
+    """A PNG grid of EMA samples (decoded, for latent runs): classes in turn; masks from the first training studies."""
     model.eval()
     n = min(n, len(ts)) if ts.labels is not None else n
     classes = torch.arange(n) % len(ts.class_names) if ts.class_names else None
     mask = ts.one_hot(torch.arange(n)) if ts.labels is not None else None
     images = sample(model, cfg.diffusion, ts.images.shape[1:], [torch.Generator().manual_seed(k) for k in range(n)],
-                    classes, mask, device=device)
+                    classes, mask, device=device, clip=codec is None)
+    if codec is not None:
+        images = codec.decode(images)
     titles = [f"{ts.class_names[int(c)]} @{step}" for c in classes] if classes is not None else [f"@{step}"] * n
     save_grid(path, images.numpy(), titles, ts.labels[:n].numpy() if ts.labels is not None else None)
     model.train()
