@@ -90,9 +90,12 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="Override any config key: --set train.lr=1e-4 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last checkpoint."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda. Multi-GPU: launch with torchrun."),
+    stage: str = typer.Option("all", "--stage", help="Latent runs: all, or one stage of autoencoder, diffusion, "
+                              "controlnet (each later stage continues the run in OUT)."),
     overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Train a class- and/or mask-conditioned diffusion model (2D or 3D) on a dataset."""
+    """Train a class- and/or mask-conditioned diffusion model (2D or 3D) on a dataset; latent configs train an
+    autoencoder first and the diffusion model in its latent space (then a ControlNet for masks, if configured)."""
     from medsynth.config import load_config
     from medsynth.training.trainer import train as run_train
 
@@ -100,11 +103,14 @@ def train(
         + ([f"train.max_minutes={max_minutes}"] if max_minutes is not None else [])
     cfg = load_config(config, overrides)
     result = run_train(cfg, data, out, labels=labels, resume=resume, overwrite=overwrite, device=device,
-                       config_source=str(config))
+                       config_source=str(config), stage=stage)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the first process reports
         return
-    typer.echo(f"trained {result.step} steps ({'finished' if result.finished else 'stopped'}): loss {result.loss:.4f}, "
-               f"{result.samples_per_s:.1f} samples/s; run in {result.run}")
+    for line in result.notes:
+        typer.echo(line)
+    if stage in ("all", "diffusion"):
+        typer.echo(f"trained {result.step} steps ({'finished' if result.finished else 'stopped'}): loss {result.loss:.4f}, "
+                   f"{result.samples_per_s:.1f} samples/s; run in {result.run}")
 
 
 @app.command()

@@ -91,6 +91,7 @@ class LatentConfig:
     mask_mode: str = "concat"         # 'concat': one-hot pooled to the latent grid as input channels;
                                       # 'controlnet': a ControlNet trained afterwards on the frozen latent model
     controlnet_steps: int = 500
+    controlnet_lr: float = 1e-4
     tile: int = 0                     # decode in tiles of this many latent voxels per side; 0 decodes whole volumes
     tile_overlap: int = 6             # latent voxels of context per side (6: equal to whole decoding to 1e-6)
 

@@ -12,6 +12,7 @@ norms fixed. Memory stays that of one tile plus the output; time is about (norms
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from dataclasses import dataclass
 
@@ -205,7 +206,13 @@ def build_controlnet(model: ModelConfig, spatial_dims: int, latent_channels: int
 
 def controlnet_from(base: Denoiser, controlnet: ControlNet) -> ControlNet:
     """Start the ControlNet from the trained UNet's encoder weights (its zero convolutions stay zero), as MAISI does."""
-    copy_model_state(controlnet, base.net.state_dict())
+    log = logging.getLogger("monai.networks.utils")   # it logs how many variables it copied at INFO
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        copy_model_state(controlnet, base.net.state_dict())
+    finally:
+        log.setLevel(level)
     return controlnet
 
 

@@ -109,7 +109,7 @@ def train_controlnet(run: Path, cfg: Config, ts: TrainingSet, base: Denoiser, ba
                                                         len(ts.class_names), lat.factor)).to(device)
     model = ControlledDenoiser(base, controlnet)
     ema = deepcopy(controlnet).requires_grad_(False)
-    optimizer = torch.optim.AdamW(controlnet.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = torch.optim.AdamW(controlnet.parameters(), lr=lat.controlnet_lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, min(cfg.train.warmup_steps, steps // 4 + 1), steps))
     draw_cfg = dataclasses.replace(cfg, conditioning=dataclasses.replace(cfg.conditioning, mask_dropout=0.0))
     process = NoiseProcess(cfg.diffusion)

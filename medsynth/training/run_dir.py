@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
 import yaml
 
 from medsynth import provenance
@@ -33,6 +34,28 @@ def check_resume(run: Path, cfg: Config, fingerprint: str) -> dict:
                             "use the run's own config.yaml or start a new run.")
     if state["catalog_fingerprint"] != fingerprint:
         raise MedsynthError(f"cannot resume {run}: its checkpoint was trained on other data (catalog fingerprint differs).")
+    return state
+
+
+def resume_state(run: Path, cfg: Config, fingerprint: str, stage: str, resume: bool) -> dict | None:
+    """The checkpoint training continues from (None: a fresh diffusion model), refusing what cannot continue: a
+    resume with nothing to resume, a later latent stage without its earlier ones, a config or data that differ."""
+    from medsynth.training.latent import AUTOENCODER, load_autoencoder_stage
+
+    state = None
+    if resume and run_checkpoint(run).is_file():
+        state = check_resume(run, cfg, fingerprint)
+    elif resume and not (cfg.latent.enabled and (run / AUTOENCODER).is_file()):
+        check_resume(run, cfg, fingerprint)  # refuses: there is nothing to resume
+    if stage in ("diffusion", "controlnet"):
+        load_autoencoder_stage(run, cfg, fingerprint, torch.device("cpu"))  # refuses a run without a matching stage 1
+        if stage == "diffusion" and state is None and run_checkpoint(run).is_file():
+            raise MedsynthError(f"{run} already holds a diffusion checkpoint; continue it with --resume.")
+        if stage == "controlnet" and not (state or {}).get("finished"):
+            if run_checkpoint(run).is_file():
+                state = check_resume(run, cfg, fingerprint)
+            if not (state or {}).get("finished"):
+                raise MedsynthError(f"the latent model in {run} has not finished training; run --stage diffusion first.")
     return state
 
 

@@ -33,7 +33,7 @@ from medsynth.training.data import (TrainingSet, check_conditioning, intensity_s
                                     save_mask_bank)
 from medsynth.training.latent import (AUTOENCODER, STAGES, latent_meta, latent_training_set, load_autoencoder_stage,
                                       train_autoencoder_stage, train_controlnet)
-from medsynth.training.run_dir import check_resume, start_run
+from medsynth.training.run_dir import resume_state, start_run
 from medsynth.viz import save_grid
 
 
@@ -48,6 +48,7 @@ class TrainResult:
     finished: bool
     loss: float
     samples_per_s: float
+    notes: list[str] = dataclasses.field(default_factory=list)   # one line per latent stage trained
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -126,19 +127,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
     check_conditioning(cat, cfg)
     fingerprint = catalog_fingerprint(cat.catalog)
     later_stage = stage in ("diffusion", "controlnet")
-    state = None
-    if resume and run_checkpoint(run).is_file():
-        state = check_resume(run, cfg, fingerprint)
-    elif resume and not (cfg.latent.enabled and (run / AUTOENCODER).is_file()):
-        check_resume(run, cfg, fingerprint)  # refuses: there is nothing to resume
-    if later_stage:
-        load_autoencoder_stage(run, cfg, fingerprint, torch.device("cpu"))  # refuses a run without a matching stage 1
-        if stage == "diffusion" and state is None and run_checkpoint(run).is_file():
-            raise MedsynthError(f"{run} already holds a diffusion checkpoint; continue it with --resume.")
-        if stage == "controlnet" and not (state or {}).get("finished"):
-            state = check_resume(run, cfg, fingerprint)
-            if not state.get("finished"):
-                raise MedsynthError(f"the latent model in {run} has not finished training; finish --stage diffusion first.")
+    state = resume_state(run, cfg, fingerprint, stage, resume)
     ts = load_training_set(cat, cfg, show_progress and rank == 0)
     if not (resume or later_stage) and rank == 0:
         start_run(run, cfg, cat, fingerprint, overwrite, config_source)
@@ -147,14 +136,18 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
     meta = checkpoint_meta(cfg, ts, fingerprint, cat.source)
 
     # Latent runs: stage 1 (trained now, or the run's own), then the training set becomes scaled latent means.
-    codec, image_ts = None, ts
+    codec, image_ts, notes = None, ts, []
     if cfg.latent.enabled:
         if (run / AUTOENCODER).is_file() and (resume or later_stage):
             codec, ae_state = load_autoencoder_stage(run, cfg, fingerprint, dev)
         else:
             codec, ae_state = train_autoencoder_stage(run, cfg, ts, fingerprint, dev, show_progress and rank == 0)
+            q = ae_state["quality"]
+            notes.append(f"autoencoder: {cfg.latent.steps} steps in {ae_state['seconds']:.0f} s, reconstruction PSNR "
+                         f"{q['psnr']:.1f} dB, SSIM {q['ssim']:.3f} (training studies); latents "
+                         f"{'x'.join(map(str, ae_state['latent_shape']))}, scale factor {ae_state['scale_factor']:.3f}")
         if stage == "autoencoder":
-            return TrainResult(run, cfg.latent.steps, True, float("nan"), 0.0)
+            return TrainResult(run, cfg.latent.steps, True, float("nan"), 0.0, notes)
         meta["latent"] = latent_meta(run, codec, ae_state, cfg)
         ts = latent_training_set(ts, codec, with_masks=cfg.latent.mask_mode == "concat")
     meta["model_channels"], meta["model_mask_channels"] = int(ts.images.shape[1]), ts.num_labels
@@ -177,7 +170,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
     if stage == "controlnet":
-        return controlnet_stage(run, cfg, image_ts, ts, ema, codec, dev, show_progress, step)
+        return controlnet_stage(run, cfg, image_ts, ts, ema, codec, dev, show_progress, step, notes)
     net = DistributedDataParallel(model, device_ids=[local_rank] if dev.type == "cuda" else None) if world > 1 else model
     process = NoiseProcess(cfg.diffusion)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
@@ -235,18 +228,19 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
     if world > 1:
         dist.destroy_process_group()
     if finished and stage == "all" and cfg.latent.enabled and cfg.latent.mask_mode == "controlnet" and rank == 0:
-        controlnet_stage(run, cfg, image_ts, ts, ema, codec, dev, show_progress, step)
-    return TrainResult(run, step, finished, log.last_loss, log.samples_per_s)
+        controlnet_stage(run, cfg, image_ts, ts, ema, codec, dev, show_progress, step, notes)
+    return TrainResult(run, step, finished, log.last_loss, log.samples_per_s, notes)
 
 
 def controlnet_stage(run: Path, cfg: Config, image_ts: TrainingSet, latent_ts: TrainingSet, ema: Denoiser,
-                     codec: LatentCodec, dev: torch.device, show_progress: bool, step: int) -> TrainResult:
+                     codec: LatentCodec, dev: torch.device, show_progress: bool, step: int, notes: list[str]) -> TrainResult:
     """Train the ControlNet on the finished latent model's EMA weights, then preview mask-conditioned samples."""
     masks_ts = dataclasses.replace(latent_ts, labels=image_ts.labels, num_labels=image_ts.num_labels)
     state, controlled = train_controlnet(run, cfg, masks_ts, ema, provenance.sha256_file(run_checkpoint(run)), dev,
                                          show_progress)
     preview(controlled, cfg, masks_ts, run / "samples" / "controlnet.png", step, dev, codec)
-    return TrainResult(run, step, True, float(state["loss"]), 0.0)
+    notes.append(f"controlnet: {state['steps']} steps on the frozen latent model, loss {state['loss']:.4f}")
+    return TrainResult(run, step, True, float(state["loss"]), 0.0, notes)
 
 
 def checkpoint_meta(cfg: Config, ts: TrainingSet, fingerprint: str, source: str) -> dict:
