@@ -131,6 +131,8 @@ def generate(
                                       "augmentation of mask-bank masks."),
     mask_flip: bool = typer.Option(False, "--mask-flip", help="Also flip bank masks left-right (only for symmetric anatomy)."),
     qc_attempts: int = typer.Option(3, "--qc-attempts", help="Draws per study before a QC failure is kept and flagged."),
+    tile: Optional[int] = typer.Option(None, "--tile", help="Latent runs: decode in tiles of this many latent voxels "
+                                       "per side (bounded memory, same images to ~1e-4); 0 decodes whole volumes."),
     device: str = DeviceOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
@@ -139,7 +141,7 @@ def generate(
 
     result = run_generate(run, out, n=n, classes=class_counts, masks=masks, steps=steps, guidance=guidance, seed=seed,
                           batch_size=batch_size, shard=shard, device=device, overwrite=overwrite,
-                          mask_augment=mask_augment, mask_flip=mask_flip, max_attempts=qc_attempts)
+                          mask_augment=mask_augment, mask_flip=mask_flip, max_attempts=qc_attempts, tile=tile)
     typer.echo(f"generated {result.studies} studies in {result.seconds:.1f} s ({result.resampled} re-sampled after QC, "
                f"{result.failed} still flagged) into {result.out}; see samples.csv and overview.png")
 

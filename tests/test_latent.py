@@ -37,16 +37,18 @@ def test_tiled_decode_equals_whole_decode():
     torch.manual_seed(0)
     spec = AutoencoderSpec(channels=(8, 16, 16), latent_channels=2, norm_num_groups=4)
     model = build_autoencoder(spec, spatial_dims=3)
-    images = torch.from_numpy(np.stack([np.clip(make_phantom(PhantomSpec(size=32, seed=2), k, True).image / 1000, -1, 1)
-                                        for k in range(4)]).astype(np.float32))
-    train_autoencoder(model, images, steps=10, batch_size=2, lr=2e-3, show_progress=False)
-    z = model.encode(images[:1])[0].detach()                      # 8^3 latents, decoded in 2^3 tiles
+    images = torch.from_numpy(np.stack([np.clip(make_phantom(PhantomSpec(size=64, seed=2), k, True).image / 1000, -1, 1)
+                                        for k in range(2)]).astype(np.float32))
+    train_autoencoder(model, images, steps=5, batch_size=2, lr=2e-3, show_progress=False)
+    z = model.encode(images[:1])[0].detach()                      # 16^3 latents, decoded in 8 tiles of 8^3
     with torch.no_grad():
         whole = model.decode(z)
-        tiled = tiled_decode(model, z, tile=2, overlap=6)
-        no_context = tiled_decode(model, z, tile=2, overlap=0)
-    assert tiled.shape == whole.shape == (1, 1, 32, 32, 32)
+        tiled = tiled_decode(model, z, tile=8, overlap=6)
+        uncached = tiled_decode(model, z, tile=8, overlap=6, cache=False)
+        no_context = tiled_decode(model, z, tile=8, overlap=0)
+    assert tiled.shape == whole.shape == (1, 1, 64, 64, 64)
     assert (tiled - whole).abs().max().item() < 1e-4
+    assert torch.allclose(tiled, uncached, atol=1e-6)
     assert (no_context - whole).abs().max().item() > 1e-2      # context matters: the tolerance is not vacuous
     assert all(type(m).__name__ == "GroupNorm" for m in model.decoder.modules() if "Norm" in type(m).__name__)
 
@@ -64,7 +66,7 @@ def test_latent_run_trains_generates_audits_and_exports_on_the_cli(latent_run, t
     assert state["latent"]["shape"] == [4, 4, 4] and state["latent"]["mask_mode"] == "controlnet"
     assert state["latent"]["autoencoder_sha256"] == provenance.sha256_file(run / AUTOENCODER)
 
-    for args in (["generate", run, "--out", tmp_path / "syn", "--n", "4", "--steps", "3"],
+    for args in (["generate", run, "--out", tmp_path / "syn", "--n", "4", "--steps", "3", "--tile", "2"],
                  ["audit", run, tmp_path / "syn", "--out", tmp_path / "audit", "--copies-per-kind", "2",
                   "--no-embedding"],
                  ["export", tmp_path / "syn", "--out", tmp_path / "export", "--format", "nnunet", "--force"]):
@@ -73,6 +75,7 @@ def test_latent_run_trains_generates_audits_and_exports_on_the_cli(latent_run, t
     image = nib.load(tmp_path / "syn" / "syn_00000_image.nii.gz")
     label = nib.load(tmp_path / "syn" / "syn_00000_label.nii.gz")
     assert image.shape == label.shape == (16, 16, 16)                 # decoded to the image grid, mask paired
+    assert json.loads((tmp_path / "syn" / "generate.json").read_text())["config"]["tile"] == 2
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
     assert report["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE") and report["membership"]["auc"] == report["membership"]["auc"]
     record = json.loads((tmp_path / "syn" / "syn_00000.json").read_text())

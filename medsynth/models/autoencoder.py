@@ -9,6 +9,7 @@ medsynth.models.latent.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ class AutoencoderSpec:
     num_res_blocks: int = 1
     norm_num_groups: int = 16
     attention: bool = False                     # non-local attention in the deepest level (memory grows fast in 3D)
+    checkpointing: bool = False                 # recompute encoder/decoder activations in the backward pass
 
     @property
     def factor(self) -> int:
@@ -41,7 +43,7 @@ def build_autoencoder(spec: AutoencoderSpec, spatial_dims: int, in_channels: int
                          num_res_blocks=(spec.num_res_blocks,) * levels, channels=spec.channels,
                          attention_levels=(False,) * levels, latent_channels=spec.latent_channels,
                          norm_num_groups=spec.norm_num_groups, with_encoder_nonlocal_attn=spec.attention,
-                         with_decoder_nonlocal_attn=spec.attention, include_fc=False)
+                         with_decoder_nonlocal_attn=spec.attention, include_fc=False, use_checkpoint=spec.checkpointing)
 
 
 def kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -71,24 +73,30 @@ def train_autoencoder(model: AutoencoderKL, images: torch.Tensor, steps: int, ba
         discriminator = build_discriminator(images.ndim - 2, images.shape[1]).to(device)
         d_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=lr, weight_decay=1e-5)
         adversarial = PatchAdversarialLoss(criterion="least_squares")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     history = []
     model.train()
     for step in progress_iter(range(steps), "autoencoder", enabled=show_progress):
         index = torch.randint(len(images), (min(batch_size, len(images)),), generator=g)
         x = images[index].to(device)
-        reconstruction, mu, sigma = model(x)
+        with autocast:
+            reconstruction, mu, sigma = model(x)
+        reconstruction, mu, sigma = reconstruction.float(), mu.float(), sigma.float()
         l1 = F.l1_loss(reconstruction, x)
         loss = l1 + kl_weight * kl_loss(mu, sigma)
         gan = discriminator is not None and step >= adversarial_start
         if gan:
-            fake = discriminator(reconstruction)[-1]
+            with autocast:
+                fake = discriminator(reconstruction)[-1].float()
             loss = loss + adversarial_weight * adversarial(fake, target_is_real=True, for_discriminator=False)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if gan:
-            d_loss = 0.5 * (adversarial(discriminator(reconstruction.detach())[-1], target_is_real=False, for_discriminator=True)
-                            + adversarial(discriminator(x)[-1], target_is_real=True, for_discriminator=True))
+            with autocast:
+                fake, real = discriminator(reconstruction.detach())[-1].float(), discriminator(x)[-1].float()
+            d_loss = 0.5 * (adversarial(fake, target_is_real=False, for_discriminator=True)
+                            + adversarial(real, target_is_real=True, for_discriminator=True))
             d_optimizer.zero_grad(set_to_none=True)
             d_loss.backward()
             d_optimizer.step()

@@ -90,32 +90,49 @@ def _tiles(shape: tuple[int, ...], tile: int, overlap: int):
 
 
 @torch.no_grad()
-def tiled_decode(autoencoder: AutoencoderKL, z: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+def tiled_decode(autoencoder: AutoencoderKL, z: torch.Tensor, tile: int, overlap: int, cache: bool = True) -> torch.Tensor:
     """Decode latents (B, C, *spatial) in tiles of `tile` latent voxels with `overlap` voxels of context per side,
-    GroupNorms normalising with whole-volume statistics. Equals whole decoding up to the context cut-off."""
+    GroupNorms normalising with whole-volume statistics. Equals whole decoding up to the context cut-off.
+
+    `cache` keeps each tile's activations between passes (in host memory when decoding on a GPU), so every decoder
+    block runs about twice per tile; without it each statistics pass starts from the latents again: memory stays that
+    of one tile, time grows with the number of norms."""
     decoder = autoencoder.decoder
     originals = [(parent, name, child) for parent in decoder.modules() for name, child in parent.named_children()
                  if isinstance(child, nn.GroupNorm)]
-    norms = []
     for parent, name, child in originals:
-        wrapped = WholeVolumeNorm(child)
-        setattr(parent, name, wrapped)
-        norms.append(wrapped)
-    norms = _call_order(autoencoder, norms, z)
+        setattr(parent, name, WholeVolumeNorm(child))
+    blocks = list(decoder.blocks)
+    owner = {m: b for b, block in enumerate(blocks) for m in block.modules() if isinstance(m, WholeVolumeNorm)}
+    norms = _call_order(autoencoder, list(owner), z)
     tiles = list(_tiles(tuple(z.shape[2:]), tile, overlap))
+    store = torch.device("cpu") if cache else None
+    progress: list[tuple[int, torch.Tensor | None]] = [(0, None)] * len(tiles)
+
+    def advance(i: int, inputs: tuple[slice, ...], to: int) -> torch.Tensor:
+        """Tile i's activations at the input of block `to` (from its cache, or from the latents)."""
+        at, h = progress[i] if cache else (0, None)
+        h = autoencoder.post_quant_conv(z[(slice(None), slice(None), *inputs)]) if h is None else h.to(z.device)
+        for block in blocks[at:to]:
+            h = block(h)
+        if cache:
+            progress[i] = (to, h.to(store))
+        return h
+
     try:
-        for norm in norms:                      # one statistics pass per norm
+        for norm in norms:                      # one statistics pass per norm, in call order
             norm.mode = "collect"
-            for inputs, core, _ in tiles:
-                norm.core = tuple((c.start / (i.stop - i.start), c.stop / (i.stop - i.start)) for i, c in zip(inputs, core))
+            for i, (inputs, core, _) in enumerate(tiles):
+                norm.core = tuple((c.start / (i_.stop - i_.start), c.stop / (i_.stop - i_.start)) for i_, c in zip(inputs, core))
                 try:
-                    autoencoder.decode(z[(slice(None), slice(None), *inputs)])
+                    blocks[owner[norm]](advance(i, inputs, owner[norm]))
                 except _Collected:
                     pass
             norm.fix()
         out = None
-        for inputs, core, where in tiles:       # the decoding pass
-            piece = autoencoder.decode(z[(slice(None), slice(None), *inputs)])
+        for i, (inputs, core, where) in enumerate(tiles):       # the decoding pass
+            piece = advance(i, inputs, len(blocks))
+            progress[i] = (0, None)
             factor = piece.shape[2] // (inputs[0].stop - inputs[0].start)
             if out is None:
                 out = piece.new_empty((z.shape[0], piece.shape[1], *[n * factor for n in z.shape[2:]]))
@@ -149,6 +166,7 @@ class LatentCodec:
     tile: int = 0
     overlap: int = 6
     mask_mode: str = "concat"
+    cache: bool = True
 
     @property
     def device(self) -> torch.device:
@@ -167,7 +185,7 @@ class LatentCodec:
         for z in latents.split(1):
             z = z.to(self.device) / self.scale
             if self.tile and any(n > self.tile for n in z.shape[2:]):
-                out.append(tiled_decode(self.autoencoder, z, self.tile, self.overlap).cpu())
+                out.append(tiled_decode(self.autoencoder, z, self.tile, self.overlap, self.cache).cpu())
             else:
                 out.append(self.autoencoder.decode(z).cpu())
         return torch.cat(out).clamp(-1.0, 1.0).float()
@@ -189,7 +207,7 @@ def load_codec(state: dict, cfg: LatentConfig, spatial_dims: int, device: torch.
     autoencoder = build_autoencoder(autoencoder_spec(cfg), spatial_dims, int(state["image_channels"]))
     autoencoder.load_state_dict(state["autoencoder"])
     return LatentCodec(autoencoder.to(device).eval(), float(state["scale_factor"]), cfg.factor, cfg.tile,
-                       cfg.tile_overlap, cfg.mask_mode)
+                       cfg.tile_overlap, cfg.mask_mode, cfg.tile_cache)
 
 
 def build_controlnet(model: ModelConfig, spatial_dims: int, latent_channels: int, num_labels: int,

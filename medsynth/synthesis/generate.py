@@ -113,13 +113,20 @@ def generate(run: str | Path, out: str | Path, *, n: int | None = None, classes:
              masks: str | Path | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
              batch_size: int = 4, shard: str | None = None, device: str = "auto", overwrite: bool = False,
              mask_augment: bool = True, mask_flip: bool = False, max_attempts: int = 3,
-             show_progress: bool = True) -> GenerateResult:
-    """Generate synthetic studies from a finished run into `out` (written atomically)."""
+             show_progress: bool = True, tile: int | None = None) -> GenerateResult:
+    """Generate synthetic studies from a finished run into `out` (written atomically). `tile` overrides a latent run's
+    decoding tile size (latent voxels; 0 decodes whole volumes)."""
     start = time.monotonic()
     if batch_size < 1 or max_attempts < 1:
         raise MedsynthError("--batch-size and --qc-attempts must be positive integers.")
     dev = resolve_device(device)
     loaded = load_run(run, dev)
+    if tile is not None:
+        if loaded.codec is None:
+            raise MedsynthError("--tile applies to latent runs only; this run's model works on images directly.")
+        if tile < 0:
+            raise MedsynthError("--tile must be 0 (whole volumes) or a positive number of latent voxels.")
+        loaded.codec.tile = tile
     user = None
     if masks is not None:
         if not loaded.num_labels:
@@ -151,7 +158,8 @@ def generate(run: str | Path, out: str | Path, *, n: int | None = None, classes:
         provenance.write_json(tmp / "generate.json", provenance.record(
             "synthetic set", {"steps": s.steps, "guidance": s.guidance, "batch_size": batch_size, "shard": shard,
                               "n": len(plans), "classes": list(classes or []), "masks": str(masks) if masks else None,
-                              "mask_augment": mask_augment, "mask_flip": mask_flip, "max_attempts": max_attempts},
+                              "mask_augment": mask_augment, "mask_flip": mask_flip, "max_attempts": max_attempts,
+                              "tile": loaded.codec.tile if loaded.codec is not None else None},
             {"run": str(loaded.path), "run_hash": loaded.run_hash, "catalog_fingerprint": loaded.meta["catalog_fingerprint"]},
             timestamp=False, seeds={"generate": seed}, training_config=loaded.meta["config"],
             modality=loaded.meta["modality"], class_names=loaded.class_names,
