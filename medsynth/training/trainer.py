@@ -138,10 +138,14 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
     # Latent runs: stage 1 (trained now, or the run's own), then the training set becomes scaled latent means.
     codec, image_ts, notes = None, ts, []
     if cfg.latent.enabled:
-        if (run / AUTOENCODER).is_file() and (resume or later_stage):
+        trained_before = (run / AUTOENCODER).is_file() and (resume or later_stage)
+        if not trained_before and rank == 0:
+            codec, ae_state = train_autoencoder_stage(run, cfg, ts, fingerprint, dev, show_progress)
+        if world > 1:
+            dist.barrier()   # under torchrun the other processes wait for the first one's autoencoder
+        if trained_before or rank != 0:
             codec, ae_state = load_autoencoder_stage(run, cfg, fingerprint, dev)
         else:
-            codec, ae_state = train_autoencoder_stage(run, cfg, ts, fingerprint, dev, show_progress and rank == 0)
             q = ae_state["quality"]
             notes.append(f"autoencoder: {cfg.latent.steps} steps in {ae_state['seconds']:.0f} s, reconstruction PSNR "
                          f"{q['psnr']:.1f} dB, SSIM {q['ssim']:.3f} (training studies); latents "
