@@ -44,6 +44,7 @@ class ModelConfig:
     num_res_blocks: int = 1
     norm_num_groups: int = 8
     num_head_channels: int = 16
+    checkpointing: bool = False                          # recompute block activations in the backward pass (memory)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Latent diffusion: tiled decoding equals whole decoding, a latent run goes through train, generate, audit and export
 on the CLI, its ControlNet follows the mask, stages refuse to run out of order, resume keeps stage 1."""
 
+import dataclasses
 import json
 
 import nibabel as nib
@@ -13,6 +14,7 @@ from conftest import assert_user_error, run_cli
 from medsynth.config import load_config
 from medsynth.data.phantom import PhantomSpec, make_phantom, write_phantom_dataset
 from medsynth import provenance
+from medsynth.models import build_denoiser
 from medsynth.models.autoencoder import AutoencoderSpec, build_autoencoder, train_autoencoder
 from medsynth.models.latent import tiled_decode
 from medsynth.synthesis.generate import generate
@@ -126,3 +128,31 @@ def test_concat_mask_mode_resumes_without_retraining_the_autoencoder(tmp_path):
     assert loaded.model.mask_channels == loaded.num_labels and not (tmp_path / "run" / CONTROLNET).exists()
     out = generate(tmp_path / "run", tmp_path / "syn", n=2, steps=2, max_attempts=1, show_progress=False)
     assert out.studies == 2 and nib.load(tmp_path / "syn" / "syn_00001_image.nii.gz").shape == (16, 16, 16)
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    cfg = load_config("tiny_latent_3d.yaml")
+    plain = build_denoiser(cfg.model, 3, 2, 0, 2)
+    checkpointed = build_denoiser(dataclasses.replace(cfg.model, checkpointing=True), 3, 2, 0, 2)
+    checkpointed.load_state_dict(plain.state_dict())                 # same keys: checkpoints stay interchangeable
+    x, t = torch.randn(2, 2, 4, 4, 4, generator=torch.Generator().manual_seed(1)), torch.tensor([100.0, 700.0])
+    grads = []
+    for model in (plain, checkpointed):
+        loss = (model(x, t, torch.tensor([0, 1])) - 1.0).pow(2).mean()   # MONAI zero-initialises the output layer
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0
+
+
+def test_the_adversarial_loss_takes_part_in_autoencoder_training():
+    images = torch.from_numpy(np.stack([np.clip(make_phantom(PhantomSpec(size=16, seed=1), k, False).image / 1000, -1, 1)
+                                        for k in range(4)]).astype(np.float32))
+    spec = AutoencoderSpec(channels=(8, 16), latent_channels=2, norm_num_groups=4)
+    histories = []
+    for weight in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = build_autoencoder(spec, spatial_dims=3)
+        histories.append(train_autoencoder(model, images, steps=6, batch_size=2, lr=2e-3, show_progress=False,
+                                           adversarial_weight=weight, adversarial_start=2))
+    assert histories[0][:3] == histories[1][:3]                       # identical until the discriminator joins
+    assert histories[0][3:] != histories[1][3:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.utils.checkpoint
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
@@ -59,6 +60,22 @@ def build_unet(cfg: ModelConfig, spatial_dims: int, in_channels: int, out_channe
     )
 
 
+def checkpoint_blocks(net: nn.Module) -> nn.Module:
+    """Activation checkpointing for a DiffusionModelUNet in training: each down, middle and up block recomputes its
+    activations in the backward pass instead of keeping them. Only the blocks' forward is replaced, so state dicts
+    (and checkpoints) are the same as without it."""
+    blocks = [*net.down_blocks, net.middle_block, *net.up_blocks]
+    for block in blocks:
+        plain = block.forward
+
+        def forward(*args, _plain=plain, **kwargs):
+            if torch.is_grad_enabled():
+                return torch.utils.checkpoint.checkpoint(_plain, *args, use_reentrant=False, **kwargs)
+            return _plain(*args, **kwargs)
+        block.forward = forward
+    return net
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {"unet": build_unet}
 
 
@@ -68,4 +85,6 @@ def build_denoiser(cfg: ModelConfig, spatial_dims: int, image_channels: int, mas
         raise MedsynthError(f"model.name {cfg.name!r} is unknown; choose one of {', '.join(MODELS)}.")
     net = MODELS[cfg.name](cfg, spatial_dims, image_channels + mask_channels, image_channels,
                            num_classes + 1 if num_classes else None)
+    if cfg.checkpointing:
+        checkpoint_blocks(net)
     return Denoiser(net, image_channels, mask_channels, num_classes)

@@ -52,7 +52,11 @@ def kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return kl.flatten(1).sum(1).mean()
 
 
-def build_discriminator(spatial_dims: int, in_channels: int = 1, channels: int = 16, layers: int = 3) -> PatchDiscriminator:
+def build_discriminator(spatial_dims: int, in_channels: int = 1, channels: int = 16, layers: int = 3,
+                        smallest_side: int | None = None) -> PatchDiscriminator:
+    """MONAI's PatchDiscriminator; fewer stride-2 layers for small images (its last norm needs > 1 voxel)."""
+    if smallest_side is not None:
+        layers = max(1, min(layers, int(np.log2(smallest_side)) - 3))
     return PatchDiscriminator(spatial_dims=spatial_dims, channels=channels, in_channels=in_channels, num_layers_d=layers,
                               norm="INSTANCE")
 
@@ -70,7 +74,10 @@ def train_autoencoder(model: AutoencoderKL, images: torch.Tensor, steps: int, ba
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
     discriminator = adversarial = None
     if adversarial_weight > 0:
-        discriminator = build_discriminator(images.ndim - 2, images.shape[1]).to(device)
+        with torch.random.fork_rng(devices=[]):   # its initialisation leaves the autoencoder's random stream alone
+            torch.manual_seed(seed + 1)
+            discriminator = build_discriminator(images.ndim - 2, images.shape[1], smallest_side=min(images.shape[2:]))
+        discriminator = discriminator.to(device)
         d_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=lr, weight_decay=1e-5)
         adversarial = PatchAdversarialLoss(criterion="least_squares")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
