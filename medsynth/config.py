@@ -94,9 +94,9 @@ class LatentConfig:
     controlnet_steps: int = 500
     controlnet_lr: float = 1e-4
     tile: int = 0                     # decode in tiles of this many latent voxels per side; 0 decodes whole volumes
-    tile_overlap: int = 6             # latent voxels of context per side (6: equal to whole decoding to 1e-4)
-    tile_cache: bool = True           # keep tiles' activations between passes (host memory); off: one tile's memory,
-                                      # several times slower
+    tile_overlap: int = 0             # latent voxels of context per side; 0: the decoder's receptive radius (exact)
+    tile_cache: bool = False          # keep tiles' activations between passes: several times faster, but more memory
+                                      # than whole decoding (off: one tile's memory whatever the volume)
     checkpointing: bool = False       # autoencoder training recomputes activations in the backward pass (memory)
 
     @property

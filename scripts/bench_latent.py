@@ -7,7 +7,7 @@ is its own (CPU: peak resident set size of that process; CUDA: torch's peak allo
 one 256x256x128 volume with 30 steps in <= 1.5 s (MAISI v2: 3 s on an A100), peak memory growing no faster than the
 volume. On a CPU, 64^3 and 128^3 show the cost curve.
 
-    python scripts/bench_latent.py [--sizes 64x64x64 128x128x128] [--sample-size 128x128x128] [--device auto]
+    python scripts/bench_latent.py [--sizes 64x64x64 128x128x128] [--sample-size 64x64x64] [--tile 8] [--device auto]
     python scripts/bench_latent.py --device cuda --sizes 64x64x64 128x128x128 256x256x128 --sample-size 256x256x128
 """
 
@@ -27,7 +27,7 @@ from medsynth.config import load_config
 from medsynth.diffusion import sample
 from medsynth.models import build_denoiser
 from medsynth.models.autoencoder import build_autoencoder
-from medsynth.models.latent import LatentCodec, autoencoder_spec
+from medsynth.models.latent import LatentCodec, autoencoder_spec, receptive_radius
 from medsynth.training.trainer import resolve_device
 
 
@@ -77,14 +77,17 @@ def measure(args: argparse.Namespace) -> dict:
         elif args.what == "decode":
             codec.tile = 0
             seconds = timed(lambda: codec.decode(z), device, args.repeats)
-        elif args.what == "tiled":
+        elif args.what in ("tiled", "uncached"):
+            codec.cache = args.what == "tiled"
             seconds = timed(lambda: codec.decode(z), device, args.repeats)
         elif args.what == "agreement":
-            codec.tile, whole = 0, codec.decode(z)
+            codec.tile = 0
+            whole = codec.decode(z)
             codec.tile = args.tile
             result["max_abs_difference"] = float((codec.decode(z) - whole).abs().max())
             seconds = float("nan")
-        else:  # sample: rectified flow in latent space, then tiled decoding
+        else:  # sample: rectified flow in latent space, then decoding (whole unless --sample-tile)
+            codec.tile = args.sample_tile
             denoiser = build_denoiser(cfg.model, len(size), cfg.latent.latent_channels, 0, 0).to(device).eval()
             gens = [torch.Generator().manual_seed(0)]
 
@@ -102,7 +105,8 @@ def measure(args: argparse.Namespace) -> dict:
 
 def run_one(args: argparse.Namespace, what: str, size: str) -> dict:
     command = [sys.executable, __file__, "--one", size, "--what", what, "--config", args.config, "--device", args.device,
-               "--tile", str(args.tile), "--steps", str(args.steps), "--repeats", str(args.repeats)]
+               "--tile", str(args.tile), "--steps", str(args.steps), "--repeats", str(args.repeats),
+               "--sample-tile", str(args.sample_tile)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         return {"what": what, "size": size, "error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
@@ -113,9 +117,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="ct_latent_3d.yaml")
     parser.add_argument("--sizes", nargs="+", default=["64x64x64", "128x128x128"])
-    parser.add_argument("--sample-size", default="128x128x128", help="volume size of the sampling measurement "
+    parser.add_argument("--sample-size", default="64x64x64", help="volume size of the sampling measurement "
                         "('none' skips it)")
     parser.add_argument("--tile", type=int, default=8, help="tile size in latent voxels for tiled decoding")
+    parser.add_argument("--uncached-sizes", nargs="*", default=None, help="sizes at which tiled decoding also runs "
+                        "without its activation cache (memory of one tile; slow); default: the first size")
+    parser.add_argument("--sample-tile", type=int, default=0, help="decoding tile of the sampling measurement (0: whole)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", default="auto")
@@ -128,9 +135,14 @@ def main() -> None:
 
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}"
+    cfg = load_config(args.config)
+    radius = receptive_radius(build_autoencoder(autoencoder_spec(cfg.latent), len(shape_of(args.sizes[0]))))
     print(f"device: {device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"config {args.config}; tile {args.tile} latent voxels")
+          f"config {args.config}; tile {args.tile} latent voxels, context {cfg.latent.tile_overlap or radius} "
+          f"(decoder receptive radius {radius})")
+    uncached = args.sizes[:1] if args.uncached_sizes is None else args.uncached_sizes
     rows = [run_one(args, what, size) for size in args.sizes for what in ("encode", "decode", "tiled")]
+    rows += [run_one(args, "uncached", size) for size in uncached]
     rows.append(run_one(args, "agreement", args.sizes[0]))
     if args.sample_size != "none":
         rows.append(run_one(args, "sample", args.sample_size))
@@ -143,6 +155,8 @@ def main() -> None:
         else:
             print(f"{r['what']:<10} {r['size']:<12} {r['seconds']:>9.2f} {r['megavoxels_per_s']:>8.2f} "
                   f"{r['peak_mb']:>9.0f} {r['output_mb']:>9.1f}" + (f"  ({r['steps']} steps + decode)" if "steps" in r else ""))
+    print("tiled: whole-volume GroupNorm statistics, activations cached between passes; uncached: one tile's memory")
+    print("tiles only save memory when tile + 2 x context is well below the latent side")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from medsynth.data.phantom import PhantomSpec, make_phantom, write_phantom_datas
 from medsynth import provenance
 from medsynth.models import build_denoiser
 from medsynth.models.autoencoder import AutoencoderSpec, build_autoencoder, train_autoencoder
-from medsynth.models.latent import tiled_decode
+from medsynth.models.latent import receptive_radius, tiled_decode
 from medsynth.synthesis.generate import generate
 from medsynth.synthesis.run import load_run
 from medsynth.training.latent import AUTOENCODER, CONTROLNET
@@ -36,23 +36,33 @@ def latent_run(tmp_path_factory):
 
 
 def test_tiled_decode_equals_whole_decode():
+    """2D, so the tiles (8 latent pixels plus the receptive radius) are much smaller than the 32^2 latent grid."""
     torch.manual_seed(0)
     spec = AutoencoderSpec(channels=(8, 16, 16), latent_channels=2, norm_num_groups=4)
-    model = build_autoencoder(spec, spatial_dims=3)
-    images = torch.from_numpy(np.stack([np.clip(make_phantom(PhantomSpec(size=64, seed=2), k, True).image / 1000, -1, 1)
-                                        for k in range(2)]).astype(np.float32))
+    model = build_autoencoder(spec, spatial_dims=2)
+    images = torch.from_numpy(np.stack([np.clip(make_phantom(PhantomSpec(dims=2, size=128, seed=2), k, True).image / 1000,
+                                                -1, 1) for k in range(2)]).astype(np.float32))
     train_autoencoder(model, images, steps=5, batch_size=2, lr=2e-3, show_progress=False)
-    z = model.encode(images[:1])[0].detach()                      # 16^3 latents, decoded in 8 tiles of 8^3
+    z = model.encode(images[:1])[0].detach()                      # 32^2 latents, decoded in 16 tiles of 8^2
+    assert receptive_radius(model) == 7
     with torch.no_grad():
         whole = model.decode(z)
-        tiled = tiled_decode(model, z, tile=8, overlap=6)
-        uncached = tiled_decode(model, z, tile=8, overlap=6, cache=False)
-        no_context = tiled_decode(model, z, tile=8, overlap=0)
-    assert tiled.shape == whole.shape == (1, 1, 64, 64, 64)
-    assert (tiled - whole).abs().max().item() < 1e-4
-    assert torch.allclose(tiled, uncached, atol=1e-6)
-    assert (no_context - whole).abs().max().item() > 1e-2      # context matters: the tolerance is not vacuous
+        tiled = tiled_decode(model, z, tile=8)
+        cached = tiled_decode(model, z, tile=8, cache=True)
+        short_context = tiled_decode(model, z, tile=8, overlap=2)
+    assert tiled.shape == whole.shape == (1, 1, 128, 128)
+    assert (tiled - whole).abs().max().item() < 1e-5
+    assert torch.allclose(tiled, cached, atol=1e-6)
+    assert (short_context - whole).abs().max().item() > 1e-3   # context matters: the tolerance is not vacuous
     assert all(type(m).__name__ == "GroupNorm" for m in model.decoder.modules() if "Norm" in type(m).__name__)
+
+
+def test_tiled_decode_in_3d():
+    torch.manual_seed(0)
+    model = build_autoencoder(AutoencoderSpec(channels=(8, 16), latent_channels=2, norm_num_groups=4), spatial_dims=3)
+    z = torch.randn(1, 2, 24, 24, 24)
+    with torch.no_grad():
+        assert (tiled_decode(model, z, tile=6) - model.decode(z)).abs().max().item() < 1e-5
 
 
 def test_latent_run_trains_generates_audits_and_exports_on_the_cli(latent_run, tmp_path):

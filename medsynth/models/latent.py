@@ -89,14 +89,32 @@ def _tiles(shape: tuple[int, ...], tile: int, overlap: int):
         yield tuple(c[0] for c in combo), tuple(c[1] for c in combo), tuple(c[2] for c in combo)
 
 
-@torch.no_grad()
-def tiled_decode(autoencoder: AutoencoderKL, z: torch.Tensor, tile: int, overlap: int, cache: bool = True) -> torch.Tensor:
-    """Decode latents (B, C, *spatial) in tiles of `tile` latent voxels with `overlap` voxels of context per side,
-    GroupNorms normalising with whole-volume statistics. Equals whole decoding up to the context cut-off.
+def receptive_radius(autoencoder: AutoencoderKL) -> int:
+    """How many latent voxels on each side an output voxel of the decoder depends on: the context a tile needs for
+    its core to decode exactly (each k-wide convolution adds k // 2 voxels at its resolution, each nearest
+    upsampling up to one voxel before it)."""
+    radius, scale = 0.0, 1
+    for block in autoencoder.decoder.blocks:
+        if type(block).__name__ == "UpSample":
+            radius += 1.0 / scale
+            scale *= 2
+        for conv in block.modules():
+            if isinstance(conv, (nn.Conv2d, nn.Conv3d)):
+                radius += (conv.kernel_size[0] // 2) / scale
+    return math.ceil(radius)
 
-    `cache` keeps each tile's activations between passes (in host memory when decoding on a GPU), so every decoder
-    block runs about twice per tile; without it each statistics pass starts from the latents again: memory stays that
-    of one tile, time grows with the number of norms."""
+
+@torch.no_grad()
+def tiled_decode(autoencoder: AutoencoderKL, z: torch.Tensor, tile: int, overlap: int = 0, cache: bool = False) -> torch.Tensor:
+    """Decode latents (B, C, *spatial) in tiles of `tile` latent voxels with `overlap` voxels of context per side
+    (0: the decoder's receptive radius, which makes tiles exact), GroupNorms normalising with whole-volume
+    statistics. Equals whole decoding to float rounding when the context covers the receptive radius.
+
+    Without `cache` each statistics pass starts from the latents again: memory stays that of one tile plus the output
+    whatever the volume, time grows with the number of norms. `cache` keeps every tile's activations (with context)
+    between passes, in host memory when decoding on a GPU: every block then runs about twice per tile, but the cache
+    holds more than a whole decode would (the context is stored once per tile)."""
+    overlap = overlap or receptive_radius(autoencoder)
     decoder = autoencoder.decoder
     originals = [(parent, name, child) for parent in decoder.modules() for name, child in parent.named_children()
                  if isinstance(child, nn.GroupNorm)]
@@ -164,9 +182,9 @@ class LatentCodec:
     scale: float
     factor: int
     tile: int = 0
-    overlap: int = 6
+    overlap: int = 0                 # 0: the decoder's receptive radius
     mask_mode: str = "concat"
-    cache: bool = True
+    cache: bool = False
 
     @property
     def device(self) -> torch.device:

@@ -12,9 +12,9 @@ from torch import nn
 from medsynth import provenance
 from medsynth.config import Config, config_from_dict
 from medsynth.data.preprocess import IntensityMap
+from medsynth.diffusion import sample
 from medsynth.errors import MedsynthError
 from medsynth.exporter.synthset import SyntheticSet, read_synthetic_set
-from medsynth.diffusion import sample
 from medsynth.models import Denoiser, build_denoiser
 from medsynth.models.latent import LatentCodec, load_codec
 from medsynth.training.checkpoint import load_checkpoint, run_checkpoint

@@ -6,9 +6,9 @@ import csv
 import dataclasses
 import math
 import os
-from collections import deque
 import signal
 import time
+from collections import deque
 from contextlib import contextmanager, nullcontext
 from copy import deepcopy
 from dataclasses import dataclass
@@ -26,8 +26,8 @@ from medsynth.data.catalog import catalog_fingerprint
 from medsynth.diffusion import NoiseProcess, sample
 from medsynth.errors import MedsynthError
 from medsynth.models import Denoiser, build_denoiser
-from medsynth.progress import StepBar
 from medsynth.models.latent import LatentCodec
+from medsynth.progress import StepBar
 from medsynth.training.checkpoint import run_checkpoint, save_checkpoint
 from medsynth.training.data import (TrainingSet, check_conditioning, intensity_stats, load_training_set, open_catalog,
                                     save_mask_bank)
