@@ -6,7 +6,10 @@ every GroupNorm normalises with the statistics of what it sees. Decoding tile by
 therefore differs from whole decoding by about the reconstruction error itself. Here the statistics of each GroupNorm
 are gathered over the whole volume first, one norm at a time in call order (pass k runs every tile up to norm k with
 norms 0..k-1 already fixed, and accumulates sums over tile cores only), then a last pass decodes the tiles with all
-norms fixed. Memory stays that of one tile plus the output; time is about (norms + 2) / 2 whole decodes.
+norms fixed. Each tile gets the decoder's receptive radius as context, so its core decodes exactly. Memory stays that
+of one tile plus the output whatever the volume; the price is time, one pass per norm (32x a whole decode at 64^3 for
+ct_latent_3d.yaml's autoencoder, docs/benchmarks.md). An optional cache keeps tiles' activations between passes:
+several times faster, but more memory than whole decoding.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from medsynth.models.autoencoder import AutoencoderSpec, build_autoencoder
 
 
 def autoencoder_spec(cfg: LatentConfig) -> AutoencoderSpec:
-    return AutoencoderSpec(tuple(cfg.channels), cfg.latent_channels, cfg.num_res_blocks, cfg.norm_num_groups)
+    return AutoencoderSpec(tuple(cfg.channels), cfg.latent_channels, cfg.num_res_blocks, cfg.norm_num_groups,
+                           checkpointing=cfg.checkpointing)
 
 
 class _Collected(Exception):
@@ -42,7 +46,7 @@ class WholeVolumeNorm(nn.Module):
         super().__init__()
         self.norm = norm
         self.mode = "plain"         # plain | collect | apply
-        self.core: tuple[slice, ...] = ()   # the tile's core, as fractions of the tile (set per tile by the decoder)
+        self.core: tuple[tuple[float, float], ...] = ()   # the tile's core per axis, as fractions of the tile
         self.sums = self.squares = None
         self.count = 0
         self.mean = self.inv_std = None
@@ -141,7 +145,8 @@ def tiled_decode(autoencoder: AutoencoderKL, z: torch.Tensor, tile: int, overlap
         for norm in norms:                      # one statistics pass per norm, in call order
             norm.mode = "collect"
             for i, (inputs, core, _) in enumerate(tiles):
-                norm.core = tuple((c.start / (i_.stop - i_.start), c.stop / (i_.stop - i_.start)) for i_, c in zip(inputs, core))
+                norm.core = tuple((c.start / (span.stop - span.start), c.stop / (span.stop - span.start))
+                                  for span, c in zip(inputs, core))
                 try:
                     blocks[owner[norm]](advance(i, inputs, owner[norm]))
                 except _Collected:
