@@ -166,3 +166,16 @@ def test_the_adversarial_loss_takes_part_in_autoencoder_training():
                                            adversarial_weight=weight, adversarial_start=2))
     assert histories[0][:3] == histories[1][:3]                       # identical until the discriminator joins
     assert histories[0][3:] != histories[1][3:]
+
+
+def test_a_2d_latent_run_generates_images_on_the_image_grid(tmp_path):
+    data = write_phantom_dataset(tmp_path / "data", PhantomSpec(dims=2, size=32, cases=12, seed=6), show_progress=False)
+    cfg = load_config("tiny_2d.yaml", ["latent.enabled=true", "latent.channels=[8,16]", "latent.norm_num_groups=4",
+                                       "latent.latent_channels=2", "latent.steps=20", "latent.tile=4",
+                                       "train.max_steps=10"])
+    result = train(cfg, data, tmp_path / "run", show_progress=False)
+    assert result.finished and "latents 2x8x8" in result.notes[0]
+    out = generate(tmp_path / "run", tmp_path / "syn", classes=["lesion=2"], steps=2, max_attempts=1,
+                   show_progress=False)
+    image = nib.load(out.out / "syn_00000_image.nii.gz")
+    assert out.studies == 2 and image.shape[:2] == (16, 16)
