@@ -131,7 +131,9 @@ def test_concat_mask_mode_resumes_without_retraining_the_autoencoder(tmp_path):
     paused = train(cfg, data, tmp_path / "run", stop_at=6, show_progress=False)
     assert paused.step == 6 and not paused.finished
     stage1 = provenance.sha256_file(tmp_path / "run" / AUTOENCODER)
-    done = train(cfg, data, tmp_path / "run", resume=True, show_progress=False)
+    decode_in_tiles = load_config("tiny_latent_3d.yaml", ["latent.mask_mode=concat", "train.max_steps=12",
+                                                          "latent.tile=3"])   # decoding settings may change
+    done = train(decode_in_tiles, data, tmp_path / "run", resume=True, show_progress=False)
     assert done.finished and done.step == 12 and done.notes == []       # stage 1 loaded, not trained again
     assert provenance.sha256_file(tmp_path / "run" / AUTOENCODER) == stage1
     loaded = load_run(tmp_path / "run", torch.device("cpu"))

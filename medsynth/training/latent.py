@@ -72,10 +72,19 @@ def load_autoencoder_stage(run: Path, cfg: Config, fingerprint: str, device: tor
         raise MedsynthError(f"{run} holds no trained autoencoder ({AUTOENCODER}); train stage 1 first "
                             "(--stage autoencoder or --stage all).")
     state = load_checkpoint(path)
-    if state["config"].get("latent") != cfg.to_dict()["latent"] or state["catalog_fingerprint"] != fingerprint:
+    if stage1_keys(state["config"]) != stage1_keys(cfg.to_dict()) or state["catalog_fingerprint"] != fingerprint:
         raise MedsynthError(f"the autoencoder in {run} was trained with another latent config or other data; "
                             "use the run's own config.yaml or retrain stage 1 (--stage autoencoder --overwrite).")
     return load_codec(state, cfg.latent, cfg.spatial_dims, device), state
+
+
+# latent keys that do not change what stage 1 learns (decoding and the later stages)
+LATER_KEYS = ("tile", "tile_overlap", "tile_cache", "mask_mode", "controlnet_steps", "controlnet_lr")
+
+
+def stage1_keys(config: dict) -> dict:
+    """What a trained autoencoder depends on: the data and the stage-1 part of the latent config."""
+    return {"data": config["data"], "latent": {k: v for k, v in config.get("latent", {}).items() if k not in LATER_KEYS}}
 
 
 def latent_training_set(ts: TrainingSet, codec: LatentCodec, with_masks: bool) -> TrainingSet:

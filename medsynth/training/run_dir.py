@@ -18,8 +18,14 @@ from medsynth.training.data import Catalogued
 BUDGET_KEYS = ("max_steps", "max_minutes")  # may change when resuming; everything else must match
 
 
+DECODE_KEYS = ("tile", "tile_overlap", "tile_cache")  # latent decoding settings, free to change too
+
+
 def comparable(config: dict) -> dict:
-    return {**config, "train": {k: v for k, v in config["train"].items() if k not in BUDGET_KEYS}}
+    """The config minus what may change between a run's sessions (budgets, decoding); runs from before latent
+    configs existed count as latent.enabled: false."""
+    latent = {k: v for k, v in config.get("latent", Config().to_dict()["latent"]).items() if k not in DECODE_KEYS}
+    return {**config, "train": {k: v for k, v in config["train"].items() if k not in BUDGET_KEYS}, "latent": latent}
 
 
 def check_resume(run: Path, cfg: Config, fingerprint: str) -> dict:
