@@ -65,13 +65,17 @@ def resume_state(run: Path, cfg: Config, fingerprint: str, stage: str, resume: b
     return state
 
 
+def write_config(run: Path, cfg: Config) -> None:
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
 def start_run(run: Path, cfg: Config, cat: Catalogued, fingerprint: str, overwrite: bool, config_source: str | None) -> None:
     """Create the run folder with config.yaml, split.csv, catalog.csv and run.json."""
     run = check_output_dir(run, overwrite)
     if run.exists():
         shutil.rmtree(run)
     (run / "samples").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_config(run, cfg)
     cat.catalog[["study_id", "split"]].to_csv(run / "split.csv", index=False)
     cat.catalog.to_csv(run / "catalog.csv", index=False)
     provenance.write_json(run / "run.json", provenance.record(

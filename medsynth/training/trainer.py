@@ -33,7 +33,7 @@ from medsynth.training.data import (TrainingSet, check_conditioning, intensity_s
                                     save_mask_bank)
 from medsynth.training.latent import (AUTOENCODER, STAGES, latent_meta, latent_training_set, load_autoencoder_stage,
                                       train_autoencoder_stage, train_controlnet)
-from medsynth.training.run_dir import resume_state, start_run
+from medsynth.training.run_dir import resume_state, start_run, write_config
 from medsynth.viz import save_grid
 
 
@@ -133,6 +133,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
         start_run(run, cfg, cat, fingerprint, overwrite, config_source)
         if ts.labels is not None:
             save_mask_bank(run / "mask_bank.npz", ts)
+    elif stage == "diffusion" and state is None and rank == 0:
+        write_config(run, cfg)   # a fresh stage 2 may differ from stage 1's config in its later-stage settings
     meta = checkpoint_meta(cfg, ts, fingerprint, cat.source)
 
     # Latent runs: stage 1 (trained now, or the run's own), then the training set becomes scaled latent means.
