@@ -11,7 +11,6 @@ from copy import deepcopy
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from medsynth import provenance
 from medsynth.config import Config
@@ -33,9 +32,9 @@ STAGES = ("all", "autoencoder", "diffusion", "controlnet")
 
 
 def train_autoencoder_stage(run: Path, cfg: Config, ts: TrainingSet, fingerprint: str, device: torch.device,
-                            show_progress: bool) -> tuple[LatentCodec, dict]:
+                            show_progress: bool) -> tuple[LatentCodec, dict, torch.Tensor]:
     """Train stage 1 on the training images; save it with its quality, scale factor, L1 curve and a reconstruction
-    grid. Returns the codec and the saved state."""
+    grid. Returns the codec, the saved state and the training images' scaled latents (stage 2's inputs)."""
     lat = cfg.latent
     torch.manual_seed(cfg.train.seed)
     autoencoder = build_autoencoder(autoencoder_spec(lat), cfg.spatial_dims, ts.images.shape[1]).to(device)
@@ -62,7 +61,7 @@ def train_autoencoder_stage(run: Path, cfg: Config, ts: TrainingSet, fingerprint
     recon = codec.decode(codec.encode(shown))
     save_grid(run / "samples" / "autoencoder.png", torch.cat([shown, recon]).numpy(),
               [f"real {k}" for k in range(len(shown))] + [f"reconstruction {k}" for k in range(len(shown))])
-    return codec, state
+    return codec, state, latents * state["scale_factor"]
 
 
 def load_autoencoder_stage(run: Path, cfg: Config, fingerprint: str, device: torch.device) -> tuple[LatentCodec, dict]:
@@ -87,10 +86,11 @@ def stage1_keys(config: dict) -> dict:
     return {"data": config["data"], "latent": {k: v for k, v in config.get("latent", {}).items() if k not in LATER_KEYS}}
 
 
-def latent_training_set(ts: TrainingSet, codec: LatentCodec, with_masks: bool) -> TrainingSet:
+def latent_training_set(ts: TrainingSet, codec: LatentCodec, with_masks: bool,
+                        latents: torch.Tensor | None = None) -> TrainingSet:
     """The training set stage 2 sees: scaled latent means instead of images (computed once); masks stay at full
     resolution and are pooled to the latent grid when drawn (concat), or kept full-size for a ControlNet."""
-    latents = codec.encode(ts.images)
+    latents = codec.encode(ts.images) if latents is None else latents   # stage 1 may have just computed them
     if not with_masks:
         return dataclasses.replace(ts, images=latents, labels=None, num_labels=0)
     pool = codec.factor if codec.mask_mode == "concat" else 1
@@ -110,7 +110,7 @@ def train_controlnet(run: Path, cfg: Config, ts: TrainingSet, base: Denoiser, ba
 
     `ts` holds latents and full-resolution label maps. Every drawn study keeps its mask (the frozen model is the
     unconditioned branch of guidance already). Not resumable mid-stage: an interrupted stage starts again."""
-    from medsynth.training.trainer import MetricsLog, draw_batch, ema_update, lr_factor, step_generator
+    from medsynth.training.trainer import MetricsLog, draw_batch, lr_factor, step_generator, training_step
 
     lat, steps = cfg.latent, cfg.latent.controlnet_steps
     torch.manual_seed(cfg.train.seed + 1)
@@ -128,18 +128,9 @@ def train_controlnet(run: Path, cfg: Config, ts: TrainingSet, base: Denoiser, ba
     controlnet.train()
     try:
         for step in range(steps):
-            x0, noise, t, classes, mask = draw_batch(ts, draw_cfg, process, step_generator(cfg.train.seed + 1, step),
-                                                     base.null_class)
-            x_t, target = process.noisy(x0, noise, t).to(device), process.target(x0, noise, t).to(device)
-            prediction = model(x_t, t.to(device), classes.to(device) if classes is not None else None, mask.to(device))
-            loss = F.mse_loss(prediction.float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(controlnet.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            ema_update(ema, controlnet, step, cfg.train.ema_decay)
-            log.add(step + 1, loss.item(), scheduler.get_last_lr()[0], cfg.train.batch_size)
+            batch = draw_batch(ts, draw_cfg, process, step_generator(cfg.train.seed + 1, step), base.null_class)
+            loss = training_step(model, controlnet, ema, batch, process, optimizer, scheduler, cfg, step, device)
+            log.add(step + 1, loss, scheduler.get_last_lr()[0], cfg.train.batch_size)
             bar.update(step + 1, log.last_loss, log.samples_per_s)
     finally:
         bar.close()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from medsynth import provenance
@@ -98,6 +99,28 @@ def draw_batch(ts: TrainingSet, cfg: Config, process: NoiseProcess, g: torch.Gen
     return x0, noise, t, classes, mask
 
 
+def training_step(net: nn.Module, trained: nn.Module, ema: nn.Module, batch, process: NoiseProcess,
+                  optimizer: torch.optim.Optimizer, scheduler, cfg: Config, step: int, dev: torch.device,
+                  autocast=nullcontext(), channels_last: bool = False) -> float:
+    """One optimisation step on a drawn batch: noisy input, prediction by `net`, MSE to the process's target, clipped
+    AdamW step on `trained`'s parameters, learning-rate schedule, EMA of `trained` into `ema`. Returns the loss."""
+    x0, noise, t, classes, mask = batch
+    x_t, target, t = process.noisy(x0, noise, t).to(dev), process.target(x0, noise, t).to(dev), t.to(dev)
+    if channels_last:
+        x_t = x_t.contiguous(memory_format=torch.channels_last_3d if x_t.ndim == 5 else torch.channels_last)
+    with autocast:
+        prediction = net(x_t, t, classes.to(dev) if classes is not None else None,
+                         mask.to(dev) if mask is not None else None)
+    loss = F.mse_loss(prediction.float(), target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.train.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    ema_update(ema, trained, step, cfg.train.ema_decay)
+    return loss.item()
+
+
 def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path | None = None, resume: bool = False,
           overwrite: bool = False, device: str = "auto", show_progress: bool = True,
           config_source: str | None = None, stop_at: int | None = None, stage: str = "all") -> TrainResult:
@@ -138,11 +161,11 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
     meta = checkpoint_meta(cfg, ts, fingerprint, cat.source)
 
     # Latent runs: stage 1 (trained now, or the run's own), then the training set becomes scaled latent means.
-    codec, image_ts, notes = None, ts, []
+    codec, image_ts, notes, latents = None, ts, [], None
     if cfg.latent.enabled:
         trained_before = (run / AUTOENCODER).is_file() and (resume or later_stage)
         if not trained_before and rank == 0:
-            codec, ae_state = train_autoencoder_stage(run, cfg, ts, fingerprint, dev, show_progress)
+            codec, ae_state, latents = train_autoencoder_stage(run, cfg, ts, fingerprint, dev, show_progress)
         if world > 1:
             dist.barrier()   # under torchrun the other processes wait for the first one's autoencoder
         if trained_before or rank != 0:
@@ -155,7 +178,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
         if stage == "autoencoder":
             return TrainResult(run, cfg.latent.steps, True, float("nan"), 0.0, notes)
         meta["latent"] = latent_meta(run, codec, ae_state, cfg)
-        ts = latent_training_set(ts, codec, with_masks=cfg.latent.mask_mode == "concat")
+        ts = latent_training_set(ts, codec, with_masks=cfg.latent.mask_mode == "concat", latents=latents)
     meta["model_channels"], meta["model_mask_channels"] = int(ts.images.shape[1]), ts.num_labels
 
     # Model, EMA copy, optimiser, learning-rate schedule, noise process.
@@ -195,23 +218,11 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
     try:
         with stop_on_sigterm():
             while step < last_step and time.monotonic() < deadline:
-                x0, noise, t, classes, mask = draw_batch(ts, cfg, process, step_generator(cfg.train.seed, step, rank), model.null_class)
-                x_t, target = process.noisy(x0, noise, t), process.target(x0, noise, t)
-                x_t, target, t = x_t.to(dev), target.to(dev), t.to(dev)
-                if channels_last:
-                    x_t = x_t.contiguous(memory_format=torch.channels_last_3d if x_t.ndim == 5 else torch.channels_last)
-                with autocast:
-                    prediction = net(x_t, t, classes.to(dev) if classes is not None else None,
-                                     mask.to(dev) if mask is not None else None)
-                loss = F.mse_loss(prediction.float(), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                ema_update(ema, model, step, cfg.train.ema_decay)
+                batch = draw_batch(ts, cfg, process, step_generator(cfg.train.seed, step, rank), model.null_class)
+                loss = training_step(net, model, ema, batch, process, optimizer, scheduler, cfg, step, dev, autocast,
+                                     channels_last)
                 step += 1
-                log.add(step, loss.item(), scheduler.get_last_lr()[0], cfg.train.batch_size * world)
+                log.add(step, loss, scheduler.get_last_lr()[0], cfg.train.batch_size * world)
                 bar.update(step, log.last_loss, log.samples_per_s)
                 if step % cfg.train.log_every == 0:
                     log.flush()
