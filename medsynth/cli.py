@@ -196,6 +196,8 @@ def evaluate(
     pairs: int = typer.Option(100, "--pairs", help="Random pairs per group for MS-SSIM diversity."),
     utility: bool = typer.Option(True, "--utility/--no-utility", help="Train downstream models on real, synthetic "
                                  "and real + synthetic studies (the slow part)."),
+    boost: int = typer.Option(0, "--boost", help="Synthetic studies of the rarest class added to real ones for the "
+                              "real + synthetic utility set (0: up to the commonest class's count)."),
     seed: int = typer.Option(0, "--seed", help="Seed for encoders, judges, downstream models and pair sampling."),
     device: str = DeviceOpt,
     overwrite: bool = OverwriteOpt,
@@ -204,7 +206,7 @@ def evaluate(
     from medsynth.evaluation.evaluate import Settings, evaluate as run_evaluate
 
     settings = Settings(seeds=seeds, steps=steps, encoder_steps=encoder_steps, slices=slices, pairs=pairs,
-                        utility=utility, seed=seed)
+                        utility=utility, boost=boost, seed=seed)
     result = run_evaluate(run, synth, out, settings, device=device, overwrite=overwrite)
     s = result.summary
     typer.echo(f"evaluation ({result.seconds:.0f} s): Frechet distance {s['frechet_synthetic']:.3f} "

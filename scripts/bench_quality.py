@@ -1,12 +1,15 @@
 """Quality of class-conditioned synthetic data on a MedMNIST-style .npz (e.g. BreastMNIST), end to end on CPU.
 
-Trains medsynth with --config on the file's official train split, generates --n-per-class studies per class,
+Trains medsynth with --config on the file's official train split, generates --n-per-class studies per class (and
+--boost of the rare class),
 then judges them with a MONAI classifier trained on the real train split:
   - conditioning: share of synthetic studies classified as their requested class, next to real test;
   - fidelity: Frechet distance in the classifier's 32-d feature space (standardised on real train features) (synthetic vs real test, and real
     val vs real test as the floor); share of synthetic images noisier (Laplacian SD) than 99% of real ones;
-  - utility over --seeds: a classifier trained on real only, synthetic only, and real + synthetic with the
-    rare class boosted to balance, tested on real test: balanced accuracy and rare-class recall.
+  - utility over --seeds: a classifier trained for the same --utility-steps on real only, synthetic only, real +
+    --boost synthetic studies of the rare class, and (control) real with its rare-class studies repeated to the same
+    count, tested on real test: balanced accuracy and rare-class recall, mean and 95% interval over seeds. The control
+    separates what the synthetic images add from what re-weighting or oversampling the rare class alone does.
 With a folder of 3D studies with label maps (e.g. the MSD hippocampus set) it measures the mask-conditioned path
 through `medsynth evaluate`: a MONAI UNet trained on the run's real training studies segments the synthetic images;
 its Dice against the conditioning masks is compared with its Dice on real holdout (target >= 0.8x), next to the
@@ -61,13 +64,15 @@ def synthetic_arrays(folder: Path, run) -> tuple[np.ndarray, np.ndarray]:
     return images, table["class"].astype(int).to_numpy()
 
 
-def utility(train_x, train_y, test_x, test_y, classes, rare, seeds) -> tuple[np.ndarray, np.ndarray]:
+def utility(train_x, train_y, test_x, test_y, classes, rare, seeds, steps) -> tuple[np.ndarray, np.ndarray]:
+    """(balanced accuracy, rare-class recall) on test: mean and 95% interval half-width over `seeds` classifiers, each
+    trained for `steps` batches whatever the set's size."""
     scores = []
     for seed in range(seeds):
-        predicted, _ = predict(train_classifier(train_x, train_y, classes, seed=seed), test_x)
+        predicted, _ = predict(train_classifier(train_x, train_y, classes, seed=seed, steps=steps), test_x)
         scores.append((balanced_accuracy(predicted, test_y, classes), recall_per_class(predicted, test_y, classes)[rare]))
     scores = np.array(scores)
-    return scores.mean(0), scores.std(0)
+    return scores.mean(0), 1.96 * scores.std(0, ddof=1) / np.sqrt(seeds) if seeds > 1 else np.zeros(2)
 
 
 def main() -> None:
@@ -81,7 +86,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="synthetic studies for the mask-conditioned benchmark")
     parser.add_argument("--steps", type=int, default=300, help="training steps of each segmenter (mask benchmark)")
     parser.add_argument("--guidance", type=float, help="override the config's guidance scale for generation")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--boost", type=int, default=1000, help="synthetic rare-class studies added to real data "
+                        "for the real + synthetic utility set (class benchmark)")
+    parser.add_argument("--utility-steps", type=int, default=800, help="training batches of every utility classifier "
+                        "(800: the best real-only classifier of 400 / 800 / 1600)")
+    parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="keep the run and synthetic set here")
     args = parser.parse_args()
@@ -99,13 +108,17 @@ def main() -> None:
     train_minutes = (time.time() - start) / 60
     run = load_run(run_dir, device)
     names = run.class_names
-    generate(run_dir, work / "synthetic", classes=[f"{c}={args.n_per_class}" for c in names], device=str(device),
-             guidance=args.guidance, overwrite=True, show_progress=False)
     real = real_arrays(catalog, cfg)
-    syn_x, syn_y = synthetic_arrays(work / "synthetic", run)
     classes = len(names)
     counts = np.bincount(real["train"][1], minlength=classes)
     rare = int(np.argmin(counts))
+    wanted = [max(args.n_per_class, args.boost) if c == rare else args.n_per_class for c in range(classes)]
+    generate(run_dir, work / "synthetic", classes=[f"{c}={n}" for c, n in zip(names, wanted)], device=str(device),
+             guidance=args.guidance, overwrite=True, show_progress=False)
+    syn_x, syn_y = synthetic_arrays(work / "synthetic", run)
+    judged = np.concatenate([np.flatnonzero(syn_y == c)[: args.n_per_class] for c in range(classes)])
+    boost_x = syn_x[syn_y == rare][: args.boost]
+    syn_x, syn_y = syn_x[judged], syn_y[judged]  # n-per-class of each class: the judged (and synthetic-only) set
 
     judge = train_classifier(*real["train"], classes, seed=0)
     _, train_feat = predict(judge, real["train"][0])
@@ -118,15 +131,17 @@ def main() -> None:
     syn_recall = recall_per_class(syn_pred, syn_y, classes)
     noisy = (noise_level(syn_x) > np.percentile(noise_level(real["train"][0]), 99)).mean()
 
-    boost = counts.max() - counts[rare]
-    rare_syn = syn_x[syn_y == rare][:boost]
-    mixed_x = np.concatenate([real["train"][0], rare_syn])
-    mixed_y = np.concatenate([real["train"][1], np.full(len(rare_syn), rare)])
-    rows = {
-        "real only": utility(*real["train"], *real["test"], classes, rare, args.seeds),
-        "synthetic only": utility(syn_x, syn_y, *real["test"], classes, rare, args.seeds),
-        f"real + {len(rare_syn)} synthetic class-{rare}": utility(mixed_x, mixed_y, *real["test"], classes, rare, args.seeds),
+    real_x, real_y = real["train"]
+    repeats = np.resize(np.flatnonzero(real_y == rare), len(boost_x))  # the control: real rare-class studies repeated
+    sets = {
+        "real only": (real_x, real_y),
+        "synthetic only": (syn_x, syn_y),
+        f"real + {len(boost_x)} synthetic class-{rare}": (np.concatenate([real_x, boost_x]),
+                                                          np.concatenate([real_y, np.full(len(boost_x), rare)])),
+        f"real + {len(boost_x)} repeated real class-{rare}": (np.concatenate([real_x, real_x[repeats]]),
+                                                              np.concatenate([real_y, real_y[repeats]])),
     }
+    rows = {name: utility(*xy, *real["test"], classes, rare, args.seeds, args.utility_steps) for name, xy in sets.items()}
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     print(f"data {args.data}: train {len(real['train'][1])} (class counts {counts.tolist()}), val {len(real['val'][1])}, "
           f"test {len(real['test'][1])}; rare class {rare}; config {args.config} {args.set}")
@@ -135,12 +150,14 @@ def main() -> None:
     for c in range(classes):
         print(f"class {names[c]}: classified as requested - synthetic {syn_recall[c]:.2f} ({args.n_per_class} studies), "
               f"real test {real_recall[c]:.2f}")
-    print(f"Frechet distance (classifier features, 32-d, standardised on real train): synthetic vs test {frechet_distance(syn_feat, test_feat):.3f}; "
-          f"real val vs test {frechet_distance(val_feat, test_feat):.3f}")
+    fd_syn, fd_real = frechet_distance(syn_feat, test_feat), frechet_distance(val_feat, test_feat)
+    print(f"Frechet distance (classifier features, 32-d, standardised on real train): synthetic vs test {fd_syn:.3f}; "
+          f"real val vs test {fd_real:.3f}; ratio {fd_syn / fd_real:.2f}")
     print(f"synthetic images noisier than 99% of real train images: {100 * noisy:.0f}%")
-    print(f"utility on real test over {args.seeds} seeds (mean +- sd): balanced accuracy / class-{rare} recall")
-    for name, (mean, sd) in rows.items():
-        print(f"  {name:32s} {mean[0]:.3f} +- {sd[0]:.3f}   {mean[1]:.3f} +- {sd[1]:.3f}")
+    print(f"utility on real test, {args.seeds} seeds x {args.utility_steps} steps (mean +- 95% interval): balanced "
+          f"accuracy / class-{rare} recall")
+    for name, (mean, half) in rows.items():
+        print(f"  {name:36s} {mean[0]:.3f} +- {half[0]:.3f}   {mean[1]:.3f} +- {half[1]:.3f}")
     print(f"total: {(time.time() - start) / 60:.1f} wall minutes, {(cpu.ru_utime + cpu.ru_stime) / 60:.1f} CPU minutes")
 
 

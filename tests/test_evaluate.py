@@ -102,6 +102,8 @@ def test_evaluate_writes_every_section_for_a_class_and_mask_run(tiny_run):
 def test_evaluate_refuses_bad_settings_and_keeps_existing_reports(tiny_run, tmp_path):
     assert_user_error(run_cli("evaluate", tiny_run / "run", tiny_run / "syn", "--out", tmp_path / "e", "--seeds", "0"),
                       "--seeds")
+    assert_user_error(run_cli("evaluate", tiny_run / "run", tiny_run / "syn", "--out", tmp_path / "e", "--boost", "-1"),
+                      "--boost")
     assert not (tmp_path / "e").exists()
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "report.json").write_text("{}")
@@ -117,11 +119,12 @@ def test_evaluate_a_2d_class_run_through_the_python_api(tmp_path):
     medsynth.train(medsynth.load_config("tiny_2d.yaml"), tmp_path / "cat", tmp_path / "run", show_progress=False)
     medsynth.generate(tmp_path / "run", tmp_path / "syn", classes=["lesion=6", "normal=6"], show_progress=False)
     result = medsynth.evaluate(tmp_path / "run", tmp_path / "syn", tmp_path / "eval",
-                               medsynth.EvaluateSettings(seeds=2, steps=20, encoder_steps=20, pairs=10), show_progress=False)
+                               medsynth.EvaluateSettings(seeds=2, steps=20, encoder_steps=20, pairs=10, boost=4),
+                               show_progress=False)
     report = json.loads((result.out / "report.json").read_text())
     assert list(report["fidelity"]) == ["image"] and set(report["conditioning"]) == {"class"}
     assert set(report["conditioning"]["class"]["classes"]) == {"lesion", "normal"}
     assert {"lesion", "normal", "all"} == set(report["diversity"])
     sets = report["utility"]["class"]["sets"]
-    assert list(sets)[2].startswith("real + ") and all(d["balanced_accuracy"]["n"] == 2 for d in sets.values())
+    assert list(sets)[2].startswith("real + 4 synthetic ") and all(d["balanced_accuracy"]["n"] == 2 for d in sets.values())
     assert 0 <= result.summary["class_accuracy_synthetic"] <= 1

@@ -44,6 +44,7 @@ class Settings:
     slices: int = 8            # slices per plane per study (3D) for the 2.5D features
     pairs: int = 100           # MS-SSIM pairs per class and set
     utility: bool = True
+    boost: int = 0             # synthetic rare-class studies in "real + synthetic": 0 = up to the commonest class's count
     seed: int = 0
 
 
@@ -165,11 +166,12 @@ def diversity(train: StudySet, holdout: StudySet, synthetic: StudySet, names: li
     return out
 
 
-def boosted(train: StudySet, synthetic: StudySet) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Real training studies plus synthetic studies of the rarest class, up to the most common class's count."""
+def boosted(train: StudySet, synthetic: StudySet, boost: int = 0) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Real training studies plus `boost` synthetic studies of the rarest class (0: up to the most common class's
+    count), or all the set has if fewer."""
     counts = np.bincount(train.classes, minlength=int(max(train.classes.max(), synthetic.classes.max())) + 1)
     rare = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
-    extra = synthetic.images[synthetic.classes == rare][: max(counts.max() - counts[rare], 1)]
+    extra = synthetic.images[synthetic.classes == rare][: boost or max(counts.max() - counts[rare], 1)]
     return (np.concatenate([train.images, extra]), np.concatenate([train.classes, np.full(len(extra), rare)]),
             rare, len(extra))
 
@@ -193,7 +195,7 @@ def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, name
                    show_progress: bool) -> tuple[dict, dict | None]:
     """Conditioning fidelity (judge = the real-only model of seed 0) and utility, for class-conditioned runs."""
     k = len(names)
-    mixed_x, mixed_y, rare, added = boosted(train, synthetic)
+    mixed_x, mixed_y, rare, added = boosted(train, synthetic, s.boost)
     sets = {"real only": (train.images, train.classes), "synthetic only": (synthetic.images, synthetic.classes),
             f"real + {added} synthetic {names[rare]}": (mixed_x, mixed_y)}
     predictions, judge = fit_each(
@@ -281,6 +283,8 @@ def _evaluate(run, synth, out, s: Settings, device: str, overwrite: bool, show_p
     start = time.monotonic()
     if s.seeds < 1 or s.steps < 1 or s.encoder_steps < 1 or s.slices < 1 or s.pairs < 1:
         raise MedsynthError("--seeds, --steps, --encoder-steps, --slices and --pairs must be positive integers.")
+    if s.boost < 0:
+        raise MedsynthError("--boost must be 0 (up to the commonest class's count) or a positive number of studies.")
     check_output_dir(out, overwrite)
     loaded, sset = open_with_run(run, synth, resolve_device(device), "evaluate")
     masked = loaded.num_labels > 0
