@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, help="override the config's guidance scale for generation")
     parser.add_argument("--boost", type=int, default=1000, help="synthetic rare-class studies added to real data "
                         "for the real + synthetic utility set (class benchmark)")
+    parser.add_argument("--boost-guidance", type=float, help="guidance for the boost studies (default: --guidance); "
+                        "lower guidance trades recognisability for diversity")
     parser.add_argument("--utility-steps", type=int, default=800, help="training batches of every utility classifier "
                         "(800: the best real-only classifier of 400 / 800 / 1600)")
     parser.add_argument("--seeds", type=int, default=8)
@@ -112,12 +114,20 @@ def main() -> None:
     classes = len(names)
     counts = np.bincount(real["train"][1], minlength=classes)
     rare = int(np.argmin(counts))
-    wanted = [max(args.n_per_class, args.boost) if c == rare else args.n_per_class for c in range(classes)]
+    guidance = args.guidance if args.guidance is not None else run.cfg.diffusion.guidance
+    boost_guidance = args.boost_guidance if args.boost_guidance is not None else guidance
+    together = boost_guidance == guidance  # one set serves both, its rare class topped up to --boost
+    wanted = [max(args.n_per_class, args.boost) if c == rare and together else args.n_per_class for c in range(classes)]
     generate(run_dir, work / "synthetic", classes=[f"{c}={n}" for c, n in zip(names, wanted)], device=str(device),
-             guidance=args.guidance, overwrite=True, show_progress=False)
+             guidance=guidance, overwrite=True, show_progress=False)
     syn_x, syn_y = synthetic_arrays(work / "synthetic", run)
+    if together:
+        boost_x = syn_x[syn_y == rare][: args.boost]
+    else:
+        generate(run_dir, work / "synthetic_boost", classes=[f"{names[rare]}={args.boost}"], device=str(device),
+                 guidance=boost_guidance, overwrite=True, show_progress=False)
+        boost_x = synthetic_arrays(work / "synthetic_boost", run)[0]
     judged = np.concatenate([np.flatnonzero(syn_y == c)[: args.n_per_class] for c in range(classes)])
-    boost_x = syn_x[syn_y == rare][: args.boost]
     syn_x, syn_y = syn_x[judged], syn_y[judged]  # n-per-class of each class: the judged (and synthetic-only) set
 
     judge = train_classifier(*real["train"], classes, seed=0)
@@ -145,8 +155,8 @@ def main() -> None:
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     print(f"data {args.data}: train {len(real['train'][1])} (class counts {counts.tolist()}), val {len(real['val'][1])}, "
           f"test {len(real['test'][1])}; rare class {rare}; config {args.config} {args.set}")
-    print(f"training + data prep: {train_minutes:.1f} wall minutes; run {run_dir}; guidance "
-          f"{args.guidance if args.guidance is not None else run.cfg.diffusion.guidance}")
+    print(f"training + data prep: {train_minutes:.1f} wall minutes; run {run_dir}; guidance {guidance} "
+          f"(boost studies: {boost_guidance})")
     for c in range(classes):
         print(f"class {names[c]}: classified as requested - synthetic {syn_recall[c]:.2f} ({args.n_per_class} studies), "
               f"real test {real_recall[c]:.2f}")
