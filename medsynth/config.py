@@ -73,6 +73,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     seed: int = 0
     num_threads: int = 0         # torch CPU threads; 0 keeps torch's default
+    flip_axes: tuple[int, ...] = ()  # spatial axes each training image (and mask) is mirrored along, at random
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,12 @@ class Config:
             raise ConfigError(f"{where} must be divisible by {factor} (2 to the number of model levels minus one).")
         if self.data.spacing is not None and len(self.data.spacing) != len(self.data.shape):
             raise ConfigError("data.spacing and data.shape must have one entry per spatial axis.")
+        if any(not 0 <= a < len(self.data.shape) for a in self.train.flip_axes) or len(set(self.train.flip_axes)) < len(
+                self.train.flip_axes):
+            raise ConfigError(f"train.flip_axes {self.train.flip_axes} must name distinct spatial axes, 0 to "
+                              f"{len(self.data.shape) - 1}.")
+        if self.train.flip_axes and lat.enabled:
+            raise ConfigError("train.flip_axes mirrors images, which a latent run does not train on; leave it empty.")
         for name in ("batch_size", "max_steps", "log_every", "checkpoint_every"):
             if getattr(self.train, name) < 1:
                 raise ConfigError(f"train.{name} must be a positive integer.")

@@ -188,3 +188,36 @@ def test_every_shipped_config_loads_and_its_denoiser_takes_its_grid(path):
     with torch.no_grad():
         out = model(torch.zeros(1, 1, *grid), torch.zeros(1), torch.zeros(1, dtype=torch.long))
     assert out.shape == (1, 1, *grid)
+
+
+def test_flip_axes_mirror_image_and_mask_together_and_leave_the_rest_of_the_batch_alone():
+    from medsynth.diffusion.process import NoiseProcess
+    from medsynth.training.trainer import draw_batch, step_generator
+
+    class Set:  # the parts of a TrainingSet that draw_batch reads: 8 distinct images with 3-label maps
+        images = torch.arange(8 * 5 * 6, dtype=torch.float32).reshape(8, 1, 5, 6)
+        labels = (images[:, 0] % 3).long()
+        classes = torch.zeros(8, dtype=torch.long)
+
+        def __len__(self):
+            return 8
+
+        def one_hot(self, index):
+            return torch.nn.functional.one_hot(self.labels[index], 3).movedim(-1, 1).float()
+
+    ts = Set()
+    plain = load_config(CONFIGS / "tiny_2d.yaml", ["train.batch_size=16", "conditioning.mask_dropout=0"])
+    flipped = load_config(CONFIGS / "tiny_2d.yaml", ["train.batch_size=16", "conditioning.mask_dropout=0",
+                                                     "train.flip_axes=[1]"])
+    process = NoiseProcess(plain.diffusion)
+    a = draw_batch(ts, plain, process, step_generator(0, 3), 2)
+    b = draw_batch(ts, flipped, process, step_generator(0, 3), 2)
+    for x, y in zip(a[1:4], b[1:4]):  # noise, timesteps and classes are the same draw
+        assert torch.equal(x, y)
+    mirrored = [not torch.equal(x, y) for x, y in zip(a[0], b[0])]
+    assert 0 < sum(mirrored) < 16
+    for k, m in enumerate(mirrored):
+        assert torch.equal(b[0][k], a[0][k].flip(-1) if m else a[0][k])
+        assert torch.equal(b[4][k], a[4][k].flip(-1) if m else a[4][k])
+    with pytest.raises(ConfigError, match="flip_axes"):
+        load_config(CONFIGS / "tiny_2d.yaml", ["train.flip_axes=[2]"])

@@ -96,6 +96,11 @@ def draw_batch(ts: TrainingSet, cfg: Config, process: NoiseProcess, g: torch.Gen
         mask = ts.one_hot(index)
         keep = torch.rand(len(index), generator=g) >= cfg.conditioning.mask_dropout
         mask *= keep.view(-1, *([1] * (mask.ndim - 1)))
+    for axis in cfg.train.flip_axes:  # drawn last, so runs without flips keep their random stream
+        flip = (torch.rand(len(index), generator=g) < 0.5).view(-1, *([1] * (x0.ndim - 1)))
+        x0 = torch.where(flip, x0.flip(2 + axis), x0)
+        if mask is not None:
+            mask = torch.where(flip, mask.flip(2 + axis), mask)
     return x0, noise, t, classes, mask
 
 
