@@ -149,11 +149,10 @@ class Config:
             raise ConfigError(f"{where} must be divisible by {factor} (2 to the number of model levels minus one).")
         if self.data.spacing is not None and len(self.data.spacing) != len(self.data.shape):
             raise ConfigError("data.spacing and data.shape must have one entry per spatial axis.")
-        if any(not 0 <= a < len(self.data.shape) for a in self.train.flip_axes) or len(set(self.train.flip_axes)) < len(
-                self.train.flip_axes):
-            raise ConfigError(f"train.flip_axes {self.train.flip_axes} must name distinct spatial axes, 0 to "
-                              f"{len(self.data.shape) - 1}.")
-        if self.train.flip_axes and lat.enabled:
+        axes = self.train.flip_axes
+        if len(set(axes)) < len(axes) or any(not 0 <= a < len(self.data.shape) for a in axes):
+            raise ConfigError(f"train.flip_axes {axes} must name distinct spatial axes, 0 to {len(self.data.shape) - 1}.")
+        if axes and lat.enabled:
             raise ConfigError("train.flip_axes mirrors images, which a latent run does not train on; leave it empty.")
         for name in ("batch_size", "max_steps", "log_every", "checkpoint_every"):
             if getattr(self.train, name) < 1:
