@@ -24,6 +24,7 @@ from medsynth.models.latent import (ControlledDenoiser, LatentCodec, autoencoder
 from medsynth.progress import StepBar
 from medsynth.training.checkpoint import load_checkpoint, save_checkpoint
 from medsynth.training.data import TrainingSet
+from medsynth.training.run_dir import DECODE_KEYS
 from medsynth.viz import save_grid
 
 AUTOENCODER = "checkpoints/autoencoder.pt"
@@ -78,7 +79,7 @@ def load_autoencoder_stage(run: Path, cfg: Config, fingerprint: str, device: tor
 
 
 # latent keys that do not change what stage 1 learns (decoding and the later stages)
-LATER_KEYS = ("tile", "tile_overlap", "tile_cache", "mask_mode", "controlnet_steps", "controlnet_lr")
+LATER_KEYS = DECODE_KEYS + ("mask_mode", "controlnet_steps", "controlnet_lr")
 
 
 def stage1_keys(config: dict) -> dict:
