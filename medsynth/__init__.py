@@ -5,6 +5,7 @@ The stages as functions (imported on first use, so `import medsynth` stays light
     medsynth.ingest(data, out)                              -> IngestResult (catalog, split, label names)
     medsynth.train(medsynth.load_config(cfg), data, run)    -> TrainResult (run folder, steps, loss)
     medsynth.generate(run, synth, classes=["lesion=20"])    -> GenerateResult (studies, QC flags)
+    medsynth.generate(run, synth, medsynth.load_stage_config("generate", "gen.yaml"))   (the same settings from YAML)
     medsynth.audit(run, synth, report)                      -> AuditResult (verdict, reasons, planted recall, membership AUC)
     medsynth.evaluate(run, synth, out)                      -> EvaluateResult (fidelity, diversity, conditioning, utility)
     medsynth.export(synth, out, ["nifti", "dicom"], audit=report) -> ExportResult
@@ -23,10 +24,15 @@ _API = {
     "load_config": ("medsynth.config", "load_config"),
     "train": ("medsynth.training.trainer", "train"),
     "generate": ("medsynth.synthesis.generate", "generate"),
+    "load_stage_config": ("medsynth.config", "load_stage_config"),
+    "GenerateConfig": ("medsynth.config", "GenerateConfig"),
+    "AuditConfig": ("medsynth.config", "AuditConfig"),
+    "EvaluateConfig": ("medsynth.config", "EvaluateConfig"),
+    "ExportConfig": ("medsynth.config", "ExportConfig"),
+    "AuditSettings": ("medsynth.config", "AuditConfig"),         # the names of earlier releases
+    "EvaluateSettings": ("medsynth.config", "EvaluateConfig"),
     "audit": ("medsynth.privacy.audit", "audit"),
-    "AuditSettings": ("medsynth.privacy.audit", "Settings"),
     "evaluate": ("medsynth.evaluation.evaluate", "evaluate"),
-    "EvaluateSettings": ("medsynth.evaluation.evaluate", "Settings"),
     "export": ("medsynth.exporter.export", "export"),
     "write_phantom_dataset": ("medsynth.data.phantom", "write_phantom_dataset"),
     "PhantomSpec": ("medsynth.data.phantom", "PhantomSpec"),

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from medsynth import __version__
-from medsynth.errors import MedsynthError
+from medsynth.errors import Interrupted, MedsynthError
 
 
 app = typer.Typer(
@@ -113,35 +113,52 @@ def train(
                    f"{result.samples_per_s:.1f} samples/s; run in {result.run}")
 
 
+def StageConfigOpt(section: str):
+    return typer.Option(None, "--config", help=f"YAML settings file with a `{section}:` section (any key of it; the "
+                        "flags here win over the file). Unknown keys are refused.")
+
+
+def StageSetOpt(section: str, example: str):
+    return typer.Option([], "--set", help=f"Override any {section} key: --set {section}.{example} (repeatable).")
+
+
 @app.command()
 def generate(
     run: Path = typer.Argument(..., help="A finished training run folder (medsynth train --out)."),
     out: Path = typer.Option(..., "--out", help="Folder for the synthetic studies (must not exist or be empty)."),
     n: Optional[int] = typer.Option(None, "--n", help="Number of studies, classes in training proportions (default 16)."),
-    class_counts: list[str] = typer.Option([], "--class", help="Explicit count per class, e.g. --class lesion=200 "
-                                           "--class normal=50 (repeatable)."),
+    class_counts: Optional[list[str]] = typer.Option(None, "--class", help="Explicit count per class, e.g. --class "
+                                                     "lesion=200 --class normal=50 (repeatable)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of NIfTI label maps on the model grid to paint "
                                          "images onto (mask-conditioned runs); default: the run's mask bank."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (rectified flow or DDIM); default from the config."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale; 1 turns it off."),
-    seed: int = typer.Option(0, "--seed", help="Study k depends only on (run, seed, k)."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Studies sampled together (does not change the results)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Study k depends only on (run, seed, k). Default 0."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Studies sampled together (does not change "
+                                             "the results). Default 4."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: generate only block i of n (no overlap, no gap)."),
-    mask_augment: bool = typer.Option(True, "--mask-augment/--no-mask-augment", help="Seeded small affine + elastic "
-                                      "augmentation of mask-bank masks."),
-    mask_flip: bool = typer.Option(False, "--mask-flip", help="Also flip bank masks left-right (only for symmetric anatomy)."),
-    qc_attempts: int = typer.Option(3, "--qc-attempts", help="Draws per study before a QC failure is kept and flagged."),
+    mask_augment: Optional[bool] = typer.Option(None, "--mask-augment/--no-mask-augment", help="Seeded small affine + "
+                                                "elastic augmentation of mask-bank masks (default on)."),
+    mask_flip: Optional[bool] = typer.Option(None, "--mask-flip", help="Also flip bank masks left-right (only for "
+                                             "symmetric anatomy)."),
+    qc_attempts: Optional[int] = typer.Option(None, "--qc-attempts", help="Draws per study before a QC failure is kept "
+                                              "and flagged. Default 3."),
     tile: Optional[int] = typer.Option(None, "--tile", help="Latent runs: decode in tiles of this many latent voxels "
                                        "per side (bounded memory, same images to ~1e-4); 0 decodes whole volumes."),
+    config: Optional[Path] = StageConfigOpt("generate"),
+    set_: list[str] = StageSetOpt("generate", "steps=20"),
     device: str = DeviceOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Generate synthetic studies (image, and label map for mask-conditioned runs) in physical units."""
+    from medsynth.config import load_stage_config
     from medsynth.synthesis.generate import generate as run_generate
 
-    result = run_generate(run, out, n=n, classes=class_counts, masks=masks, steps=steps, guidance=guidance, seed=seed,
-                          batch_size=batch_size, shard=shard, device=device, overwrite=overwrite,
-                          mask_augment=mask_augment, mask_flip=mask_flip, max_attempts=qc_attempts, tile=tile)
+    settings = load_stage_config("generate", config, set_, dict(
+        n=n, classes=class_counts or None, masks=masks, steps=steps, guidance=guidance, seed=seed,
+        batch_size=batch_size, shard=shard, mask_augment=mask_augment, mask_flip=mask_flip, max_attempts=qc_attempts,
+        tile=tile))
+    result = run_generate(run, out, settings, device=device, overwrite=overwrite)
     typer.echo(f"generated {result.studies} studies in {result.seconds:.1f} s ({result.resampled} re-sampled after QC, "
                f"{result.failed} still flagged) into {result.out}; see samples.csv and overview.png")
 
@@ -151,29 +168,36 @@ def audit(
     run: Path = typer.Argument(..., help="The training run that made SYNTH (medsynth train --out)."),
     synth: Path = typer.Argument(..., help="The synthetic set to audit (medsynth generate --out)."),
     out: Path = typer.Option(..., "--out", help="Report folder: report.html, report.json, pairs.csv."),
-    alpha: float = typer.Option(0.05, "--alpha", help="Family-wise error over the whole set: the chance that a set "
-                                "with no copy gets any study flagged."),
-    copies: int = typer.Option(10, "--copies-per-kind", help="Planted copies per kind (exact, flip, shift, rotation, "
-                               "noise, intensity, elastic, blur_noise) to measure detection power."),
-    min_recall: float = typer.Option(0.9, "--min-recall", help="Planted-copy recall needed per kind; below it the "
-                                     "verdict is INCONCLUSIVE."),
-    embedding: bool = typer.Option(True, "--embedding/--no-embedding", help="Train the contrastive encoder for the "
-                                   "embedding channel."),
-    membership: bool = typer.Option(True, "--membership/--no-membership", help="Run the loss-based membership attack."),
-    max_auc: float = typer.Option(0.6, "--max-membership-auc", help="FAIL when the membership AUC's 95% interval "
-                                  "lies above this."),
-    redact: bool = typer.Option(False, "--redact", help="Also write report_redacted.html, without training images, "
-                                "for sharing."),
-    seed: int = typer.Option(0, "--seed", help="Seed for planted copies, the encoder and bootstraps."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Family-wise error over the whole set: the chance that "
+                                          "a set with no copy gets any study flagged. Default 0.05."),
+    copies: Optional[int] = typer.Option(None, "--copies-per-kind", help="Planted copies per kind (exact, flip, shift, "
+                                         "rotation, noise, intensity, elastic, blur_noise) to measure detection power. "
+                                         "Default 10."),
+    min_recall: Optional[float] = typer.Option(None, "--min-recall", help="Planted-copy recall needed per kind; below "
+                                               "it the verdict is INCONCLUSIVE. Default 0.9."),
+    embedding: Optional[bool] = typer.Option(None, "--embedding/--no-embedding", help="Train the contrastive encoder "
+                                             "for the embedding channel (default on)."),
+    membership: Optional[bool] = typer.Option(None, "--membership/--no-membership", help="Run the loss-based "
+                                              "membership attack (default on)."),
+    max_auc: Optional[float] = typer.Option(None, "--max-membership-auc", help="FAIL when the membership AUC's 95% "
+                                            "interval lies above this. Default 0.6."),
+    redact: Optional[bool] = typer.Option(None, "--redact", help="Also write report_redacted.html, without training "
+                                          "images, for sharing."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for planted copies, the encoder and bootstraps. "
+                                       "Default 0."),
+    config: Optional[Path] = StageConfigOpt("audit"),
+    set_: list[str] = StageSetOpt("audit", "encoder_steps=300"),
     device: str = DeviceOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Privacy audit: are any synthetic studies copies of training studies? Verdict PASS / FAIL / INCONCLUSIVE."""
-    from medsynth.privacy.audit import Settings, audit as run_audit
+    from medsynth.config import load_stage_config
+    from medsynth.privacy.audit import audit as run_audit
 
-    settings = Settings(alpha=alpha, copies_per_kind=copies, min_recall=min_recall, embedding=embedding,
-                        membership=membership, max_membership_auc=max_auc, seed=seed)
-    result = run_audit(run, synth, out, settings, redact=redact, device=device, overwrite=overwrite)
+    settings = load_stage_config("audit", config, set_, dict(
+        alpha=alpha, copies_per_kind=copies, min_recall=min_recall, embedding=embedding, membership=membership,
+        max_membership_auc=max_auc, seed=seed, redact=redact))
+    result = run_audit(run, synth, out, settings, device=device, overwrite=overwrite)
     typer.echo(f"audit {result.verdict}: {result.flagged} of {result.studies} synthetic studies flagged; lowest "
                f"planted-copy recall {result.min_recall:.0%}"
                + (f"; membership AUC {result.membership_auc:.2f}" if result.membership_auc is not None else "")
@@ -188,26 +212,39 @@ def evaluate(
     run: Path = typer.Argument(..., help="The training run that made SYNTH (medsynth train --out)."),
     synth: Path = typer.Argument(..., help="The synthetic set to evaluate (medsynth generate --out)."),
     out: Path = typer.Option(..., "--out", help="Report folder: report.html, report.json."),
-    seeds: int = typer.Option(3, "--seeds", help="Downstream models per training set for the utility figures."),
-    steps: int = typer.Option(300, "--steps", help="Training steps of each judge and downstream model."),
-    encoder_steps: int = typer.Option(200, "--encoder-steps", help="Training steps of the feature encoder "
-                                      "(Frechet distance, KID)."),
-    slices: int = typer.Option(8, "--slices", help="Slices per plane per 3D study for the per-plane features."),
-    pairs: int = typer.Option(100, "--pairs", help="Random pairs per group for MS-SSIM diversity."),
-    utility: bool = typer.Option(True, "--utility/--no-utility", help="Train downstream models on real, synthetic "
-                                 "and real + synthetic studies (the slow part)."),
-    boost: int = typer.Option(0, "--boost", help="Synthetic studies of the rarest class added to real ones for the "
-                              "real + synthetic utility set (0: up to the commonest class's count)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for encoders, judges, downstream models and pair sampling."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Downstream models per training set for the utility "
+                                        "figures. Default 3."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps of each judge and downstream model. "
+                                        "Default 300."),
+    encoder_steps: Optional[int] = typer.Option(None, "--encoder-steps", help="Training steps of the feature encoder "
+                                                "(Frechet distance, KID). Default 200."),
+    slices: Optional[int] = typer.Option(None, "--slices", help="Slices per plane per 3D study for the per-plane "
+                                         "features. Default 8."),
+    pairs: Optional[int] = typer.Option(None, "--pairs", help="Random pairs per group for MS-SSIM diversity. Default 100."),
+    utility: Optional[bool] = typer.Option(None, "--utility/--no-utility", help="Train downstream models on real, "
+                                           "synthetic and real + synthetic studies (the slow part; default on)."),
+    boost: Optional[int] = typer.Option(None, "--boost", help="Synthetic studies of the rarest class added to real ones "
+                                        "for the real + synthetic utility set (0, the default: up to the commonest "
+                                        "class's count)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for encoders, judges, downstream models and pair "
+                                       "sampling. Default 0."),
+    config: Optional[Path] = StageConfigOpt("evaluate"),
+    set_: list[str] = StageSetOpt("evaluate", "seeds=8"),
     device: str = DeviceOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Evaluate a synthetic set: fidelity, diversity, conditioning fidelity and downstream utility, next to real data."""
-    from medsynth.evaluation.evaluate import Settings, evaluate as run_evaluate
+    from medsynth.config import load_stage_config
+    from medsynth.evaluation.evaluate import evaluate as run_evaluate
 
-    settings = Settings(seeds=seeds, steps=steps, encoder_steps=encoder_steps, slices=slices, pairs=pairs,
-                        utility=utility, boost=boost, seed=seed)
+    settings = load_stage_config("evaluate", config, set_, dict(
+        seeds=seeds, steps=steps, encoder_steps=encoder_steps, slices=slices, pairs=pairs, utility=utility,
+        boost=boost, seed=seed))
     result = run_evaluate(run, synth, out, settings, device=device, overwrite=overwrite)
+    print_evaluation(result)
+
+
+def print_evaluation(result) -> None:
     s = result.summary
     typer.echo(f"evaluation ({result.seconds:.0f} s): Frechet distance {s['frechet_synthetic']:.3f} "
                f"(real train vs holdout {s['frechet_real']:.3f}); MS-SSIM among pairs {s['ms_ssim_synthetic']:.3f} "
@@ -229,28 +266,35 @@ def evaluate(
 def export(
     synth: Path = typer.Argument(..., help="A synthetic set (medsynth generate --out)."),
     out: Path = typer.Option(..., "--out", help="Export folder (must not exist or be empty)."),
-    formats: list[str] = typer.Option(["nifti"], "--format", help="nifti, dicom, nnunet, msd or monai; repeat for several."),
+    formats: Optional[list[str]] = typer.Option(None, "--format", help="nifti, dicom, nnunet, msd or monai; repeat for "
+                                                "several. Default nifti."),
     audit: Optional[Path] = typer.Option(None, "--audit", help="Audit report folder (medsynth audit --out); export needs "
                                          "its verdict to be PASS unless --force."),
-    force: bool = typer.Option(False, "--force", help="Export without a PASS audit; the card and manifest say so."),
+    force: Optional[bool] = typer.Option(None, "--force", help="Export without a PASS audit; the card and manifest say so."),
     with_real: Optional[Path] = typer.Option(None, "--with-real", help="Real dataset to merge into the layouts "
                                              "(cases named real_<id>), for augmentation."),
     labels: Optional[Path] = LabelsOpt,
-    image_type: str = typer.Option("derived", "--image-type", help="DICOM ImageType: derived (DERIVED\\SECONDARY) or "
-                                   "original (ORIGINAL\\PRIMARY, to mimic scanner output)."),
-    body_part: str = typer.Option("ABDOMEN", "--body-part", help="DICOM BodyPartExamined defined term (ABDOMEN, CHEST, "
-                                  "HEAD, BRAIN, ...): say what anatomy the model makes."),
-    dataset_id: int = typer.Option(501, "--dataset-id", help="nnU-Net / MSD dataset number (3 digits)."),
+    image_type: Optional[str] = typer.Option(None, "--image-type", help="DICOM ImageType: derived (DERIVED\\SECONDARY, "
+                                             "the default) or original (ORIGINAL\\PRIMARY, to mimic scanner output)."),
+    body_part: Optional[str] = typer.Option(None, "--body-part", help="DICOM BodyPartExamined defined term (ABDOMEN, "
+                                            "the default, CHEST, HEAD, BRAIN, ...): say what anatomy the model makes."),
+    dataset_id: Optional[int] = typer.Option(None, "--dataset-id", help="nnU-Net / MSD dataset number (3 digits). "
+                                             "Default 501."),
     name: Optional[str] = typer.Option(None, "--name", help="Dataset name for the nnU-Net / MSD folders."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes for DICOM writing (default: all cores)."),
+    config: Optional[Path] = StageConfigOpt("export"),
+    set_: list[str] = StageSetOpt("export", "body_part=CHEST"),
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Export a synthetic set as NIfTI, DICOM (+SEG), nnU-Net, MSD or a MONAI datalist, with manifest and card."""
+    from medsynth.config import load_stage_config
     from medsynth.exporter.export import export as run_export
 
-    result = run_export(synth, out, formats, audit=audit, force=force, with_real=with_real, real_labels=labels,
-                        image_type=image_type, dataset_id=dataset_id, name=name, body_part=body_part.upper(),
-                        overwrite=overwrite, workers=workers)
+    settings = load_stage_config("export", config, set_, dict(
+        formats=formats or None, image_type=image_type, body_part=body_part.upper() if body_part else None,
+        dataset_id=dataset_id, name=name, force=force, workers=workers))
+    result = run_export(synth, out, config=settings, audit=audit, with_real=with_real, real_labels=labels,
+                        overwrite=overwrite)
     typer.echo(f"exported {', '.join(result.formats)}: {result.files} files, {result.megabytes:.1f} MB in "
                f"{result.seconds:.1f} s (audit: {result.audit_verdict}) to {result.out}")
 
@@ -287,8 +331,6 @@ def main() -> None:
     try:
         app()
     except MedsynthError as error:
-        from medsynth.training.trainer import Interrupted
-
         err.print(f"[bold red]error:[/] {error}", highlight=False)
         sys.exit(130 if isinstance(error, Interrupted) else 2)
     except KeyboardInterrupt:

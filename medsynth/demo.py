@@ -12,18 +12,20 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from medsynth.config import BUNDLED, load_config
+from medsynth.config import BUNDLED, AuditConfig, EvaluateConfig, load_config
 from medsynth.console import out as console, print_ingest
+from medsynth.data.catalog import CATALOG_FILE
 from medsynth.data.ingest import ingest
 from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
-from medsynth.errors import MedsynthError
-from medsynth.evaluation.evaluate import Settings as EvaluateSettings, evaluate
+from medsynth.errors import Interrupted, MedsynthError
+from medsynth.evaluation.evaluate import evaluate
 from medsynth.exporter.export import export
 from medsynth.outputs import check_output_dir
-from medsynth.privacy.audit import Settings as AuditSettings, audit
+from medsynth.privacy.audit import audit
+from medsynth.runs import RunFolder
+from medsynth.runs.checkpoint import load_checkpoint
 from medsynth.synthesis.generate import generate
-from medsynth.training.checkpoint import load_checkpoint, run_checkpoint
-from medsynth.training.trainer import Interrupted, train
+from medsynth.training.trainer import train
 
 
 def write_index(out: Path, rows: list[tuple[str, str]], verdict: str) -> Path:
@@ -35,7 +37,7 @@ def write_index(out: Path, rows: list[tuple[str, str]], verdict: str) -> Path:
     links = [("privacy audit report", "audit/report.html"), ("audit report without training images", "audit/report_redacted.html"),
              ("evaluation report (fidelity, diversity, conditioning, utility)", "evaluation/report.html"),
              ("dataset card", "export/dataset_card.md"), ("export manifest", "export/manifest.csv"),
-             ("training metrics", "run/metrics.csv")]
+             ("training metrics", RunFolder(Path("run")).metrics().as_posix())]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>medsynth demo</title><style>
 body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}} table{{border-collapse:collapse}}
 td{{border:1px solid #ccc;padding:.25em .6em}} img{{max-width:100%}} pre{{background:#f6f6f6;padding:1em;overflow:auto}}
@@ -77,7 +79,7 @@ class DemoResult:
 def finished_run(run: Path) -> dict | None:
     """The checkpoint metadata of a finished run in `run`, or None."""
     try:
-        meta = load_checkpoint(run_checkpoint(run))
+        meta = load_checkpoint(RunFolder(run).checkpoint)
     except MedsynthError:
         return None
     return meta if meta.get("finished") else None
@@ -91,7 +93,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, device: str = "a
     out = Path(out).expanduser().resolve()
     if not resume:
         check_output_dir(out, overwrite)
-    elif not (out / "catalog" / "catalog.csv").is_file():
+    elif not (out / "catalog" / CATALOG_FILE).is_file():
         raise MedsynthError(f"{out} holds no interrupted demo to resume (no catalog); run `medsynth demo --out {out}`.")
     out.mkdir(exist_ok=True)
     try:
@@ -128,10 +130,10 @@ def _stages(out: Path, quick: bool, device: str, resume: bool, start: float) -> 
     meta = finished_run(out / "run") if resume else None
     if meta is not None:
         step = int(meta["step"])
-        loss = float(pd.read_csv(out / "run" / "metrics.csv")["loss"].iloc[-10:].mean())
+        loss = float(pd.read_csv(RunFolder(out / "run").metrics())["loss"].iloc[-10:].mean())
         console.print(f"kept the finished run in {out / 'run'} (resume): {step} steps")
     else:
-        again = resume and run_checkpoint(out / "run").is_file()
+        again = resume and RunFolder(out / "run").checkpoint.is_file()
         trained = train(cfg, out / "catalog", out / "run", overwrite=not again, resume=again, device=device,
                         config_source=str(config))
         step, loss = trained.step, trained.loss
@@ -142,7 +144,7 @@ def _stages(out: Path, quick: bool, device: str, resume: bool, start: float) -> 
                     device=device, overwrite=True)
     console.print(f"generated {made.studies} studies in {made.seconds:.0f} s ({made.failed} flagged by QC)")
     begin("audit")
-    audited = audit(out / "run", out / "synthetic", out / "audit", AuditSettings(copies_per_kind=5 if quick else 10,
+    audited = audit(out / "run", out / "synthetic", out / "audit", AuditConfig(copies_per_kind=5 if quick else 10,
                     encoder_steps=50 if quick else 150), redact=True, device=device, overwrite=True)
     console.print(f"audit {audited.verdict} in {audited.seconds:.0f} s: {audited.flagged} of {audited.studies} flagged; "
                   f"lowest planted-copy recall {audited.min_recall:.0%}")
@@ -150,7 +152,7 @@ def _stages(out: Path, quick: bool, device: str, resume: bool, start: float) -> 
         console.print(f"  - {reason}")
     begin("evaluate")
     evaluated = evaluate(out / "run", out / "synthetic", out / "evaluation",
-                         EvaluateSettings(seeds=2, steps=30 if quick else 150,
+                         EvaluateConfig(seeds=2, steps=30 if quick else 150,
                                           encoder_steps=30 if quick else 150, slices=4 if quick else 8),
                          device=device, overwrite=True)
     e = evaluated.summary

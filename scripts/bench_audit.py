@@ -27,7 +27,8 @@ import numpy as np
 from scipy import ndimage
 
 from medsynth.privacy import calibrate
-from medsynth.privacy.audit import Gallery, Settings, Volumes, flags
+from medsynth.config import AuditConfig
+from medsynth.privacy.audit import Gallery, Volumes, flags
 from medsynth.privacy.membership import roc_auc
 from medsynth.privacy.plant import KINDS, plant_copy
 from medsynth.privacy.search import descriptors, ranked
@@ -48,7 +49,7 @@ def power(args) -> None:
     sources = rng.choice(len(train), args.copies * len(KINDS))
     copies = [plant_copy(train[s], KINDS[n // args.copies], rng, -1.0)[0].astype(np.float32) for n, s in enumerate(sources)]
     prepared = time.perf_counter()
-    gallery = Gallery(Volumes([str(i) for i in range(len(train))], train), Settings(embedding=args.embedding, k=args.k),
+    gallery = Gallery(Volumes([str(i) for i in range(len(train))], train), AuditConfig(embedding=args.embedding, k=args.k),
                       show_progress=False)
     found, scores = gallery.score(copies)
     _, null = gallery.score(holdout)

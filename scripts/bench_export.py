@@ -20,6 +20,7 @@ import pandas as pd
 from medsynth.data.study import Study
 from medsynth.data.writers import write_study_nifti
 from medsynth.exporter.export import export
+from medsynth.runs import SetFolder
 
 
 def make_set(folder: Path, n: int, size: int) -> int:
@@ -29,16 +30,17 @@ def make_set(folder: Path, n: int, size: int) -> int:
     base = rng.integers(-1000, 1000, (size,) * 3).astype(np.float32)
     labels = (base > 500).astype(np.uint8)
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
-    rows = []
+    rows, files = [], SetFolder(folder)
     for k in range(n):
         sid = f"syn_{k:05d}"
+        image, label = files.image_name(sid), files.label_name(sid)
         write_study_nifti(Study(np.roll(base, k, 0)[None], affine, "CT", labels, study_id=sid),
-                          folder / f"{sid}_image.nii.gz", folder / f"{sid}_label.nii.gz")
-        (folder / f"{sid}.json").write_text("{}")
-        rows.append({"study_id": sid, "index": k, "class": "", "seed": 0, "image": f"{sid}_image.nii.gz",
-                     "label": f"{sid}_label.nii.gz", "mask_source": "", "qc_attempts": 1, "qc_passed": True})
-    pd.DataFrame(rows).to_csv(folder / "samples.csv", index=False)
-    (folder / "generate.json").write_text(json.dumps({
+                          folder / image, folder / label)
+        files.study_record(sid).write_text("{}")
+        rows.append({"study_id": sid, "index": k, "class": "", "seed": 0, "image": image,
+                     "label": label, "mask_source": "", "qc_attempts": 1, "qc_passed": True})
+    pd.DataFrame(rows).to_csv(files.table, index=False)
+    files.record.write_text(json.dumps({
         "inputs": {"run": "bench", "run_hash": "0" * 64, "catalog_fingerprint": "0" * 64},
         "config": {"steps": 0, "guidance": 1}, "seeds": {"generate": 0}, "modality": "CT",
         "label_names": {"0": "background", "1": "dense"},

@@ -24,11 +24,12 @@ import time
 import torch
 
 from medsynth.config import load_config
-from medsynth.diffusion import sample
+from medsynth.conditioning import Conditions
+from medsynth.diffusion import noise_process, sample
 from medsynth.models import build_denoiser
 from medsynth.models.autoencoder import build_autoencoder
 from medsynth.models.latent import LatentCodec, autoencoder_spec, receptive_radius
-from medsynth.training.trainer import resolve_device
+from medsynth.runtime import resolve_device
 
 
 def shape_of(text: str) -> tuple[int, ...]:
@@ -92,8 +93,8 @@ def measure(args: argparse.Namespace) -> dict:
             gens = [torch.Generator().manual_seed(0)]
 
             def one() -> None:
-                latents = sample(denoiser, cfg.diffusion, latent, gens, steps=args.steps, guidance=1.0, device=device,
-                                 clip=False)
+                latents = sample(denoiser, noise_process(cfg.diffusion), latent, gens, Conditions(), args.steps, 1.0,
+                                 device=device, clip=False)
                 codec.decode(latents)
             seconds = timed(one, device, args.repeats)
             result["steps"] = args.steps

@@ -40,16 +40,19 @@ from medsynth.data.ingest import ingest
 from medsynth.data.preprocess import PreprocessSpec, preprocess
 from medsynth.data.readers import load_study
 from medsynth.evaluation.classifier import predict, train_classifier
-from medsynth.evaluation.evaluate import Settings as EvaluateSettings, evaluate
+from medsynth.config import EvaluateConfig
+from medsynth.evaluation.evaluate import evaluate
 from medsynth.evaluation.metrics import balanced_accuracy, frechet_distance, noise_level, recall_per_class
 from medsynth.synthesis.generate import generate
-from medsynth.synthesis.run import load_run
-from medsynth.training.trainer import resolve_device, train
+from medsynth.runs import SetFolder
+from medsynth.runs.loaded import load_run
+from medsynth.runtime import resolve_device
+from medsynth.training.trainer import train
 
 
 def real_arrays(catalog: pd.DataFrame, cfg) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Model-grid images in [-1, 1] and class ids for each official split (train / val / test)."""
-    spec = PreprocessSpec(cfg.data.spacing, cfg.data.shape, cfg.data.ct_window, cfg.data.percentiles)
+    spec = PreprocessSpec.from_config(cfg.data)
     out = {}
     for split, rows in catalog.groupby("source_split"):
         images = np.stack([preprocess(load_study(ref_from_row(r)), spec).image.numpy() for _, r in rows.iterrows()])
@@ -58,7 +61,7 @@ def real_arrays(catalog: pd.DataFrame, cfg) -> dict[str, tuple[np.ndarray, np.nd
 
 
 def synthetic_arrays(folder: Path, run) -> tuple[np.ndarray, np.ndarray]:
-    table = pd.read_csv(folder / "samples.csv", dtype={"class": str})
+    table = pd.read_csv(SetFolder(folder).table, dtype={"class": str})
     images = np.stack([run.intensity.to_unit(np.asarray(nib.load(folder / f).dataobj, np.float32)[None])
                        for f in table["image"]])
     return images, table["class"].astype(int).to_numpy()
@@ -181,11 +184,11 @@ def mask_bench(args, start: float, device) -> None:
         train(cfg, args.data, run_dir, device=str(device), overwrite=True, show_progress=False)
     train_minutes = (time.time() - start) / 60
     synthetic = work / "synthetic"
-    if not (synthetic / "samples.csv").is_file():
+    if not SetFolder(synthetic).table.is_file():
         generate(run_dir, synthetic, n=args.n, device=str(device), guidance=args.guidance, overwrite=True,
                  show_progress=False)
     generate_minutes = (time.time() - start) / 60 - train_minutes
-    result = evaluate(run_dir, synthetic, work / "evaluation", EvaluateSettings(seeds=args.seeds, steps=args.steps),
+    result = evaluate(run_dir, synthetic, work / "evaluation", EvaluateConfig(seeds=args.seeds, steps=args.steps),
                       device=str(device), overwrite=True, show_progress=False)
     report = json.loads((work / "evaluation" / "report.json").read_text())
     s, cond = result.summary, report["conditioning"]["mask"]

@@ -23,12 +23,14 @@ import torch
 from monai.inferers import DiffusionInferer
 from monai.networks.schedulers import DDPMScheduler
 
+from medsynth.conditioning import Conditions
 from medsynth.config import load_config
 from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
 from medsynth.diffusion.sampling import initial_noise, sample
+from medsynth.runs.loaded import load_run
+from medsynth.runtime import resolve_device
 from medsynth.training.data import load_training_set, open_catalog
-from medsynth.training.trainer import resolve_device, train
-from medsynth.synthesis.run import load_run
+from medsynth.training.trainer import train
 
 
 class InfererAdapter(torch.nn.Module):
@@ -89,7 +91,7 @@ def main() -> None:
     results["MONAI DiffusionInferer, DDPM 1000 steps"] = (time.perf_counter() - start, baseline)
     for steps, guidance in ((30, 1.0), (20, 1.0), (30, 1.5)):
         start = time.perf_counter()
-        out = sample(run.model, cfg.diffusion, shape, generators(), classes, masks, steps=steps, guidance=guidance,
+        out = sample(run.model, run.process, shape, generators(), Conditions(classes, masks), steps, guidance,
                      device=device).numpy()
         results[f"medsynth DDIM {steps} steps, guidance {guidance:g}"] = (time.perf_counter() - start, out)
 

@@ -19,12 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from medsynth.conditioning import Conditions
 from medsynth.config import load_config
 from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
-from medsynth.diffusion import NoiseProcess
+from medsynth.diffusion import noise_process
 from medsynth.models import build_denoiser
+from medsynth.runs import RunFolder
+from medsynth.runtime import resolve_device
 from medsynth.training.data import load_training_set, open_catalog
-from medsynth.training.trainer import resolve_device, train
+from medsynth.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +38,7 @@ def plain_loop(cfg, images, classes, masks, steps, warmup, device):
     model = build_denoiser(cfg.model, cfg.spatial_dims, images.shape[1], masks.shape[1] if masks is not None else 0,
                            int(classes.max()) + 1 if classes is not None else 0).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
-    process = NoiseProcess(cfg.diffusion)
+    process = noise_process(cfg.diffusion)
     b = cfg.train.batch_size
     for step in range(warmup + steps):
         if step == warmup:
@@ -46,8 +49,8 @@ def plain_loop(cfg, images, classes, masks, steps, warmup, device):
         x0 = images[index].to(device)
         noise = torch.randn_like(x0)
         t = process.sample_timesteps(b, torch.Generator().manual_seed(step)).to(device)
-        prediction = model(process.noisy(x0, noise, t), t, classes[index].to(device) if classes is not None else None,
-                           masks[index].to(device) if masks is not None else None)
+        cond = Conditions(classes[index] if classes is not None else None, masks[index] if masks is not None else None)
+        prediction = model(process.noisy(x0, noise, t), t, cond.to(device))
         loss = F.mse_loss(prediction, process.target(x0, noise, t))
         optimizer.zero_grad()
         loss.backward()
@@ -59,7 +62,7 @@ def plain_loop(cfg, images, classes, masks, steps, warmup, device):
 
 def medsynth_rate(cfg, data, run, steps, warmup, device):
     train(cfg, data, run, device=str(device), show_progress=False, overwrite=True)
-    metrics = pd.read_csv(run / "metrics.csv")
+    metrics = pd.read_csv(RunFolder(run).metrics())
     window = metrics[metrics["step"] > warmup]
     first = metrics[metrics["step"] == warmup]["elapsed_s"].iloc[0]
     return (len(window) * cfg.train.batch_size) / (window["elapsed_s"].iloc[-1] - first)
@@ -71,7 +74,7 @@ def flops_per_sample(model, cfg, channels, mask_channels, device):
     mask = torch.zeros(1, mask_channels, *cfg.data.shape, device=device) if mask_channels else None
     classes = torch.zeros(1, dtype=torch.long, device=device) if model.num_classes else None
     with FlopCounterMode(display=False) as counter:
-        model(x, torch.tensor([10.0], device=device), classes, mask).sum().backward()
+        model(x, torch.tensor([10.0], device=device), Conditions(classes, mask)).sum().backward()
     return counter.get_total_flops()
 
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from medsynth.privacy import calibrate, membership
-from medsynth.privacy.audit import Gallery, Settings, Volumes, flags, load_real, membership_attack
+from medsynth.config import AuditConfig
+from medsynth.privacy.audit import Gallery, Volumes, flags, load_real, membership_attack
 from medsynth.privacy.plant import KINDS, plant_copy
 from medsynth.data.phantom import PhantomSpec, make_phantom
-from medsynth.synthesis.run import load_run
+from medsynth.runs.loaded import load_run
 
 from conftest import assert_user_error, run_cli
 
@@ -28,7 +29,7 @@ def phantom_audit():
     PER_KIND planted copies of every kind scored at the threshold for a 60-study set."""
     vols = lambda seed, n: [_unit(make_phantom(PhantomSpec(size=32, seed=seed), k, k % 5 == 0)) for k in range(n)]  # noqa: E731
     train, holdout, fresh = vols(0, 40), vols(1, 30), vols(2, 60)
-    gallery = Gallery(Volumes([str(i) for i in range(40)], train), Settings(embedding=False), False)
+    gallery = Gallery(Volumes([str(i) for i in range(40)], train), AuditConfig(embedding=False), False)
     _, null = gallery.score(holdout)
     nulls = {c: calibrate.fit_null(c, null[c]) for c in gallery.channels}
     level = calibrate.study_level(0.05, len(gallery.channels), len(fresh))
@@ -102,11 +103,11 @@ def test_export_follows_the_audit_verdict_and_records_it(tiny_run):
 
 def test_real_vs_real_membership_interval_contains_one_half(tiny_run):
     loaded = load_run(tiny_run / "run", torch.device("cpu"))
-    _, holdout = load_real(loaded.path, loaded.cfg, loaded.meta, True, False)
+    _, holdout = load_real(loaded, True, False)
     half = len(holdout.ids) // 2
     split = lambda part: Volumes(holdout.ids[part], holdout.volumes[part], holdout.images[part],  # noqa: E731
                                  holdout.labels[part], holdout.classes[part])
-    result = membership_attack(loaded, split(slice(0, half)), split(slice(half, None)), Settings(), True)
+    result = membership_attack(loaded, split(slice(0, half)), split(slice(half, None)), AuditConfig(), True)
     assert result["auc_interval"][0] < 0.5 < result["auc_interval"][1]
 
 

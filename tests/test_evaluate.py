@@ -7,7 +7,8 @@ import pytest
 
 from medsynth.data.phantom import PhantomSpec, make_phantom
 from medsynth.evaluation import metrics
-from medsynth.evaluation.evaluate import Settings, StudySet, diversity, fidelity, plane_slices
+from medsynth.config import EvaluateConfig
+from medsynth.evaluation.evaluate import StudySet, diversity, fidelity, plane_slices
 from medsynth.evaluation.segmenter import dice_per_label
 
 from conftest import assert_user_error, run_cli
@@ -56,7 +57,7 @@ def test_plane_slices_take_each_axis():
 
 def test_fidelity_puts_a_real_set_at_the_real_reference_and_noise_far_away():
     train, holdout = phantoms(0, 24), phantoms(1, 16)
-    s = Settings(encoder_steps=30, slices=4)
+    s = EvaluateConfig(encoder_steps=30, slices=4)
     same = fidelity(train, holdout, holdout, s, show_progress=False)
     noise = StudySet(np.random.default_rng(0).uniform(-1, 1, holdout.images.shape).astype(np.float32), None, None)
     far = fidelity(train, holdout, noise, s, show_progress=False)
@@ -70,7 +71,7 @@ def test_fidelity_puts_a_real_set_at_the_real_reference_and_noise_far_away():
 def test_diversity_shows_mode_collapse():
     train, holdout = phantoms(0, 12), phantoms(1, 8)
     collapsed = StudySet(np.repeat(holdout.images[:1], 8, 0), None, np.array([0, 1] * 4))
-    result = diversity(train, holdout, collapsed, ["normal", "lesion"], Settings(pairs=20))
+    result = diversity(train, holdout, collapsed, ["normal", "lesion"], EvaluateConfig(pairs=20))
     assert result["all"]["synthetic"]["mean"] == pytest.approx(1, abs=1e-4)
     assert result["all"]["real"]["interval"][1] < 0.99
     assert {"normal", "lesion"} <= set(result)

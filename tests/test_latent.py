@@ -18,8 +18,8 @@ from medsynth.models import build_denoiser
 from medsynth.models.autoencoder import AutoencoderSpec, build_autoencoder, train_autoencoder
 from medsynth.models.latent import receptive_radius, tiled_decode
 from medsynth.synthesis.generate import generate
-from medsynth.synthesis.run import load_run
-from medsynth.training.latent import AUTOENCODER, CONTROLNET
+from medsynth.conditioning import Conditions
+from medsynth.runs.loaded import load_run
 from medsynth.training.trainer import train
 
 
@@ -69,14 +69,14 @@ def test_latent_run_trains_generates_audits_and_exports_on_the_cli(latent_run, t
     root, trained = latent_run
     run = root / "run"
     assert "autoencoder:" in trained.stdout and "PSNR" in trained.stdout and "controlnet:" in trained.stdout
-    for name in (AUTOENCODER, CONTROLNET, "checkpoints/last.pt", "samples/autoencoder.png", "samples/controlnet.png",
+    for name in ("checkpoints/autoencoder.pt", "checkpoints/controlnet.pt", "checkpoints/last.pt", "samples/autoencoder.png", "samples/controlnet.png",
                  "autoencoder_metrics.csv", "controlnet_metrics.csv", "split.csv", "mask_bank.npz"):
         assert (run / name).is_file(), name
     l1 = pd.read_csv(run / "autoencoder_metrics.csv")["l1"]
     assert l1.tail(5).mean() < l1.head(5).mean()
     state = torch.load(run / "checkpoints/last.pt", weights_only=True)
     assert state["latent"]["shape"] == [4, 4, 4] and state["latent"]["mask_mode"] == "controlnet"
-    assert state["latent"]["autoencoder_sha256"] == provenance.sha256_file(run / AUTOENCODER)
+    assert state["latent"]["autoencoder_sha256"] == provenance.sha256_file(run / "checkpoints/autoencoder.pt")
 
     for args in (["generate", run, "--out", tmp_path / "syn", "--n", "4", "--steps", "3", "--tile", "2"],
                  ["audit", run, tmp_path / "syn", "--out", tmp_path / "audit", "--copies-per-kind", "2",
@@ -104,10 +104,10 @@ def test_controlnet_follows_the_mask_and_the_zero_mask_is_the_frozen_model(laten
     t = torch.full((2,), 500.0)
     classes = torch.tensor([0, 0])
     with torch.no_grad():
-        two_masks = loaded.model(x, t, classes, masks)                  # same noise, two masks
-        one_mask = loaded.model(x, t, classes, masks[[0, 0]])
-        unmasked = loaded.model(x, t, classes, torch.zeros_like(masks))
-        base = loaded.model.base(x, t, classes)
+        two_masks = loaded.model(x, t, Conditions(classes, masks))                  # same noise, two masks
+        one_mask = loaded.model(x, t, Conditions(classes, masks[[0, 0]]))
+        unmasked = loaded.model(x, t, Conditions(classes, torch.zeros_like(masks)))
+        base = loaded.model.base(x, t, Conditions(classes))
     assert (two_masks[0] - one_mask[1]).abs().max() < 1e-5              # same mask, same output
     assert (two_masks[0] - two_masks[1]).abs().mean() > 5e-4            # another mask changes the prediction (untrained: 5e-8)
     assert torch.allclose(unmasked, base)
@@ -130,14 +130,14 @@ def test_concat_mask_mode_resumes_without_retraining_the_autoencoder(tmp_path):
     cfg = load_config("tiny_latent_3d.yaml", ["latent.mask_mode=concat", "train.max_steps=12"])
     paused = train(cfg, data, tmp_path / "run", stop_at=6, show_progress=False)
     assert paused.step == 6 and not paused.finished
-    stage1 = provenance.sha256_file(tmp_path / "run" / AUTOENCODER)
+    stage1 = provenance.sha256_file(tmp_path / "run" / "checkpoints/autoencoder.pt")
     decode_in_tiles = load_config("tiny_latent_3d.yaml", ["latent.mask_mode=concat", "train.max_steps=12",
                                                           "latent.tile=3"])   # decoding settings may change
     done = train(decode_in_tiles, data, tmp_path / "run", resume=True, show_progress=False)
     assert done.finished and done.step == 12 and done.notes == []       # stage 1 loaded, not trained again
-    assert provenance.sha256_file(tmp_path / "run" / AUTOENCODER) == stage1
+    assert provenance.sha256_file(tmp_path / "run" / "checkpoints/autoencoder.pt") == stage1
     loaded = load_run(tmp_path / "run", torch.device("cpu"))
-    assert loaded.model.mask_channels == loaded.num_labels and not (tmp_path / "run" / CONTROLNET).exists()
+    assert loaded.model.mask_channels == loaded.num_labels and not (tmp_path / "run" / "checkpoints/controlnet.pt").exists()
     out = generate(tmp_path / "run", tmp_path / "syn", n=2, steps=2, max_attempts=1, show_progress=False)
     assert out.studies == 2 and nib.load(tmp_path / "syn" / "syn_00001_image.nii.gz").shape == (16, 16, 16)
 
@@ -150,7 +150,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     x, t = torch.randn(2, 2, 4, 4, 4, generator=torch.Generator().manual_seed(1)), torch.tensor([100.0, 700.0])
     grads = []
     for model in (plain, checkpointed):
-        loss = (model(x, t, torch.tensor([0, 1])) - 1.0).pow(2).mean()   # MONAI zero-initialises the output layer
+        loss = (model(x, t, Conditions(torch.tensor([0, 1]))) - 1.0).pow(2).mean()   # MONAI zero-initialises the output layer
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0

@@ -8,10 +8,12 @@ import torch
 from conftest import assert_user_error, run_cli
 from medsynth.config import ConfigError, load_config
 from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
-from medsynth.diffusion import sample
+from medsynth.conditioning import Conditions
+from medsynth.diffusion import noise_process, sample
 from medsynth.errors import MedsynthError
 from medsynth.models import build_denoiser
-from medsynth.training.checkpoint import load_checkpoint, run_checkpoint
+from medsynth.runs import RunFolder
+from medsynth.runs.checkpoint import load_checkpoint
 from medsynth.training.trainer import train
 
 CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
@@ -38,7 +40,7 @@ def _losses(run):
 
 
 def _model(run, weights="ema"):
-    state = load_checkpoint(run_checkpoint(run))
+    state = load_checkpoint(RunFolder(run).checkpoint)
     cfg = load_config(run / "config.yaml")
     model = build_denoiser(cfg.model, cfg.spatial_dims, state["image_channels"], state["num_labels"], len(state["class_names"]))
     model.load_state_dict(state[weights])
@@ -58,7 +60,7 @@ def test_run_folder_holds_checkpoint_split_and_provenance(phantoms_3d, tmp_path)
     run = tmp_path / "run"
     split = pd.read_csv(run / "split.csv")
     assert list(split.columns) == ["study_id", "split"] and set(split["split"]) == {"train", "holdout"}
-    state = load_checkpoint(run_checkpoint(run))
+    state = load_checkpoint(RunFolder(run).checkpoint)
     assert state["finished"] and state["step"] == 4 and state["class_names"] == ["lesion", "normal"]
     assert len(state["catalog_fingerprint"]) == 64 and state["versions"]["monai"] and state["num_labels"] == 6
     assert state["config"]["train"]["max_steps"] == 4 and (run / "samples" / "final.png").stat().st_size > 1000
@@ -71,8 +73,9 @@ def test_save_load_gives_identical_output(phantoms_3d, tmp_path):
     gens = lambda: [torch.Generator().manual_seed(k) for k in range(2)]  # noqa: E731
     mask = torch.zeros(2, 6, 16, 16, 16)
     mask[:, 1] = 1
-    out_a = sample(a, cfg.diffusion, (1, 16, 16, 16), gens(), torch.tensor([0, 1]), mask, steps=3)
-    out_b = sample(b, cfg.diffusion, (1, 16, 16, 16), gens(), torch.tensor([0, 1]), mask, steps=3)
+    cond = Conditions(torch.tensor([0, 1]), mask)
+    out_a = sample(a, noise_process(cfg.diffusion), (1, 16, 16, 16), gens(), cond, 3, cfg.diffusion.guidance)
+    out_b = sample(b, noise_process(cfg.diffusion), (1, 16, 16, 16), gens(), cond, 3, cfg.diffusion.guidance)
     assert torch.equal(out_a, out_b)
 
 
@@ -80,7 +83,8 @@ def test_resume_continues_and_matches_an_uninterrupted_run(phantoms_2d, tmp_path
     train(_config("tiny_2d.yaml", "train.max_steps=20"), phantoms_2d, tmp_path / "straight", show_progress=False)
     paused = train(_config("tiny_2d.yaml", "train.max_steps=20"), phantoms_2d, tmp_path / "split", show_progress=False,
                    stop_at=10)
-    assert paused.step == 10 and not paused.finished and not load_checkpoint(run_checkpoint(tmp_path / "split"))["finished"]
+    assert paused.step == 10 and not paused.finished
+    assert not load_checkpoint(RunFolder(tmp_path / "split").checkpoint)["finished"]
     result = train(_config("tiny_2d.yaml", "train.max_steps=20"), phantoms_2d, tmp_path / "split", resume=True,
                    show_progress=False)
     assert result.step == 20
@@ -100,9 +104,9 @@ def test_class_and_mask_conditioning_change_the_output(phantoms_3d, tmp_path):
     body = torch.zeros(1, 6, 16, 16, 16)
     body[:, 1] = 1
     with torch.no_grad():
-        base = model(x, t, torch.tensor([0]), body)
-        other_class = model(x, t, torch.tensor([1]), body)
-        no_mask = model(x, t, torch.tensor([0]), torch.zeros_like(body))
+        base = model(x, t, Conditions(torch.tensor([0]), body))
+        other_class = model(x, t, Conditions(torch.tensor([1]), body))
+        no_mask = model(x, t, Conditions(torch.tensor([0]), torch.zeros_like(body)))
     assert (base - other_class).abs().mean() > 1e-4
     assert (base - no_mask).abs().mean() > 1e-4
 
@@ -175,7 +179,7 @@ def test_killed_run_leaves_a_loadable_checkpoint(phantoms_3d, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "--resume" in err, err
-    state = load_checkpoint(run_checkpoint(run))
+    state = load_checkpoint(RunFolder(run).checkpoint)
     assert not state["finished"] and state["step"] >= 5
 
 
@@ -186,13 +190,12 @@ def test_every_shipped_config_loads_and_its_denoiser_runs(path):
     model = build_denoiser(cfg.model, dims, 1, 0, 2)
     grid = (8,) * dims  # small enough for the largest config on a CPU, divisible by every config's downsampling
     with torch.no_grad():
-        out = model(torch.zeros(1, 1, *grid), torch.zeros(1), torch.zeros(1, dtype=torch.long))
+        out = model(torch.zeros(1, 1, *grid), torch.zeros(1), Conditions(torch.zeros(1, dtype=torch.long)))
     assert out.shape == (1, 1, *grid)
 
 
 def test_flip_axes_mirror_image_and_mask_together_and_leave_the_rest_of_the_batch_alone():
-    from medsynth.diffusion.process import NoiseProcess
-    from medsynth.training.trainer import draw_batch, step_generator
+    from medsynth.training.loop import draw_batch, step_generator
 
     class Set:  # the parts of a TrainingSet that draw_batch reads: 8 distinct images with 3-label maps
         images = torch.arange(8 * 5 * 6, dtype=torch.float32).reshape(8, 1, 5, 6)
@@ -209,16 +212,16 @@ def test_flip_axes_mirror_image_and_mask_together_and_leave_the_rest_of_the_batc
     plain = load_config(CONFIGS / "tiny_2d.yaml", ["train.batch_size=16", "conditioning.mask_dropout=0"])
     flipped = load_config(CONFIGS / "tiny_2d.yaml", ["train.batch_size=16", "conditioning.mask_dropout=0",
                                                      "train.flip_axes=[1]"])
-    process = NoiseProcess(plain.diffusion)
+    process = noise_process(plain.diffusion)
     a = draw_batch(ts, plain, process, step_generator(0, 3), 2)
     b = draw_batch(ts, flipped, process, step_generator(0, 3), 2)
-    for x, y in zip(a[1:4], b[1:4]):  # noise, timesteps and classes are the same draw
+    for x, y in ((a.noise, b.noise), (a.t, b.t), (a.cond.classes, b.cond.classes)):  # the same draw
         assert torch.equal(x, y)
-    mirrored = [not torch.equal(x, y) for x, y in zip(a[0], b[0])]
+    mirrored = [not torch.equal(x, y) for x, y in zip(a.x0, b.x0)]
     assert 0 < sum(mirrored) < 16
     for k, m in enumerate(mirrored):
-        assert torch.equal(b[0][k], a[0][k].flip(-1) if m else a[0][k])
-        assert torch.equal(b[4][k], a[4][k].flip(-1) if m else a[4][k])
+        assert torch.equal(b.x0[k], a.x0[k].flip(-1) if m else a.x0[k])
+        assert torch.equal(b.cond.mask[k], a.cond.mask[k].flip(-1) if m else a.cond.mask[k])
     for bad in ("[2]", "[0, 0]"):
         with pytest.raises(ConfigError, match="flip_axes"):
             load_config(CONFIGS / "tiny_2d.yaml", [f"train.flip_axes={bad}"])

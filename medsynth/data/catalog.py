@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,10 @@ CORE_COLUMNS = [
     "label_values", "images", "label", "key", "sha256",
 ]
 PATH_SEPARATOR = "|"
+
+# A catalog folder (what `medsynth ingest --out` writes; a run keeps its own copy of the first two): the catalog, the
+# split alone (study_id, split), and the ingest record (settings, label names, where the data came from).
+CATALOG_FILE, SPLIT_FILE, INGEST_FILE = "catalog.csv", "split.csv", "ingest.json"
 
 
 def make_split(subjects: pd.Series, holdout: float, seed: int, strata: pd.Series | None = None) -> pd.Series:
@@ -89,6 +94,27 @@ def catalog_fingerprint(catalog: pd.DataFrame) -> str:
 
 def save_catalog(catalog: pd.DataFrame, path: str | Path) -> None:
     catalog.to_csv(path, index=False)
+
+
+def save_catalog_folder(folder: Path, catalog: pd.DataFrame) -> None:
+    """The catalog and its split beside it, as a catalog folder (or a run folder) holds them."""
+    save_catalog(catalog, folder / CATALOG_FILE)
+    catalog[["study_id", "split"]].to_csv(folder / SPLIT_FILE, index=False)
+
+
+def is_catalog_folder(folder: Path) -> bool:
+    return (folder / CATALOG_FILE).is_file() and (folder / INGEST_FILE).is_file()
+
+
+def ingest_record(folder: Path) -> dict:
+    """A catalog folder's ingest.json."""
+    return json.loads((folder / INGEST_FILE).read_text())
+
+
+def read_catalog_folder(folder: Path) -> tuple[pd.DataFrame, dict[int, str]]:
+    """An ingest output folder's catalog and label-map names."""
+    names = ingest_record(folder).get("label_names", {})
+    return read_catalog(folder / CATALOG_FILE), {int(k): v for k, v in names.items()}
 
 
 def read_catalog(path: str | Path) -> pd.DataFrame:

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from medsynth import provenance
-from medsynth.data.catalog import build_catalog, catalog_fingerprint, categorical_columns, make_split, save_catalog
+from medsynth.data.catalog import (INGEST_FILE, build_catalog, catalog_fingerprint, categorical_columns, make_split,
+                                   save_catalog_folder)
 from medsynth.data.labels import read_labels_csv
 from medsynth.data.readers import Scan, load_study, scan
 from medsynth.data.study import Study
@@ -115,12 +116,11 @@ def ingest(
 
 def _write(result: IngestResult, out: str | Path, overwrite: bool, data: Path, config: dict) -> Path:
     with atomic_output_dir(out, overwrite) as tmp:
-        save_catalog(result.catalog, tmp / "catalog.csv")
-        result.catalog[["study_id", "split"]].to_csv(tmp / "split.csv", index=False)
+        save_catalog_folder(tmp, result.catalog)
         inputs = {"data": str(data), "catalog_fingerprint": result.fingerprint}
         if result.labels_csv is not None:
             inputs.update(labels_csv=str(result.labels_csv.resolve()), labels_csv_sha256=provenance.sha256_file(result.labels_csv))
-        provenance.write_json(tmp / "ingest.json", provenance.record(
+        provenance.write_json(tmp / INGEST_FILE, provenance.record(
             "ingest", config, inputs, seeds={"split": config["seed"]}, dataset={"kind": result.kind, "name": result.name},
             label_names={str(k): v for k, v in (result.label_names or {}).items()}, problems=result.problems,
             n_studies=len(result.catalog)))

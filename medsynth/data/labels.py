@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medsynth.errors import DataError
+from medsynth.errors import DataError, first_line
 
 SUBJECT_COLUMN = "subject_id"  # optional: groups several studies of one person for the split
 
@@ -23,7 +23,7 @@ def read_labels_csv(path: str | Path, study_ids: list[str]) -> dict[str, dict]:
     try:
         table = pd.read_csv(path, dtype={0: str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"labels CSV {path} cannot be parsed ({str(err).splitlines()[0]}); save it as plain CSV.") from None
+        raise DataError(f"labels CSV {path} cannot be parsed ({first_line(err)}); save it as plain CSV.") from None
     if table.shape[1] < 2:
         raise DataError(f"labels CSV {path} needs a case-id column followed by at least one label column.")
     id_column = table.columns[0]

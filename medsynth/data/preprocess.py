@@ -30,6 +30,11 @@ class PreprocessSpec:
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     percentiles: tuple[float, float] = (0.5, 99.5)
 
+    @classmethod
+    def from_config(cls, data) -> "PreprocessSpec":
+        """The spec a training config's data section describes (config.DataConfig: spacing, shape, window, percentiles)."""
+        return cls(data.spacing, data.shape, data.ct_window, data.percentiles)
+
 
 @dataclass(frozen=True)
 class IntensityMap:

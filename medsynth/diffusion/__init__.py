@@ -1,6 +1,6 @@
-"""Noise processes for training and samplers for generation, on MONAI schedulers."""
+"""Noise processes for training and samplers for generation, on MONAI schedulers (process.py, sampling.py)."""
 
-from medsynth.diffusion.process import NoiseProcess
+from medsynth.diffusion.process import PROCESSES, NoiseProcess, noise_process
 from medsynth.diffusion.sampling import sample
 
-__all__ = ["NoiseProcess", "sample"]
+__all__ = ["PROCESSES", "NoiseProcess", "noise_process", "sample"]

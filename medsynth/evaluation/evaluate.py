@@ -22,30 +22,20 @@ from pathlib import Path
 import numpy as np
 
 from medsynth import provenance
+from medsynth.config import EvaluateConfig, as_dict
 from medsynth.errors import MedsynthError
 from medsynth.evaluation import classifier as cls
 from medsynth.evaluation import metrics, report, segmenter
+from medsynth.models import encoder
 from medsynth.outputs import atomic_output_dir, check_output_dir
-from medsynth.privacy import encoder
-from medsynth.privacy.audit import load_real
 from medsynth.progress import progress_iter
-from medsynth.synthesis.run import open_with_run, studies_on_grid
-from medsynth.training.trainer import resolve_device
+from medsynth.runs import SetFolder
+from medsynth.runs.real import load_real
+from medsynth.runs.synthset import open_with_run, studies_on_grid
+from medsynth.runtime import resolve_device
 
 PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}
 MIN_HOLDOUT = 4
-
-
-@dataclass
-class Settings:
-    seeds: int = 3             # downstream models per training set (utility)
-    steps: int = 300           # training steps of each judge / downstream model
-    encoder_steps: int = 200   # contrastive encoder for the fidelity features
-    slices: int = 8            # slices per plane per study (3D) for the 2.5D features
-    pairs: int = 100           # MS-SSIM pairs per class and set
-    utility: bool = True
-    boost: int = 0             # synthetic rare-class studies in "real + synthetic": 0 = up to the commonest class's count
-    seed: int = 0
 
 
 @dataclass
@@ -65,20 +55,15 @@ class StudySet:
     classes: np.ndarray | None     # index into the run's class names
 
 
-def class_ids(names: list[str], values: list[str], where: str) -> np.ndarray | None:
-    if not names:
-        return None
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise MedsynthError(f"{where} has class {unknown[0]!r}, which the run does not know (classes: {', '.join(names)}).")
-    return np.array([names.index(v) for v in values])
+def class_ids(loaded, values: list[str], where: str) -> np.ndarray | None:
+    """Class ids of class names, refusing a name the run does not know."""
+    ids = loaded.spec.class_ids(values, where)
+    return None if ids is None else ids.numpy()
 
 
 def load_sets(loaded, sset, masked: bool, show_progress: bool) -> tuple[StudySet, StudySet, StudySet]:
-    train, holdout = load_real(loaded.path, loaded.cfg, loaded.meta, masked, show_progress, min_holdout=MIN_HOLDOUT,
-                               purpose="evaluation")
-    names = loaded.class_names
-    real = [StudySet(v.images.numpy(), v.labels, class_ids(names, v.classes, "the run's catalog")) for v in (train, holdout)]
+    train, holdout = load_real(loaded, masked, show_progress, min_holdout=MIN_HOLDOUT, purpose="evaluation")
+    real = [StudySet(v.images.numpy(), v.labels, class_ids(loaded, v.classes, "the run's catalog")) for v in (train, holdout)]
     images, labels = [], []
     for row, study, unit in studies_on_grid(sset, loaded, "evaluate"):
         images.append(unit.astype(np.float32))
@@ -87,7 +72,7 @@ def load_sets(loaded, sset, masked: bool, show_progress: bool) -> tuple[StudySet
                 raise MedsynthError(f"synthetic study {row['study_id']} has no label map but the run is mask-conditioned; "
                                     "evaluate the set exactly as `medsynth generate` wrote it.")
             labels.append(study.label)
-    classes = class_ids(names, sset.table["class"].astype(str).tolist(), "samples.csv") if names else None
+    classes = class_ids(loaded, sset.table["class"].astype(str).tolist(), SetFolder(sset.folder).table.name)
     synthetic = StudySet(np.stack(images), np.stack(labels) if masked else None, classes)
     return real[0], real[1], synthetic
 
@@ -103,7 +88,7 @@ def plane_slices(images: np.ndarray, axis: int | None, count: int) -> np.ndarray
     return taken.reshape(-1, *taken.shape[2:])
 
 
-def fidelity(train: StudySet, holdout: StudySet, synthetic: StudySet, s: Settings, show_progress: bool) -> dict:
+def fidelity(train: StudySet, holdout: StudySet, synthetic: StudySet, s: EvaluateConfig, show_progress: bool) -> dict:
     """Frechet distance and KID per plane in an encoder trained on the training studies' slices."""
     rng = np.random.default_rng(s.seed)
     n = min(len(synthetic.images), len(train.images))
@@ -151,7 +136,7 @@ def intensities(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded,
             for r in parts[1]}
 
 
-def diversity(train: StudySet, holdout: StudySet, synthetic: StudySet, names: list[str], s: Settings) -> dict:
+def diversity(train: StudySet, holdout: StudySet, synthetic: StudySet, names: list[str], s: EvaluateConfig) -> dict:
     real_images = np.concatenate([train.images, holdout.images])
     real_classes = None if train.classes is None else np.concatenate([train.classes, holdout.classes])
     groups = {"all": (np.ones(len(synthetic.images), bool), np.ones(len(real_images), bool))}
@@ -176,7 +161,7 @@ def boosted(train: StudySet, synthetic: StudySet, boost: int = 0) -> tuple[np.nd
             rare, len(extra))
 
 
-def fit_each(sets: dict[str, tuple[np.ndarray, np.ndarray]], s: Settings, fit, predict, holdout: np.ndarray,
+def fit_each(sets: dict[str, tuple[np.ndarray, np.ndarray]], s: EvaluateConfig, fit, predict, holdout: np.ndarray,
              description: str, show_progress: bool) -> tuple[dict[str, list[np.ndarray]], object]:
     """Train `fit(x, y, seed)` on every set for every seed (without utility: only the real-only model of seed 0) and
     `predict(model, holdout)`. Returns each set's holdout predictions, one per seed, and the judge: the real-only model
@@ -191,7 +176,7 @@ def fit_each(sets: dict[str, tuple[np.ndarray, np.ndarray]], s: Settings, fit, p
     return predictions, judge
 
 
-def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, names: list[str], s: Settings,
+def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, names: list[str], s: EvaluateConfig,
                    show_progress: bool) -> tuple[dict, dict | None]:
     """Conditioning fidelity (judge = the real-only model of seed 0) and utility, for class-conditioned runs."""
     k = len(names)
@@ -221,7 +206,7 @@ def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, name
     return conditioning, utility
 
 
-def segmentation(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded, s: Settings,
+def segmentation(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded, s: EvaluateConfig,
                  show_progress: bool) -> tuple[dict, dict | None]:
     """Conditioning fidelity (Dice of a real-trained segmenter against the conditioning mask) and utility."""
     labels = loaded.num_labels - 1   # the run's num_labels counts background (label ids 0..num_labels-1)
@@ -270,16 +255,16 @@ def headline(payload: dict) -> dict:
     return summary
 
 
-def evaluate(run: str | Path, synth: str | Path, out: str | Path, settings: Settings | None = None, *,
+def evaluate(run: str | Path, synth: str | Path, out: str | Path, settings: EvaluateConfig | None = None, *,
              device: str = "auto", overwrite: bool = False, show_progress: bool = True) -> EvaluateResult:
     """Evaluate `synth` (made by `run`) against the run's real studies; write DIR (report.html, report.json) atomically."""
     with warnings.catch_warnings():
         # a label absent from every study of a set gives NaN Dice, reported as such (null in report.json)
         warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
-        return _evaluate(run, synth, out, settings or Settings(), device, overwrite, show_progress)
+        return _evaluate(run, synth, out, settings or EvaluateConfig(), device, overwrite, show_progress)
 
 
-def _evaluate(run, synth, out, s: Settings, device: str, overwrite: bool, show_progress: bool) -> EvaluateResult:
+def _evaluate(run, synth, out, s: EvaluateConfig, device: str, overwrite: bool, show_progress: bool) -> EvaluateResult:
     start = time.monotonic()
     if s.seeds < 1 or s.steps < 1 or s.encoder_steps < 1 or s.slices < 1 or s.pairs < 1:
         raise MedsynthError("--seeds, --steps, --encoder-steps, --slices and --pairs must be positive integers.")
@@ -311,10 +296,9 @@ def _evaluate(run, synth, out, s: Settings, device: str, overwrite: bool, show_p
             train, holdout, synthetic, loaded, s, show_progress)
     payload["utility"] = {k: v for k, v in payload["utility"].items() if v}
     payload["summary"] = headline(payload)
-    config = {k: getattr(s, k) for k in s.__dataclass_fields__}
-    payload["provenance"] = provenance.record("evaluation", config, {
+    payload["provenance"] = provenance.record("evaluation", as_dict(s), {
         "run": str(loaded.path), "run_hash": loaded.run_hash, "synthetic_set": str(sset.folder),
-        "samples_sha256": provenance.sha256_file(sset.folder / "samples.csv")}, seeds={"evaluation": s.seed})
+        "samples_sha256": sset.table_sha256}, seeds={"evaluation": s.seed})
     with atomic_output_dir(out, overwrite) as tmp:
         provenance.write_json(tmp / "report.json", payload)
         report.write_html(tmp / "report.html", payload, train, holdout, synthetic, names)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth import provenance
+from medsynth.config import ExportConfig, with_keys
 from medsynth.data.catalog import ref_from_row
 from medsynth.data.ingest import ingest
 from medsynth.data.readers import load_study
@@ -20,9 +21,9 @@ from medsynth.errors import MedsynthError
 from medsynth.exporter import layouts
 from medsynth.exporter.dicom import uid, write_seg, write_series
 from medsynth.exporter.manifest import dataset_card, manifest_table
-from medsynth.exporter.synthset import SyntheticSet, read_synthetic_set
 from medsynth.outputs import atomic_output_dir
 from medsynth.progress import progress_iter
+from medsynth.runs.synthset import SyntheticSet, read_synthetic_set
 
 FORMATS = ("nifti", "dicom", "nnunet", "msd", "monai")
 
@@ -77,53 +78,70 @@ def _check(sset: SyntheticSet, formats: list[str], audit: dict | None, force: bo
                             + "; run `medsynth audit` and pass --audit REPORT, or export anyway with --force.")
 
 
-def export(synth: str | Path, out: str | Path, formats: list[str], *, audit: str | Path | None = None, force: bool = False,
-           with_real: str | Path | None = None, real_labels: str | Path | None = None, image_type: str = "derived",
-           dataset_id: int = 501, name: str | None = None, body_part: str = "ABDOMEN", overwrite: bool = False,
-           workers: int | None = None, show_progress: bool = True) -> ExportResult:
-    """Write `formats` of the synthetic set under `out` (plus manifest.csv, dataset_card.md, export.json)."""
+def export(synth: str | Path, out: str | Path, formats: list[str] | None = None, config: ExportConfig | None = None, *,
+           audit: str | Path | None = None, with_real: str | Path | None = None, real_labels: str | Path | None = None,
+           overwrite: bool = False, show_progress: bool = True, **keys) -> ExportResult:
+    """Write the formats of the synthetic set under `out` (plus manifest.csv, dataset_card.md, export.json).
+
+    `config` is the `export` config section; `formats` and keyword arguments (force=, image_type=, dataset_id=,
+    name=, body_part=, workers=) override its keys."""
     start = time.monotonic()
+    c = with_keys(config or ExportConfig(), {**keys, **({"formats": formats} if formats is not None else {})})
     sset = read_synthetic_set(synth)
     report = read_audit(audit)
-    formats = list(dict.fromkeys(formats))
-    _check(sset, formats, report, force)
-    if image_type not in ("derived", "original"):
-        raise MedsynthError(f"--image-type must be derived or original, got {image_type!r}.")
-    if not re.fullmatch(r"[A-Z0-9 _]{1,16}", body_part):
-        raise MedsynthError(f"--body-part must be a DICOM defined term such as ABDOMEN, CHEST, HEAD or BRAIN, got {body_part!r}.")
-    if not 1 <= dataset_id <= 999:
-        raise MedsynthError(f"--dataset-id must be 1..999 (nnU-Net's three digits), got {dataset_id}.")
+    formats = list(dict.fromkeys(c.formats))
+    _check(sset, formats, report, c.force)
+    if c.image_type not in ("derived", "original"):
+        raise MedsynthError(f"--image-type must be derived or original, got {c.image_type!r}.")
+    if not re.fullmatch(r"[A-Z0-9 _]{1,16}", c.body_part):
+        raise MedsynthError(f"--body-part must be a DICOM defined term such as ABDOMEN, CHEST, HEAD or BRAIN, got {c.body_part!r}.")
+    if not 1 <= c.dataset_id <= 999:
+        raise MedsynthError(f"--dataset-id must be 1..999 (nnU-Net's three digits), got {c.dataset_id}.")
     real = ingest(with_real, labels=real_labels, show_progress=False).catalog if with_real else None
-    name = layouts.dataset_name(name or f"MedSynth {sset.modality}")
-    run_hash, verdict = sset.meta["inputs"]["run_hash"], (report or {}).get("verdict", "NOT AUDITED")
-    software = provenance.versions()["medsynth"]
+    name = layouts.dataset_name(c.name or f"MedSynth {sset.modality}")
+    verdict = (report or {}).get("verdict", "NOT AUDITED")
     with atomic_output_dir(out, overwrite) as tmp:
-        files = _write_layouts(tmp, sset, real, [f for f in formats if f != "dicom"], dataset_id, name, show_progress)
+        files = _write_layouts(tmp, sset, real, [f for f in formats if f != "dicom"], c.dataset_id, name, show_progress)
         if "dicom" in formats:
-            tasks = [{"sset": sset, "row": row, "run_hash": run_hash, "folder": tmp / "dicom", "number": int(row["index"]) + 1,
-                      "software": software, "image_type": image_type, "body_part": body_part}
-                     for _, row in sset.table.iterrows()]
-            with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:  # DICOM encoding is CPU-bound
-                for entries in pool.map(dicom_case, tasks):
-                    files += [{**e, "source": "synthetic", "format": "dicom"} for e in entries]
-        per_study = {r["study_id"]: r for _, r in sset.table.iterrows()}
-        for item in files:
-            study = per_study.get(item["study_id"])
-            if study is not None:
-                item.update({"class": study["class"], "seed": study["seed"], "run_hash": run_hash, "synthetic": True,
-                             "audit_verdict": verdict})
-        table = manifest_table(tmp, files)
-        table.to_csv(tmp / "manifest.csv", index=False)
-        (tmp / "dataset_card.md").write_text(dataset_card(sset, table, formats, report, force and verdict != "PASS"))
-        provenance.write_json(tmp / "export.json", provenance.record(
-            "export", {"formats": formats, "image_type": image_type, "dataset_id": dataset_id, "name": name,
-                       "body_part": body_part,
-                       "with_real": str(with_real) if with_real else None, "force": force},
-            {"synthetic_set": str(sset.folder), "run_hash": run_hash,
-             "samples_csv_sha256": provenance.sha256_file(sset.folder / "samples.csv")},
-            seeds={"generate": sset.meta["seeds"]["generate"]}, audit={"verdict": verdict, **(report or {}).get("summary", {})}))
+            files += _write_dicom(tmp, sset, c)
+        table = _write_index(tmp, sset, files, formats, report, c, name, with_real, verdict)
         megabytes = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) / 1e6
     return ExportResult(Path(out).expanduser().resolve(), formats, len(table), megabytes, time.monotonic() - start, verdict)
+
+
+def _write_dicom(root: Path, sset: SyntheticSet, c: ExportConfig) -> list[dict]:
+    """Every study's DICOM series (+ SEG), written by worker processes; returns their manifest entries."""
+    run_hash, software = sset.meta["inputs"]["run_hash"], provenance.versions()["medsynth"]
+    tasks = [{"sset": sset, "row": row, "run_hash": run_hash, "folder": root / "dicom", "number": int(row["index"]) + 1,
+              "software": software, "image_type": c.image_type, "body_part": c.body_part}
+             for _, row in sset.table.iterrows()]
+    files = []
+    with ProcessPoolExecutor(max_workers=c.workers or os.cpu_count()) as pool:  # DICOM encoding is CPU-bound
+        for entries in pool.map(dicom_case, tasks):
+            files += [{**e, "source": "synthetic", "format": "dicom"} for e in entries]
+    return files
+
+
+def _write_index(root: Path, sset: SyntheticSet, files: list[dict], formats: list[str], report: dict | None,
+                 c: ExportConfig, name: str, with_real, verdict: str):
+    """manifest.csv, dataset_card.md and export.json for the files written."""
+    run_hash = sset.meta["inputs"]["run_hash"]
+    per_study = {r["study_id"]: r for _, r in sset.table.iterrows()}
+    for item in files:
+        study = per_study.get(item["study_id"])
+        if study is not None:
+            item.update({"class": study["class"], "seed": study["seed"], "run_hash": run_hash, "synthetic": True,
+                         "audit_verdict": verdict})
+    table = manifest_table(root, files)
+    table.to_csv(root / "manifest.csv", index=False)
+    (root / "dataset_card.md").write_text(dataset_card(sset, table, formats, report, c.force and verdict != "PASS"))
+    provenance.write_json(root / "export.json", provenance.record(
+        "export", {"formats": formats, "image_type": c.image_type, "dataset_id": c.dataset_id, "name": name,
+                   "body_part": c.body_part, "with_real": str(with_real) if with_real else None, "force": c.force,
+                   "workers": c.workers},
+        {"synthetic_set": str(sset.folder), "run_hash": run_hash, "samples_csv_sha256": sset.table_sha256},
+        seeds={"generate": sset.meta["seeds"]["generate"]}, audit={"verdict": verdict, **(report or {}).get("summary", {})}))
+    return table
 
 
 def _write_layouts(root: Path, sset: SyntheticSet, real, formats: list[str], dataset_id: int, name: str,

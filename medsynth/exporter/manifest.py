@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from medsynth import provenance
+from medsynth.data.catalog import ingest_record
+from medsynth.runs import RunFolder
 
 INTENDED_USE = ("Training and testing of medical-imaging models, method development and teaching. Not for clinical "
                 "decisions about any patient. Every image is synthetic: it shows no real person.")
@@ -28,8 +30,8 @@ def manifest_table(root: Path, files: list[dict]) -> pd.DataFrame:
 def training_licence(run: str | None) -> str:
     """The licence the training dataset declares (dataset.json 'licence'), when the run's data can be traced."""
     try:
-        data = Path(json.loads((Path(run) / "run.json").read_text())["inputs"]["data"])
-        source = data if (data / "dataset.json").is_file() else Path(json.loads((data / "ingest.json").read_text())["inputs"]["data"])
+        data = Path(RunFolder(Path(run)).read_record()["inputs"]["data"])
+        source = data if (data / "dataset.json").is_file() else Path(ingest_record(data)["inputs"]["data"])
         return json.loads((source / "dataset.json").read_text()).get("licence") or "not stated in the training dataset"
     except (OSError, KeyError, ValueError, TypeError):
         return "unknown: state the training data's licence before sharing"

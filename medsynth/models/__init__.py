@@ -1,4 +1,4 @@
-"""Denoising networks (MONAI), behind one interface: Denoiser(x_t, t, class_labels, mask) -> prediction.
+"""Denoising networks (MONAI), behind one interface: Denoiser(x_t, t, Conditions) -> prediction.
 
 A registry: a latent model or another backbone slots in by adding a builder to MODELS.
 """
@@ -12,12 +12,13 @@ import torch.utils.checkpoint
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
+from medsynth.conditioning import Conditions
 from medsynth.config import ModelConfig
 from medsynth.errors import MedsynthError
 
 
 class Denoiser(nn.Module):
-    """Wraps a MONAI network with medsynth's conditioning conventions.
+    """Wraps a MONAI network with the conditioning contract (medsynth.conditioning).
 
     Class conditioning: ids 0..num_classes-1, plus a reserved null id `num_classes` (classifier-free guidance).
     Mask conditioning: a one-hot label map (B, K, *spatial) concatenated to the input; all zeros means "no mask".
@@ -34,14 +35,13 @@ class Denoiser(nn.Module):
     def null_class(self) -> int:
         return self.num_classes
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, C, *spatial), t (B,) -> prediction (B, C, *spatial)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditions | None = None) -> torch.Tensor:
+        """x (B, C, *spatial), t (B,) -> prediction (B, C, *spatial); a condition left out takes its null form."""
+        cond = Conditions() if cond is None else cond
         if self.mask_channels:
-            if mask is None:
-                mask = x.new_zeros((x.shape[0], self.mask_channels, *x.shape[2:]))
+            mask = cond.mask if cond.mask is not None else x.new_zeros((x.shape[0], self.mask_channels, *x.shape[2:]))
             x = torch.cat([x, mask.to(x.dtype)], dim=1)
-        return self.net(x, t, **self.class_kwargs(x, class_labels))
+        return self.net(x, t, **self.class_kwargs(x, cond.classes))
 
     def class_kwargs(self, x: torch.Tensor, class_labels: torch.Tensor | None) -> dict:
         """The network's class argument: the given ids, the null class when none are given, nothing if unconditioned."""

@@ -271,13 +271,13 @@ class ControlledDenoiser(nn.Module):
     def null_class(self) -> int:
         return self.base.null_class
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is None:
-            return self.base(x, t, class_labels)
-        kwargs = self.base.class_kwargs(x, class_labels)
-        down, mid = self.controlnet(x, t, controlnet_cond=mask.to(x.dtype), **kwargs)
-        on = (mask.flatten(1).amax(1) > 0).to(x.dtype)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditions | None = None) -> torch.Tensor:
+        cond = Conditions() if cond is None else cond
+        if cond.mask is None:
+            return self.base(x, t, cond)
+        kwargs = self.base.class_kwargs(x, cond.classes)
+        down, mid = self.controlnet(x, t, controlnet_cond=cond.mask.to(x.dtype), **kwargs)
+        on = (cond.mask.flatten(1).amax(1) > 0).to(x.dtype)
         gate = lambda r: r * on.view(-1, *([1] * (r.ndim - 1)))  # noqa: E731
         return self.base.net(x, t, down_block_additional_residuals=[gate(d) for d in down],
                              mid_block_additional_residual=gate(mid), **kwargs)

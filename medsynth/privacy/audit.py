@@ -27,36 +27,19 @@ from monai.metrics import SSIMMetric
 from scipy import ndimage
 
 from medsynth import provenance
-from medsynth.privacy import calibrate, encoder, membership, report
+from medsynth.config import AuditConfig, as_dict
+from medsynth.errors import MedsynthError
+from medsynth.models import encoder
+from medsynth.outputs import atomic_output_dir, check_output_dir
+from medsynth.privacy import calibrate, membership, report
 from medsynth.privacy.plant import KINDS, plant_copy
 from medsynth.privacy.search import Match, align, descriptors, pixel_descriptors, ranked, texture_score
-from medsynth.data.catalog import read_catalog, ref_from_row
-from medsynth.data.preprocess import PreprocessSpec, preprocess
-from medsynth.data.readers import load_study
-from medsynth.diffusion.process import NoiseProcess
-from medsynth.errors import MedsynthError
-from medsynth.outputs import atomic_output_dir, check_output_dir
-from medsynth.progress import progress_iter
-from medsynth.synthesis.run import open_with_run, studies_on_grid
-from medsynth.training.trainer import resolve_device
+from medsynth.runs.loaded import LoadedRun
+from medsynth.runs.real import RealSplit, load_real as load_real_split
+from medsynth.runs.synthset import SyntheticSet, open_with_run, studies_on_grid
+from medsynth.runtime import resolve_device
 
 CHANNELS = ("pixel", "structure", "texture", "embedding")
-
-
-@dataclass
-class Settings:
-    alpha: float = 0.05             # family-wise error over the whole set
-    copies_per_kind: int = 10
-    min_recall: float = 0.9         # planted-copy recall below this (any kind) -> INCONCLUSIVE
-    k: int = 10                     # plain-search candidates per descriptor
-    embedding: bool = True
-    encoder_steps: int = 150
-    membership: bool = True
-    membership_studies: int = 200   # members and holdout studies scored at most
-    max_membership_auc: float = 0.6  # FAIL when the AUC's 95% interval lies above this
-    seed: int = 0
-
-
 @dataclass
 class AuditResult:
     out: Path
@@ -102,34 +85,17 @@ def unit_range(volume: np.ndarray) -> np.ndarray:
     return np.clip((volume - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
 
 
-def load_real(run_dir: Path, cfg, meta: dict, masked: bool, show_progress: bool,
-              min_holdout: int = calibrate.MIN_HOLDOUT, purpose: str = "calibration") -> tuple[Volumes, Volumes]:
-    """The run's training and holdout studies, preprocessed as training did."""
-    catalog = read_catalog(run_dir / "catalog.csv")
-    if "split" not in catalog.columns or not (catalog["split"] == "holdout").any():
-        raise MedsynthError(f"the run {run_dir} has no recorded holdout split, which the audit and evaluation compare against; "
-                            "retrain with data.holdout > 0 (e.g. --set data.holdout=0.2).")
-    holdout = int((catalog["split"] == "holdout").sum())
-    if holdout < min_holdout:
-        raise MedsynthError(f"the run's holdout split has {holdout} studies but {purpose} needs at least {min_holdout}; "
-                            "retrain with a larger data.holdout or more studies.")
-    spec = PreprocessSpec(cfg.data.spacing, cfg.data.shape, cfg.data.ct_window, cfg.data.percentiles)
-    names = {int(k): v for k, v in meta.get("label_names", {}).items()} or None
-    column = cfg.conditioning.class_column
-    parts = {}
-    for split in ("train", "holdout"):
-        rows = catalog[catalog["split"] == split]
-        ids, vols, images, labels = [], [], [], []
-        for _, row in progress_iter(list(rows.iterrows()), f"loading {split}", enabled=show_progress):
-            ready = preprocess(load_study(ref_from_row(row), names if masked else None), spec)
-            label = ready.label[0].numpy().astype(np.uint8) if masked and ready.label is not None else None
-            ids.append(str(row["study_id"]))
-            vols.append(residual(ready.image[0].numpy(), label))
-            images.append(ready.image)
-            labels.append(label)
-        classes = rows[column].astype(str).tolist() if column else []
-        parts[split] = Volumes(ids, vols, torch.stack(images), np.stack(labels) if masked else None, classes)
-    return parts["train"], parts["holdout"]
+def load_real(loaded: LoadedRun, masked: bool, show_progress: bool, min_holdout: int = calibrate.MIN_HOLDOUT,
+              purpose: str = "calibration") -> tuple[Volumes, Volumes]:
+    """The run's training and holdout studies, preprocessed as training did, as the volumes the channels compare."""
+    return tuple(real_volumes(part, masked) for part in load_real_split(loaded, masked, show_progress, min_holdout,
+                                                                         purpose))
+
+
+def real_volumes(part: RealSplit, masked: bool) -> Volumes:
+    labels = part.labels if masked else None
+    vols = [residual(image[0].numpy(), None if labels is None else labels[k]) for k, image in enumerate(part.images)]
+    return Volumes(part.ids, vols, part.images, labels, part.classes)
 
 
 def load_synthetic(sset, loaded, masked: bool) -> Volumes:
@@ -144,7 +110,7 @@ def load_synthetic(sset, loaded, masked: bool) -> Volumes:
 class Gallery:
     """The training studies in every channel, ready to score queries against."""
 
-    def __init__(self, train: Volumes, s: Settings, show_progress: bool, smooth: float = 1.0) -> None:
+    def __init__(self, train: Volumes, s: AuditConfig, show_progress: bool, smooth: float = 1.0) -> None:
         self.raw = train.volumes
         self.sigma = smooth
         self.volumes = [self.smoothed(v) for v in self.raw]
@@ -224,26 +190,19 @@ def closer_to_training(synth: Volumes, train: Volumes, holdout: Volumes, seed: i
     return out
 
 
-def membership_attack(loaded, train: Volumes, holdout: Volumes, s: Settings, masked: bool) -> dict:
+def membership_attack(loaded: LoadedRun, train: Volumes, holdout: Volumes, s: AuditConfig, masked: bool) -> dict:
+    """The loss-based attack on up to `membership_studies` members and holdout studies, under their own conditions
+    (a class the run does not know counts as no class; label ids beyond the run's vocabulary as its last label)."""
     rng = np.random.default_rng(s.seed)
+    spec = loaded.spec
 
     def inputs(v: Volumes):
         pick = np.sort(rng.choice(len(v.ids), min(len(v.ids), s.membership_studies), replace=False))
-        classes = None
-        if loaded.class_names:
-            classes = torch.tensor([loaded.class_names.index(c) if c in loaded.class_names else loaded.model.null_class
-                                    for c in np.array(v.classes)[pick]])
-        masks = None
-        if masked:
-            masks = torch.nn.functional.one_hot(torch.from_numpy(v.labels[pick]).long().clamp(max=loaded.num_labels - 1),
-                                                loaded.num_labels).movedim(-1, 1).float()
-        return (*loaded.to_model(v.images[pick], masks), classes)
+        classes = spec.class_ids(list(np.array(v.classes)[pick]), unknown_as_null=True) if spec.num_classes else None
+        labels = torch.from_numpy(v.labels[pick]).long().clamp(max=spec.num_labels - 1) if masked else None
+        return loaded.to_model(v.images[pick], spec.conditions(classes, labels))
 
-    process = NoiseProcess(loaded.cfg.diffusion)
-    losses = []
-    for v in (train, holdout):
-        images, masks, classes = inputs(v)
-        losses.append(membership.study_losses(loaded.model, process, images, classes, masks, seed=s.seed))
+    losses = [membership.study_losses(loaded.model, loaded.process, *inputs(v), seed=s.seed) for v in (train, holdout)]
     return membership.attack(*losses, seed=s.seed)
 
 
@@ -258,29 +217,63 @@ def mask_sources(sset, matches: list[list[Match]], train: Volumes) -> dict | Non
             "distinct_sources": len(set(sources)), "nearest_image_is_mask_source": int(same)}
 
 
-def audit(run: str | Path, synth: str | Path, out: str | Path, settings: Settings | None = None, *, redact: bool = False,
-          device: str = "auto", overwrite: bool = False, show_progress: bool = True) -> AuditResult:
-    """Audit `synth` (made by `run`) against the run's training studies; write REPORT atomically."""
+def audit(run: str | Path, synth: str | Path, out: str | Path, settings: AuditConfig | None = None, *,
+          redact: bool | None = None, device: str = "auto", overwrite: bool = False,
+          show_progress: bool = True) -> AuditResult:
+    """Audit `synth` (made by `run`) against the run's training studies; write REPORT atomically. `settings` is the
+    `audit` config section; `redact` (when given) overrides its `redact` key."""
     start = time.monotonic()
-    s = settings or Settings()
+    s = settings or AuditConfig()
+    if redact is not None:
+        s = AuditConfig(**{**as_dict(s), "redact": redact})
     if not 0 < s.alpha < 1 or not 0 <= s.min_recall <= 1 or s.copies_per_kind < 1 or s.k < 1:
         raise MedsynthError("--alpha must lie between 0 and 1, --min-recall between 0 and 1, and --copies-per-kind "
                             "must be a positive integer.")
     check_output_dir(out, overwrite)
     loaded, sset = open_with_run(run, synth, resolve_device(device), "audit")
     masked = loaded.num_labels > 0
-    train, holdout = load_real(loaded.path, loaded.cfg, loaded.meta, masked, show_progress)
+    train, holdout = load_real(loaded, masked, show_progress)
     synthetic = load_synthetic(sset, loaded, masked)
 
     gallery = Gallery(train, s, show_progress, smooth=0.0 if masked else 1.0)
-    channels = gallery.channels
-    level = calibrate.study_level(s.alpha, len(channels), len(synthetic.ids))
+    level = calibrate.study_level(s.alpha, len(gallery.channels), len(synthetic.ids))
     _, null_scores = gallery.score(holdout.volumes)
-    nulls = {c: calibrate.fit_null(c, null_scores[c]) for c in channels}
-
+    nulls = {c: calibrate.fit_null(c, null_scores[c]) for c in gallery.channels}
     matches, scores = gallery.score(synthetic.volumes)
     flagged, p_min = flags(scores, nulls, level)
+    power, planted_scores = planted_power(gallery, train, nulls, level, s)
+    found = Findings(flagged, p_min, power, closer_to_training(synthetic, train, holdout, s.seed),
+                     membership_attack(loaded, train, holdout, s, masked) if s.membership else None,
+                     mask_sources(sset, matches, train) if masked else None)
+    verdict, reasons = judge(found, s, masked)
 
+    payload = report_payload(loaded, sset, s, found, verdict, reasons, nulls, level, gallery.channels,
+                             len(train.ids), len(holdout.ids))
+    table = pairs_table(synthetic, train, matches, scores, nulls, found, gallery.channels,
+                        sset.table["mask_source"].astype(str).tolist() if masked else None)
+    views = report.Views(train, synthetic, matches, p_min, null_scores, scores, planted_scores, nulls, level,
+                         gallery.channels)
+    files = write_report(out, overwrite, payload, table, views, s.redact)
+    summary = payload["summary"]
+    return AuditResult(Path(out).expanduser().resolve(), verdict, reasons, len(flagged), int(flagged.sum()),
+                       {k: v["recall"] for k, v in power.items()}, summary["min_planted_recall"],
+                       summary["membership_auc"], time.monotonic() - start, files)
+
+
+@dataclass
+class Findings:
+    """What the audit measured, before the verdict."""
+
+    flagged: np.ndarray          # (Q,) synthetic studies beyond the threshold in some channel
+    p_min: np.ndarray            # (Q,) smallest per-channel p-value
+    power: dict                  # planted-copy kind -> recall, source found, lowest score per channel
+    closer: dict                 # class -> share of synthetic studies closer to training than to holdout
+    membership: dict | None      # the membership attack, when run
+    mask_sources: dict | None    # mask runs: where the synthetic masks came from
+
+
+def planted_power(gallery: Gallery, train: Volumes, nulls: dict, level: float, s: AuditConfig) -> tuple[dict, dict]:
+    """Recall of planted copies of random training studies, per kind, at the audit's own threshold; and their scores."""
     rng = np.random.default_rng(s.seed + 1)
     sources = rng.choice(len(train.volumes), s.copies_per_kind * len(KINDS))
     fill = lambda v: float(v.flat[0])  # noqa: E731  (a corner voxel: background)
@@ -293,17 +286,17 @@ def audit(run: str | Path, synth: str | Path, out: str | Path, settings: Setting
         part = slice(n * s.copies_per_kind, (n + 1) * s.copies_per_kind)
         power[kind] = {"recall": float(planted_flagged[part].mean()),
                        "source_found": float(np.mean([m[0].index == i for m, i in zip(planted_matches[part], sources[part])])),
-                       **{f"min_{c}": float(planted_scores[c][part].min()) for c in channels}}
+                       **{f"min_{c}": float(planted_scores[c][part].min()) for c in gallery.channels}}
+    return power, planted_scores
 
-    dcr = closer_to_training(synthetic, train, holdout, s.seed)
-    mia = membership_attack(loaded, train, holdout, s, masked) if s.membership else None
-    masks = mask_sources(sset, matches, train) if masked else None
 
-    reasons, verdict = [], "PASS"
-    if flagged.any():
+def judge(found: Findings, s: AuditConfig, masked: bool) -> tuple[str, list[str]]:
+    """PASS, FAIL or INCONCLUSIVE, and the reasons in words."""
+    reasons, verdict, mia, power = [], "PASS", found.membership, found.power
+    if found.flagged.any():
         verdict = "FAIL"
-        reasons.append(f"{int(flagged.sum())} of {len(flagged)} synthetic studies are closer to a training study than "
-                       f"held-out real studies ever are (family-wise error {s.alpha}).")
+        reasons.append(f"{int(found.flagged.sum())} of {len(found.flagged)} synthetic studies are closer to a training "
+                       f"study than held-out real studies ever are (family-wise error {s.alpha}).")
     if mia and mia["auc_interval"][0] > s.max_membership_auc:
         verdict = "FAIL"
         reasons.append(f"membership inference separates training from held-out studies (AUC {mia['auc']:.2f}, "
@@ -320,12 +313,19 @@ def audit(run: str | Path, synth: str | Path, out: str | Path, settings: Setting
     if masked:
         reasons.append("mask-conditioned run: images are compared on what their masks do not explain (the residual "
                        "after each label region's mean, label borders blanked).")
-    high = [c for c, d in dcr.items() if d["interval"][0] > 0.5]
+    high = [c for c, d in found.closer.items() if d["interval"][0] > 0.5]
     if high:
         reasons.append("note: synthetic studies sit closer to training than to holdout more often than chance in "
                        + ", ".join(high) + " (a sign of memorisation short of copying).")
+    return verdict, reasons
 
-    table = pd.DataFrame({"study_id": synthetic.ids, "class": synthetic.classes, "flagged": flagged, "p_min": p_min})
+
+def pairs_table(synthetic: Volumes, train: Volumes, matches: list[list[Match]], scores: dict, nulls: dict,
+                found: Findings, channels: tuple[str, ...], mask_source: list[str] | None) -> pd.DataFrame:
+    """pairs.csv: per synthetic study its 3 nearest training studies, every channel's score and p-value, the flip and
+    shift found, whether it is flagged, and (mask runs) its mask's source."""
+    table = pd.DataFrame({"study_id": synthetic.ids, "class": synthetic.classes, "flagged": found.flagged,
+                          "p_min": found.p_min})
     for r in range(3):
         table[f"nearest_{r + 1}"] = [train.ids[m[r].index] if len(m) > r else "" for m in matches]
         table[f"pixel_{r + 1}"] = [round(m[r].score, 5) if len(m) > r else np.nan for m in matches]
@@ -334,36 +334,42 @@ def audit(run: str | Path, synth: str | Path, out: str | Path, settings: Setting
         table[f"p_{c}"] = nulls[c].p_value(scores[c])
     table["flip_axes"] = [" ".join(map(str, m[0].flip_axes)) for m in matches]
     table["shift"] = [" ".join(map(str, m[0].shift)) for m in matches]
-    if masked:
-        table["mask_source"] = sset.table["mask_source"].astype(str).tolist()
+    if mask_source is not None:
+        table["mask_source"] = mask_source
+    return table
 
-    summary = {"verdict": verdict, "synthetic_studies": len(flagged), "flagged": int(flagged.sum()),
+
+def report_payload(loaded: LoadedRun, sset: SyntheticSet, s: AuditConfig, found: Findings, verdict: str,
+                   reasons: list[str], nulls: dict, level: float, channels: tuple[str, ...], n_train: int,
+                   n_holdout: int) -> dict:
+    """report.json: verdict, reasons, summary, calibration, detection power, set-level figures and provenance."""
+    power, mia, masked = found.power, found.membership, loaded.num_labels > 0
+    summary = {"verdict": verdict, "synthetic_studies": len(found.flagged), "flagged": int(found.flagged.sum()),
                "min_planted_recall": min(v["recall"] for v in power.values()),
                "membership_auc": mia["auc"] if mia else None, "alpha": s.alpha}
-    config = {k: getattr(s, k) for k in s.__dataclass_fields__}
-    payload = {
+    return {
         "verdict": verdict, "reasons": reasons, "summary": summary,
         "compared_on": ("mask-explained residual (image minus each label region's mean, label borders blanked)" if masked
                         else "image (model units)"),
         "calibration": {"rule": f"flag when a channel's Gumbel p-value <= alpha / (channels x studies) = {level:.2e} "
                                 "and the score exceeds every holdout score",
                         "channels": {c: nulls[c].summary(level) for c in channels}},
-        "detection_power": {"copies_per_kind": s.copies_per_kind, "min_recall": s.min_recall,
-                            "kinds": power},
-        "closer_to_training": dcr, "membership": mia, "mask_sources": masks,
-        "grid": list(loaded.meta["shape"]), "train_studies": len(train.ids), "holdout_studies": len(holdout.ids),
-        "provenance": provenance.record("privacy audit", config, {
+        "detection_power": {"copies_per_kind": s.copies_per_kind, "min_recall": s.min_recall, "kinds": power},
+        "closer_to_training": found.closer, "membership": mia, "mask_sources": found.mask_sources,
+        "grid": list(loaded.meta["shape"]), "train_studies": n_train, "holdout_studies": n_holdout,
+        "provenance": provenance.record("privacy audit", as_dict(s), {
             "run": str(loaded.path), "run_hash": loaded.run_hash, "synthetic_set": str(sset.folder),
-            "samples_sha256": provenance.sha256_file(sset.folder / "samples.csv")}, seeds={"audit": s.seed}),
+            "samples_sha256": sset.table_sha256}, seeds={"audit": s.seed}),
     }
-    views = report.Views(train, synthetic, matches, p_min, null_scores, scores, planted_scores, nulls, level, channels)
+
+
+def write_report(out: str | Path, overwrite: bool, payload: dict, table: pd.DataFrame, views: report.Views,
+                 redact: bool) -> list[str]:
+    """report.json, pairs.csv, report.html (and report_redacted.html), written atomically; returns their names."""
     with atomic_output_dir(out, overwrite) as tmp:
         provenance.write_json(tmp / "report.json", payload)
         table.to_csv(tmp / "pairs.csv", index=False)
         report.write_html(tmp / "report.html", payload, views, redact=False)
         if redact:
             report.write_html(tmp / "report_redacted.html", payload, views, redact=True)
-    files = ["report.json", "pairs.csv", "report.html"] + (["report_redacted.html"] if redact else [])
-    return AuditResult(Path(out).expanduser().resolve(), verdict, reasons, len(flagged), int(flagged.sum()),
-                       {k: v["recall"] for k, v in power.items()}, summary["min_planted_recall"], mia["auc"] if mia else None,
-                       time.monotonic() - start, files)
+    return ["report.json", "pairs.csv", "report.html"] + (["report_redacted.html"] if redact else [])

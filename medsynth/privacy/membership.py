@@ -10,33 +10,32 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from medsynth.diffusion.process import NoiseProcess
-from medsynth.models import Denoiser
+from medsynth.conditioning import Conditions
+from medsynth.diffusion import NoiseProcess
 
 LEVELS = (0.1, 0.25, 0.4)  # noise levels as fractions of the training timesteps
 
 
 @torch.no_grad()
-def study_losses(model: Denoiser, process: NoiseProcess, images: torch.Tensor, classes: torch.Tensor | None,
-                 masks: torch.Tensor | None, repeats: int = 4, seed: int = 0, batch_size: int = 8) -> np.ndarray:
-    """(N,) mean denoising loss of each study over LEVELS x `repeats` noise draws (the same draws for every study)."""
+def study_losses(model: nn.Module, process: NoiseProcess, images: torch.Tensor, cond: Conditions, repeats: int = 4,
+                 seed: int = 0, batch_size: int = 8) -> np.ndarray:
+    """(N,) mean denoising loss of each study under its conditions over LEVELS x `repeats` noise draws (the same draws
+    for every study)."""
     device = next(model.parameters()).device
-    T = process.num_train_timesteps
-    levels = [(lvl * T if process.cfg.process == "rflow" else int(lvl * T)) for lvl in LEVELS]
+    levels = [process.timestep_at(lvl) for lvl in LEVELS]
     losses = np.zeros(len(images))
     for start in range(0, len(images), batch_size):
         x0 = images[start : start + batch_size].to(device)
-        cls = classes[start : start + batch_size].to(device) if classes is not None else None
-        mask = masks[start : start + batch_size].to(device) if masks is not None else None
+        part = cond.select(slice(start, start + batch_size)).to(device)
         total = torch.zeros(len(x0), device=device)
         for r in range(repeats):
             g = torch.Generator().manual_seed(seed * 1000 + r)
             noise = torch.randn(x0.shape[1:], generator=g).expand_as(x0).to(device)
             for level in levels:
-                t = torch.full((len(x0),), level, device=device,
-                               dtype=torch.float32 if process.cfg.process == "rflow" else torch.long)
-                pred = model(process.noisy(x0, noise, t), t, cls, mask)
+                t = torch.full((len(x0),), level, device=device, dtype=process.timestep_dtype)
+                pred = model(process.noisy(x0, noise, t), t, part)
                 total += F.mse_loss(pred, process.target(x0, noise, t), reduction="none").flatten(1).mean(1)
         losses[start : start + len(x0)] = (total / (repeats * len(levels))).cpu().numpy()
     return losses

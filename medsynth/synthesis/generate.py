@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -12,16 +13,18 @@ import pandas as pd
 import torch
 
 from medsynth import provenance
+from medsynth.config import GenerateConfig, with_keys
 from medsynth.data.study import Study
 from medsynth.data.writers import write_study_nifti
 from medsynth.errors import MedsynthError
 from medsynth.outputs import atomic_output_dir
 from medsynth.progress import progress_iter
+from medsynth.runs import SetFolder
+from medsynth.runs.loaded import LoadedRun, load_run
+from medsynth.runtime import resolve_device, seeded_generator
 from medsynth.synthesis.masks import MaskBank, MaskChoice, load_user_masks
 from medsynth.synthesis.plan import StudyPlan, parse_shard, plan_studies, shard_of
 from medsynth.synthesis.qc import quality_check
-from medsynth.synthesis.run import LoadedRun, load_run
-from medsynth.training.trainer import resolve_device
 from medsynth.viz import save_grid
 
 
@@ -34,21 +37,12 @@ class GenerateResult:
     seconds: float
 
 
-@dataclass(frozen=True)
-class Settings:
-    steps: int
-    guidance: float
-    seed: int
-    batch_size: int
-    max_attempts: int
-
-
 def noise_generator(seed: int, index: int, attempt: int) -> torch.Generator:
     """The noise stream of study `index`, attempt `attempt`: depends on nothing else (batch size, device, shard)."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index, attempt]).generate_state(1)[0]))
+    return seeded_generator(seed, index, attempt)
 
 
-def draw_masks(loaded: LoadedRun, plans: list[StudyPlan], seed: int, bank: MaskBank | None,
+def draw_masks(plans: list[StudyPlan], seed: int, bank: MaskBank | None,
                user: list[MaskChoice] | None) -> list[MaskChoice | None]:
     if user is not None:
         return [user[p.index] for p in plans]
@@ -58,18 +52,16 @@ def draw_masks(loaded: LoadedRun, plans: list[StudyPlan], seed: int, bank: MaskB
 
 
 def denoise(loaded: LoadedRun, plans: list[StudyPlan], masks: list[MaskChoice | None], attempts: list[int],
-            s: Settings, device: torch.device) -> np.ndarray:
+            s: GenerateConfig, device: torch.device) -> np.ndarray:
     """(B, C, *spatial) samples in model units for one batch; study k uses its own generator."""
-    classes = torch.tensor([loaded.class_names.index(p.class_name) for p in plans]) if loaded.class_names else None
-    one_hot = None
-    if loaded.num_labels:
-        labels = torch.from_numpy(np.stack([m.labels for m in masks])).long()
-        one_hot = torch.nn.functional.one_hot(labels, loaded.num_labels).movedim(-1, 1).float()
+    spec = loaded.spec
+    classes = spec.class_ids([p.class_name for p in plans]) if spec.num_classes else None
+    labels = torch.from_numpy(np.stack([m.labels for m in masks])).long() if spec.num_labels else None
     generators = [noise_generator(s.seed, p.index, a) for p, a in zip(plans, attempts)]
-    return loaded.sample(generators, classes, one_hot, s.steps, s.guidance, device).numpy()
+    return loaded.sample(generators, spec.conditions(classes, labels), s.steps, s.guidance, device).numpy()
 
 
-def generate_batch(loaded: LoadedRun, plans, masks, s: Settings, device) -> list[tuple[np.ndarray, int, list[str]]]:
+def generate_batch(loaded: LoadedRun, plans, masks, s: GenerateConfig, device) -> list[tuple[np.ndarray, int, list[str]]]:
     """Sample a batch, then re-sample (new noise, same mask) each study that fails QC, up to max_attempts."""
     stats = loaded.meta["intensity_stats"]
     images = denoise(loaded, plans, masks, [0] * len(plans), s, device)
@@ -86,84 +78,106 @@ def generate_batch(loaded: LoadedRun, plans, masks, s: Settings, device) -> list
 
 
 def write_study(folder: Path, loaded: LoadedRun, plan: StudyPlan, mask: MaskChoice | None, unit: np.ndarray,
-                attempts: int, problems: list[str], s: Settings) -> dict:
+                attempts: int, problems: list[str], s: GenerateConfig) -> dict:
     """Write one study's image (+ label map) in physical units and its provenance JSON; return its samples.csv row."""
-    study_id = f"syn_{plan.index:05d}"
+    study_id, files = f"syn_{plan.index:05d}", SetFolder(folder)
     affine = mask.affine if mask is not None and mask.affine is not None else loaded.default_affine()
     study = Study(loaded.intensity.to_physical(unit), affine, loaded.meta["modality"],
                   mask.labels if mask is not None else None, study_id=study_id)
-    write_study_nifti(study, folder / f"{study_id}_image.nii.gz", folder / f"{study_id}_label.nii.gz" if mask else None,
+    image, label = files.image_name(study_id), files.label_name(study_id) if mask else ""
+    write_study_nifti(study, folder / image, folder / label if mask else None,
                       descrip=f"medsynth SYNTHETIC {provenance.versions()['medsynth']}")
     record = {
         "study_id": study_id, "index": plan.index, "seed": s.seed, "class": plan.class_name,
         "run": str(loaded.path), "run_hash": loaded.run_hash, "catalog_fingerprint": loaded.meta["catalog_fingerprint"],
-        "sampler": "rflow-euler" if loaded.cfg.diffusion.process == "rflow" else "ddim", "steps": s.steps,
+        "sampler": loaded.process.sampler, "steps": s.steps,
         "guidance": s.guidance, "mask_source": mask.source if mask else None,
         "qc": {"attempts": attempts, "passed": not problems, "problems": problems},
         "modality": study.modality, "spacing_mm": list(study.spacing), "versions": provenance.versions(),
     }
-    (folder / f"{study_id}.json").write_text(json.dumps(record, indent=2) + "\n")
+    files.study_record(study_id).write_text(json.dumps(record, indent=2) + "\n")
     return {"study_id": study_id, "index": plan.index, "class": plan.class_name or "", "seed": s.seed,
-            "image": f"{study_id}_image.nii.gz", "label": f"{study_id}_label.nii.gz" if mask else "",
+            "image": image, "label": label,
             "mask_source": (mask.source.get("study_id") or mask.source.get("file")) if mask else "",
             "qc_attempts": attempts, "qc_passed": not problems}
 
 
-def generate(run: str | Path, out: str | Path, *, n: int | None = None, classes: list[str] | None = None,
-             masks: str | Path | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
-             batch_size: int = 4, shard: str | None = None, device: str = "auto", overwrite: bool = False,
-             mask_augment: bool = True, mask_flip: bool = False, max_attempts: int = 3,
-             show_progress: bool = True, tile: int | None = None) -> GenerateResult:
-    """Generate synthetic studies from a finished run into `out` (written atomically). `tile` overrides a latent run's
-    decoding tile size (latent voxels; 0 decodes whole volumes)."""
-    start = time.monotonic()
-    if batch_size < 1 or max_attempts < 1:
-        raise MedsynthError("--batch-size and --qc-attempts must be positive integers.")
-    dev = resolve_device(device)
-    loaded = load_run(run, dev)
-    if tile is not None:
+def resolve(s: GenerateConfig, loaded: LoadedRun) -> GenerateConfig:
+    """The settings with the run's defaults filled in (sampler steps, guidance, decoding tile), once, here."""
+    if s.tile is not None:
         if loaded.codec is None:
             raise MedsynthError("--tile applies to latent runs only; this run's model works on images directly.")
-        if tile < 0:
+        if s.tile < 0:
             raise MedsynthError("--tile must be 0 (whole volumes) or a positive number of latent voxels.")
-        loaded.codec.tile = tile
-    user = None
-    if masks is not None:
+    diffusion = loaded.cfg.diffusion
+    return dataclasses.replace(s, steps=s.steps or diffusion.sample_steps,
+                               guidance=diffusion.guidance if s.guidance is None else s.guidance,
+                               tile=(loaded.codec.tile if s.tile is None else s.tile) if loaded.codec else None)
+
+
+def plan(loaded: LoadedRun, s: GenerateConfig) -> tuple[list[StudyPlan], MaskBank | None, list[MaskChoice] | None]:
+    """The studies this call makes (its shard), and where their masks come from."""
+    user, n = None, s.n
+    if s.masks is not None:
         if not loaded.num_labels:
             raise MedsynthError("--masks was given but this model is not mask-conditioned.")
-        user = load_user_masks(masks, tuple(loaded.meta["shape"]), loaded.num_labels)
-        n = n if n is not None or classes else len(user)
-    plans = plan_studies(n, list(classes or []), loaded.class_names, list(loaded.meta["class_counts"]))
+        user = load_user_masks(s.masks, tuple(loaded.meta["shape"]), loaded.num_labels)
+        n = n if n is not None or s.classes else len(user)
+    plans = plan_studies(n, list(s.classes), loaded.class_names, list(loaded.meta["class_counts"]))
     if user is not None and len(plans) != len(user):
         raise MedsynthError(f"{len(plans)} studies were asked for but --masks holds {len(user)} masks; "
                             "with --masks, generate one study per mask.")
-    plans = shard_of(plans, *parse_shard(shard))
-    bank = MaskBank(loaded.path / "mask_bank.npz", mask_augment, mask_flip) if loaded.num_labels and user is None else None
-    s = Settings(steps or loaded.cfg.diffusion.sample_steps, loaded.cfg.diffusion.guidance if guidance is None else guidance,
-                 seed, batch_size, max_attempts)
-    rows, previews = [], []
+    plans = shard_of(plans, *parse_shard(s.shard))
+    bank = MaskBank(loaded.folder, s.mask_augment, s.mask_flip) if loaded.num_labels and user is None else None
+    return plans, bank, user
+
+
+def generate(run: str | Path, out: str | Path, config: GenerateConfig | None = None, *, device: str = "auto",
+             overwrite: bool = False, show_progress: bool = True, **keys) -> GenerateResult:
+    """Generate synthetic studies from a finished run into `out` (written atomically).
+
+    `config` is the generate section (medsynth.config.GenerateConfig); keyword arguments override its keys
+    (n=, classes=, masks=, steps=, guidance=, seed=, batch_size=, shard=, mask_augment=, mask_flip=, max_attempts=,
+    tile=: a latent run's decoding tile size in latent voxels, 0 decoding whole volumes)."""
+    start = time.monotonic()
+    s = with_keys(config or GenerateConfig(), keys)
+    if s.batch_size < 1 or s.max_attempts < 1:
+        raise MedsynthError("--batch-size and --qc-attempts must be positive integers.")
+    dev = resolve_device(device)
+    loaded = load_run(run, dev)
+    s = resolve(s, loaded)
+    if loaded.codec is not None:
+        loaded.codec.tile = s.tile
+    plans, bank, user = plan(loaded, s)
     with atomic_output_dir(out, overwrite) as tmp:
-        batches = [plans[i : i + batch_size] for i in range(0, len(plans), batch_size)]
-        for batch in progress_iter(batches, "generating", enabled=show_progress):
-            chosen = draw_masks(loaded, batch, seed, bank, user)
-            for plan, mask, (unit, attempts, problems) in zip(batch, chosen, generate_batch(loaded, batch, chosen, s, dev)):
-                rows.append(write_study(tmp, loaded, plan, mask, unit, attempts, problems, s))
-                if len(previews) < 16:
-                    previews.append((unit, mask.labels if mask else None, plan.class_name or rows[-1]["study_id"]))
-        table = pd.DataFrame(rows)
-        table.to_csv(tmp / "samples.csv", index=False)
-        if previews:
-            save_grid(tmp / "overview.png", np.stack([p[0] for p in previews]), [str(p[2]) for p in previews],
-                      np.stack([p[1] for p in previews]) if previews[0][1] is not None else None)
-        provenance.write_json(tmp / "generate.json", provenance.record(
-            "synthetic set", {"steps": s.steps, "guidance": s.guidance, "batch_size": batch_size, "shard": shard,
-                              "n": len(plans), "classes": list(classes or []), "masks": str(masks) if masks else None,
-                              "mask_augment": mask_augment, "mask_flip": mask_flip, "max_attempts": max_attempts,
-                              "tile": loaded.codec.tile if loaded.codec is not None else None},
-            {"run": str(loaded.path), "run_hash": loaded.run_hash, "catalog_fingerprint": loaded.meta["catalog_fingerprint"]},
-            timestamp=False, seeds={"generate": seed}, training_config=loaded.meta["config"],
-            modality=loaded.meta["modality"], class_names=loaded.class_names,
-            label_names=loaded.meta.get("label_names", {}), num_labels=loaded.num_labels))
+        table = write_set(tmp, loaded, plans, bank, user, s, dev, show_progress)
     resampled = int((table["qc_attempts"] > 1).sum()) if len(table) else 0
     failed = int((~table["qc_passed"]).sum()) if len(table) else 0
-    return GenerateResult(Path(out).expanduser().resolve(), len(rows), resampled, failed, time.monotonic() - start)
+    return GenerateResult(Path(out).expanduser().resolve(), len(table), resampled, failed, time.monotonic() - start)
+
+
+def write_set(folder: Path, loaded: LoadedRun, plans: list[StudyPlan], bank, user, s: GenerateConfig, dev,
+              show_progress: bool) -> pd.DataFrame:
+    """Every study of `plans` into `folder`, then samples.csv, overview.png and generate.json."""
+    rows, previews, files = [], [], SetFolder(folder)
+    batches = [plans[i : i + s.batch_size] for i in range(0, len(plans), s.batch_size)]
+    for batch in progress_iter(batches, "generating", enabled=show_progress):
+        chosen = draw_masks(batch, s.seed, bank, user)
+        for p, mask, (unit, attempts, problems) in zip(batch, chosen, generate_batch(loaded, batch, chosen, s, dev)):
+            rows.append(write_study(folder, loaded, p, mask, unit, attempts, problems, s))
+            if len(previews) < 16:
+                previews.append((unit, mask.labels if mask else None, p.class_name or rows[-1]["study_id"]))
+    table = pd.DataFrame(rows)
+    table.to_csv(files.table, index=False)
+    if previews:
+        save_grid(files.overview, np.stack([p[0] for p in previews]), [str(p[2]) for p in previews],
+                  np.stack([p[1] for p in previews]) if previews[0][1] is not None else None)
+    provenance.write_json(files.record, provenance.record(
+        "synthetic set", {"steps": s.steps, "guidance": s.guidance, "batch_size": s.batch_size, "shard": s.shard,
+                          "n": len(plans), "classes": list(s.classes), "masks": s.masks, "mask_augment": s.mask_augment,
+                          "mask_flip": s.mask_flip, "max_attempts": s.max_attempts, "tile": s.tile},
+        {"run": str(loaded.path), "run_hash": loaded.run_hash, "catalog_fingerprint": loaded.meta["catalog_fingerprint"]},
+        timestamp=False, seeds={"generate": s.seed}, training_config=loaded.meta["config"],
+        modality=loaded.meta["modality"], class_names=loaded.class_names,
+        label_names=loaded.meta.get("label_names", {}), num_labels=loaded.num_labels))
+    return table

@@ -11,6 +11,7 @@ from scipy import ndimage
 from medsynth.data.readers.nifti import is_nifti, label_to_spatial, read_nifti
 from medsynth.data.readers.base import check_label_map
 from medsynth.errors import MedsynthError
+from medsynth.runs import RunFolder
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,13 @@ def _rotation(degrees: tuple[float, ...], dims: int) -> np.ndarray:
 
 
 class MaskBank:
-    """Training label maps on the model grid (RUN/mask_bank.npz), drawn per class with seeded augmentation."""
+    """Training label maps on the model grid (the run's mask bank), drawn per class with seeded augmentation."""
 
-    def __init__(self, path: Path, augment: bool = True, flip: bool = False) -> None:
-        if not path.is_file():
-            raise MedsynthError(f"{path} is missing; this run was not trained with mask conditioning, or the file was removed.")
-        with np.load(path) as bank:
-            self.labels, self.study_ids, self.classes = bank["labels"], bank["study_ids"], bank["classes"]
+    def __init__(self, run: RunFolder, augment: bool = True, flip: bool = False) -> None:
+        if not run.mask_bank.is_file():
+            raise MedsynthError(f"{run.mask_bank} is missing; this run was not trained with mask conditioning, or the "
+                                "file was removed.")
+        self.labels, self.study_ids, self.classes = run.read_mask_bank()
         self.augment, self.flip = augment, flip
 
     def draw(self, rng: np.random.Generator, class_name: str | None) -> MaskChoice:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from medsynth.conditioning import ConditionSpec, one_hot
 from medsynth.config import Config
-from medsynth.data.catalog import class_columns, read_catalog, ref_from_row
+from medsynth.data.catalog import class_columns, is_catalog_folder, read_catalog_folder, ref_from_row
 from medsynth.data.ingest import ingest
 from medsynth.data.preprocess import PreprocessSpec, preprocess
 from medsynth.data.readers import load_study
@@ -63,20 +62,28 @@ class TrainingSet:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def spec(self) -> ConditionSpec:
+        return ConditionSpec(tuple(self.class_names), self.num_labels)
+
     def one_hot(self, index: torch.Tensor) -> torch.Tensor | None:
         """(B, K, *spatial) one-hot masks of the rows `index`, or None without mask conditioning."""
         if self.labels is None:
             return None
-        hot = F.one_hot(self.labels[index].long(), self.num_labels).movedim(-1, 1).float()  # (B, K, *spatial)
+        hot = one_hot(self.labels[index], self.num_labels)
         return pool_to_grid(hot, self.mask_pool) if self.mask_pool > 1 else hot
+
+    def bank_classes(self) -> list[str]:
+        """Each study's class name ('' without class conditioning), as the mask bank records it."""
+        return [self.class_names[int(c)] for c in self.classes] if self.classes is not None else [""] * len(self)
 
 
 def open_catalog(data: str | Path, cfg: Config, labels: str | Path | None = None) -> Catalogued:
     """An ingest output folder (catalog.csv + ingest.json) as is, or any dataset path ingested now."""
     data = Path(data).expanduser()
-    if (data / "catalog.csv").is_file() and (data / "ingest.json").is_file():
-        names = json.loads((data / "ingest.json").read_text()).get("label_names", {})
-        return Catalogued(read_catalog(data / "catalog.csv"), {int(k): v for k, v in names.items()}, str(data.resolve()))
+    if is_catalog_folder(data):
+        catalog, names = read_catalog_folder(data)
+        return Catalogued(catalog, names, str(data.resolve()))
     result = ingest(data, labels=labels, holdout=cfg.data.holdout, seed=cfg.data.split_seed)
     return Catalogued(result.catalog, result.label_names or {}, str(data.resolve()))
 
@@ -108,7 +115,7 @@ def check_conditioning(cat: Catalogued, cfg: Config) -> None:
 
 def load_training_set(cat: Catalogued, cfg: Config, show_progress: bool = True) -> TrainingSet:
     train = cat.catalog[cat.catalog["split"] == "train"].reset_index(drop=True)
-    spec = PreprocessSpec(cfg.data.spacing, cfg.data.shape, cfg.data.ct_window, cfg.data.percentiles)
+    spec = PreprocessSpec.from_config(cfg.data)
     images, labels, los, his = [], [], [], []
     for _, row in progress_iter(list(train.iterrows()), "preprocessing", enabled=show_progress):
         ready = preprocess(load_study(ref_from_row(row), cat.label_names or None), spec)
@@ -143,10 +150,3 @@ def intensity_stats(ts: TrainingSet) -> dict:
             if len(per_study) >= 2:
                 stats["labels"][str(label)] = [float(np.mean(per_study)), float(np.std(per_study))]
     return stats
-
-
-def save_mask_bank(path: Path, ts: TrainingSet) -> None:
-    """The training label maps on the model grid, with their study ids and classes: generation draws masks from it."""
-    np.savez_compressed(path, labels=ts.labels.numpy(), study_ids=np.array(ts.study_ids),
-                        classes=np.array([ts.class_names[int(c)] for c in ts.classes]) if ts.classes is not None
-                        else np.array([""] * len(ts)))

@@ -8,35 +8,54 @@ import csv
 import dataclasses
 import time
 from copy import deepcopy
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from medsynth import provenance
 from medsynth.config import Config
-from medsynth.diffusion import NoiseProcess
-from medsynth.errors import MedsynthError
+from medsynth.diffusion import noise_process
 from medsynth.models import Denoiser
 from medsynth.models.autoencoder import (build_autoencoder, encode_mean, reconstruction_quality, scale_factor,
                                          train_autoencoder)
-from medsynth.models.latent import (ControlledDenoiser, LatentCodec, autoencoder_spec, build_controlnet,
-                                    controlnet_from, load_codec)
+from medsynth.models.latent import ControlledDenoiser, LatentCodec, autoencoder_spec, build_controlnet, controlnet_from
 from medsynth.progress import StepBar
-from medsynth.training.checkpoint import load_checkpoint, save_checkpoint
+from medsynth.runs import RunFolder
+from medsynth.runs.checkpoint import save_checkpoint
+from medsynth.runs.rules import load_autoencoder_stage
 from medsynth.training.data import TrainingSet
-from medsynth.training.run_dir import DECODE_KEYS
+from medsynth.training.distributed import Processes
+from medsynth.training.loop import MetricsLog, draw_batch, optimisation, step_generator, training_step
+from medsynth.training.preview import preview
 from medsynth.viz import save_grid
 
-AUTOENCODER = "checkpoints/autoencoder.pt"
-CONTROLNET = "checkpoints/controlnet.pt"
-STAGES = ("all", "autoencoder", "diffusion", "controlnet")
+@dataclass
+class Stage1:
+    """A latent run's autoencoder, ready for stage 2: the codec, its checkpoint, and what to report."""
 
+    codec: LatentCodec
+    state: dict
+    latents: torch.Tensor | None = None   # the training images' scaled latents, when stage 1 just computed them
+    notes: list[str] = field(default_factory=list)
+
+def autoencoder_stage(run: Path, cfg: Config, ts: TrainingSet, fingerprint: str, procs: Processes, reuse: bool,
+                      show_progress: bool) -> Stage1:
+    """Stage 1 trained now by the first process (the others wait and load it, so all share one latent space), or the
+    run's own when `reuse` and it exists."""
+    trained_before = RunFolder(run).autoencoder.is_file() and reuse
+    if not trained_before and procs.main:
+        stage1 = train_autoencoder_stage(run, cfg, ts, fingerprint, procs.device, show_progress)
+    procs.barrier()
+    if trained_before or not procs.main:
+        return Stage1(*load_autoencoder_stage(run, cfg, fingerprint, procs.device))
+    return stage1
 
 def train_autoencoder_stage(run: Path, cfg: Config, ts: TrainingSet, fingerprint: str, device: torch.device,
-                            show_progress: bool) -> tuple[LatentCodec, dict, torch.Tensor]:
+                            show_progress: bool) -> Stage1:
     """Train stage 1 on the training images; save it with its quality, scale factor, L1 curve and a reconstruction
-    grid. Returns the codec, the saved state and the training images' scaled latents (stage 2's inputs)."""
-    lat = cfg.latent
+    grid."""
+    lat, folder = cfg.latent, RunFolder(run)
     torch.manual_seed(cfg.train.seed)
     autoencoder = build_autoencoder(autoencoder_spec(lat), cfg.spatial_dims, ts.images.shape[1]).to(device)
     start = time.monotonic()
@@ -53,39 +72,20 @@ def train_autoencoder_stage(run: Path, cfg: Config, ts: TrainingSet, fingerprint
         "scale_factor": scale_factor(latents), "quality": {**quality, "studies": len(sample), "split": "train"},
         "autoencoder": autoencoder.state_dict(),
     }
-    save_checkpoint(run / AUTOENCODER, state)
-    with open(run / "autoencoder_metrics.csv", "w", newline="") as handle:
+    save_checkpoint(folder.autoencoder, state)
+    with open(folder.metrics("autoencoder"), "w", newline="") as handle:
         csv.writer(handle).writerows([("step", "l1"), *((k + 1, f"{v:.6f}") for k, v in enumerate(history))])
     codec = LatentCodec(autoencoder.eval(), state["scale_factor"], lat.factor, lat.tile, lat.tile_overlap, lat.mask_mode,
                         lat.tile_cache)
     shown = sample[:4]
     recon = codec.decode(codec.encode(shown))
-    save_grid(run / "samples" / "autoencoder.png", torch.cat([shown, recon]).numpy(),
+    save_grid(folder.samples("autoencoder.png"), torch.cat([shown, recon]).numpy(),
               [f"real {k}" for k in range(len(shown))] + [f"reconstruction {k}" for k in range(len(shown))])
-    return codec, state, latents * state["scale_factor"]
-
-
-def load_autoencoder_stage(run: Path, cfg: Config, fingerprint: str, device: torch.device) -> tuple[LatentCodec, dict]:
-    """The stage-1 checkpoint of `run`, provided it was trained with this config's autoencoder on the same data."""
-    path = run / AUTOENCODER
-    if not path.is_file():
-        raise MedsynthError(f"{run} holds no trained autoencoder ({AUTOENCODER}); train stage 1 first "
-                            "(--stage autoencoder or --stage all).")
-    state = load_checkpoint(path)
-    if stage1_keys(state["config"]) != stage1_keys(cfg.to_dict()) or state["catalog_fingerprint"] != fingerprint:
-        raise MedsynthError(f"the autoencoder in {run} was trained with another latent config or other data; "
-                            "use the run's own config.yaml or retrain stage 1 (--stage autoencoder --overwrite).")
-    return load_codec(state, cfg.latent, cfg.spatial_dims, device), state
-
-
-# latent keys that do not change what stage 1 learns (decoding and the later stages)
-LATER_KEYS = DECODE_KEYS + ("mask_mode", "controlnet_steps", "controlnet_lr")
-
-
-def stage1_keys(config: dict) -> dict:
-    """What a trained autoencoder depends on: the data and the stage-1 part of the latent config."""
-    return {"data": config["data"], "latent": {k: v for k, v in config.get("latent", {}).items() if k not in LATER_KEYS}}
-
+    q = state["quality"]
+    note = (f"autoencoder: {lat.steps} steps in {seconds:.0f} s, reconstruction PSNR {q['psnr']:.1f} dB, SSIM "
+            f"{q['ssim']:.3f} (training studies); latents {'x'.join(map(str, state['latent_shape']))}, scale factor "
+            f"{state['scale_factor']:.3f}")
+    return Stage1(codec, state, latents * state["scale_factor"], [note])
 
 def latent_training_set(ts: TrainingSet, codec: LatentCodec, with_masks: bool,
                         latents: torch.Tensor | None = None) -> TrainingSet:
@@ -97,13 +97,11 @@ def latent_training_set(ts: TrainingSet, codec: LatentCodec, with_masks: bool,
     pool = codec.factor if codec.mask_mode == "concat" else 1
     return dataclasses.replace(ts, images=latents, mask_pool=pool)
 
-
-def latent_meta(run: Path, codec: LatentCodec, ae_state: dict, cfg: Config) -> dict:
+def latent_meta(run: Path, stage1: Stage1, cfg: Config) -> dict:
     """What a latent run's diffusion checkpoint records about stage 1 (its file hash names the exact weights)."""
-    return {"channels": int(cfg.latent.latent_channels), "shape": list(cfg.model_shape), "factor": codec.factor,
-            "scale_factor": codec.scale, "mask_mode": cfg.latent.mask_mode, "quality": ae_state["quality"],
-            "autoencoder_sha256": provenance.sha256_file(run / AUTOENCODER)}
-
+    return {"channels": int(cfg.latent.latent_channels), "shape": list(cfg.model_shape), "factor": stage1.codec.factor,
+            "scale_factor": stage1.codec.scale, "mask_mode": cfg.latent.mask_mode, "quality": stage1.state["quality"],
+            "autoencoder_sha256": provenance.sha256_file(RunFolder(run).autoencoder)}
 
 def train_controlnet(run: Path, cfg: Config, ts: TrainingSet, base: Denoiser, base_sha256: str, device: torch.device,
                      show_progress: bool) -> tuple[dict, ControlledDenoiser]:
@@ -111,48 +109,41 @@ def train_controlnet(run: Path, cfg: Config, ts: TrainingSet, base: Denoiser, ba
 
     `ts` holds latents and full-resolution label maps. Every drawn study keeps its mask (the frozen model is the
     unconditioned branch of guidance already). Not resumable mid-stage: an interrupted stage starts again."""
-    from medsynth.training.trainer import MetricsLog, draw_batch, lr_factor, step_generator, training_step
-
-    lat, steps = cfg.latent, cfg.latent.controlnet_steps
+    lat, steps, folder = cfg.latent, cfg.latent.controlnet_steps, RunFolder(run)
     torch.manual_seed(cfg.train.seed + 1)
     base = base.to(device).eval().requires_grad_(False)
     controlnet = controlnet_from(base, build_controlnet(cfg.model, cfg.spatial_dims, ts.images.shape[1], ts.num_labels,
                                                         len(ts.class_names), lat.factor)).to(device)
     model = ControlledDenoiser(base, controlnet)
-    ema = deepcopy(controlnet).requires_grad_(False)
-    optimizer = torch.optim.AdamW(controlnet.parameters(), lr=lat.controlnet_lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, min(cfg.train.warmup_steps, steps // 4 + 1), steps))
+    opt = optimisation(controlnet, deepcopy(controlnet).requires_grad_(False), lat.controlnet_lr,
+                       cfg.train.weight_decay, min(cfg.train.warmup_steps, steps // 4 + 1), steps)
     draw_cfg = dataclasses.replace(cfg, conditioning=dataclasses.replace(cfg.conditioning, mask_dropout=0.0))
-    process = NoiseProcess(cfg.diffusion)
-    log = MetricsLog(run / "controlnet_metrics.csv", enabled=True)
+    process = noise_process(cfg.diffusion)
+    log = MetricsLog(folder.metrics("controlnet"), enabled=True)
     bar = StepBar(steps, 0, enabled=show_progress)
     controlnet.train()
     try:
         for step in range(steps):
             batch = draw_batch(ts, draw_cfg, process, step_generator(cfg.train.seed + 1, step), base.null_class)
-            loss = training_step(model, controlnet, ema, batch, process, optimizer, scheduler, cfg, step, device)
-            log.add(step + 1, loss, scheduler.get_last_lr()[0], cfg.train.batch_size)
+            loss = training_step(model, opt, batch, process, cfg, step, device)
+            log.add(step + 1, loss, opt.scheduler.get_last_lr()[0], cfg.train.batch_size)
             bar.update(step + 1, log.last_loss, log.samples_per_s)
     finally:
         bar.close()
         log.flush()
     state = {"format": "medsynth-controlnet/1", "config": cfg.to_dict(), "versions": provenance.versions(),
              "base_sha256": base_sha256, "steps": steps, "seed": cfg.train.seed + 1, "loss": log.last_loss,
-             "controlnet": ema.state_dict()}
-    save_checkpoint(run / CONTROLNET, state)
-    return state, ControlledDenoiser(base, ema.eval())
+             "controlnet": opt.ema.state_dict()}
+    save_checkpoint(folder.controlnet, state)
+    return state, ControlledDenoiser(base, opt.ema.eval())
 
-
-def load_controlnet(run: Path, cfg: Config, base: Denoiser, base_sha256: str, num_labels: int) -> ControlledDenoiser:
-    path = run / CONTROLNET
-    if not path.is_file():
-        raise MedsynthError(f"{run} is a ControlNet-conditioned latent run whose ControlNet is not trained yet; "
-                            "train it with `medsynth train ... --stage controlnet`.")
-    state = load_checkpoint(path)
-    if state["base_sha256"] != base_sha256:
-        raise MedsynthError(f"the ControlNet in {run} was trained on another latent model than the run's last checkpoint; "
-                            "retrain it with `medsynth train ... --stage controlnet`.")
-    controlnet = build_controlnet(cfg.model, cfg.spatial_dims, cfg.latent.latent_channels, num_labels, base.num_classes,
-                                  cfg.latent.factor)
-    controlnet.load_state_dict(state["controlnet"])
-    return ControlledDenoiser(base, controlnet)
+def controlnet_stage(run: Path, cfg: Config, image_ts: TrainingSet, latent_ts: TrainingSet, ema: Denoiser,
+                     codec: LatentCodec, dev: torch.device, show_progress: bool, step: int) -> tuple[dict, str]:
+    """Train the ControlNet on the finished latent model's EMA weights, then preview mask-conditioned samples.
+    Returns its checkpoint and the line that reports it."""
+    folder = RunFolder(run)
+    masks_ts = dataclasses.replace(latent_ts, labels=image_ts.labels, num_labels=image_ts.num_labels)
+    state, controlled = train_controlnet(run, cfg, masks_ts, ema, provenance.sha256_file(folder.checkpoint), dev,
+                                         show_progress)
+    preview(controlled, cfg, masks_ts, folder.samples("controlnet.png"), step, dev, codec)
+    return state, f"controlnet: {state['steps']} steps on the frozen latent model, loss {state['loss']:.4f}"

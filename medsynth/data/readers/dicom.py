@@ -15,7 +15,7 @@ from pydicom.errors import InvalidDicomError
 from medsynth.data.geometry import LPS_TO_RAS, affine_from_dicom, slice_normal
 from medsynth.data.readers.base import Scan, StudyRef
 from medsynth.data.study import Study, normalise_modality
-from medsynth.errors import DataError
+from medsynth.errors import DataError, first_line
 
 _HEADER_TAGS = [
     "SOPClassUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality", "PatientID",
@@ -66,7 +66,7 @@ def _series_in(location: str) -> tuple[dict[str, list[SliceHeader]], dict[str, d
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
         except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as err:
-            raise DataError(f"{path} is not a readable DICOM file ({_first_line(err)}); remove or replace it.") from None
+            raise DataError(f"{path} is not a readable DICOM file ({first_line(err, 160)}); remove or replace it.") from None
         modality = str(ds.get("Modality", ""))
         if modality == "SEG" and ds.get("ReferencedSeriesSequence"):
             segs[str(ds.ReferencedSeriesSequence[0].SeriesInstanceUID)].append(str(path))
@@ -87,7 +87,7 @@ def _series_in(location: str) -> tuple[dict[str, list[SliceHeader]], dict[str, d
                 tuple(float(v) for v in ds.PixelSpacing), int(ds.Rows), int(ds.Columns),
                 float(ds.get("SliceThickness") or ds.get("SpacingBetweenSlices") or 1.0)))
         except (AttributeError, TypeError, ValueError) as err:
-            raise DataError(f"{path} lacks usable image-plane attributes ({_first_line(err)}); "
+            raise DataError(f"{path} lacks usable image-plane attributes ({first_line(err, 160)}); "
                             "it needs ImagePositionPatient, ImageOrientationPatient, PixelSpacing, Rows and Columns.") from None
         info.setdefault(uid, {"modality": modality, "patient_id": str(ds.get("PatientID", "")),
                               "series_number": ds.get("SeriesNumber"), "folder": str(path.parent)})
@@ -166,7 +166,7 @@ def seg_label_map(path: str, shape: tuple[int, ...], affine_ras: np.ndarray) -> 
     try:
         volume = hd.seg.segread(path).get_volume(combine_segments=True)
     except Exception as err:  # highdicom raises many types for malformed or overlapping segmentations
-        raise DataError(f"{path}: cannot read this DICOM SEG ({_first_line(err)}).") from None
+        raise DataError(f"{path}: cannot read this DICOM SEG ({first_line(err, 160)}).") from None
     seg_index = np.argwhere(volume.array > 0)  # (slice, row, column) of labelled voxels
     labels = np.zeros(shape, np.uint8)
     if len(seg_index):
@@ -191,7 +191,7 @@ def load_dicom(ref: StudyRef, label_names: dict[int, str] | None) -> Study:
             ds = pydicom.dcmread(header.path)
             pixels = ds.pixel_array.astype(np.float32)
         except Exception as err:  # pydicom raises many types for corrupt or undecodable pixel data
-            raise DataError(f"{header.path}: cannot decode its pixel data ({_first_line(err)}); "
+            raise DataError(f"{header.path}: cannot decode its pixel data ({first_line(err, 160)}); "
                             "the file is corrupt or uses a transfer syntax no installed decoder handles.") from None
         if pixels.ndim != 2:
             raise DataError(f"{header.path}: expected one monochrome frame, got pixel array of shape {pixels.shape}.")
@@ -209,6 +209,3 @@ def _safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "series"
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:160]

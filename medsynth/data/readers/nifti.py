@@ -11,7 +11,7 @@ import numpy as np
 
 from medsynth.data.readers.base import Scan, StudyRef, check_label_map, check_same_grid, require_file
 from medsynth.data.study import Study
-from medsynth.errors import DataError
+from medsynth.errors import DataError, first_line
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 _LABEL_SUFFIX = re.compile(r"_(label|labels|seg|mask)$", re.IGNORECASE)
@@ -37,7 +37,7 @@ def read_nifti(path: str | Path, what: str = "NIfTI file") -> tuple[np.ndarray, 
         image = nib.load(str(path))
         data = np.asanyarray(image.dataobj)
     except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, OSError, ValueError) as err:
-        raise DataError(f"{path} is not a readable NIfTI file ({_short(err)}); re-export or replace it.") from None
+        raise DataError(f"{path} is not a readable NIfTI file ({first_line(err, 160)}); re-export or replace it.") from None
     return np.asarray(data), np.asarray(image.affine, dtype=np.float64)
 
 
@@ -112,6 +112,3 @@ def load_nifti(ref: StudyRef, label_names: dict[int, str] | None) -> Study:
                  source=ref.images[0])
 
 
-def _short(err: Exception) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text[:160]

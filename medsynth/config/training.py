@@ -1,21 +1,15 @@
-"""Typed, frozen run configuration loaded from YAML; unknown keys and wrong types are errors."""
+"""The training config: what a run is trained with (data, conditioning, model, diffusion, train, latent sections).
+
+Saved in the run folder and in every checkpoint; a resumed run or a later stage is compared against it.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from medsynth.errors import MedsynthError
-
-
-class ConfigError(MedsynthError):
-    """A config file or override that does not fit the schema."""
+from medsynth.config.schema import ConfigError, apply_overrides, as_dict, build, located, read_yaml
 
 
 @dataclass(frozen=True)
@@ -168,93 +162,18 @@ class Config:
         return tuple(s // self.latent.factor for s in self.data.shape) if self.latent.enabled else self.data.shape
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check `value` against a field's annotation, converting lists to tuples and ints to floats."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        return _coerce(value, next(a for a in args if a is not type(None)), where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}.")
-        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
-        if len(items) != len(value):
-            raise ConfigError(f"{where} must have {len(items)} entries, got {len(value)}.")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, items)))
-    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if annotation is float and isinstance(value, str):
-        try:
-            return float(value)  # YAML reads 2e-4 as a string
-        except ValueError:
-            pass
-    if annotation in (int, bool, str) and type(value) is annotation:
-        return value
-    raise ConfigError(f"{where} must be {getattr(annotation, '__name__', annotation)}, got {value!r}.")
-
-
-def _build(cls: type, values: Any, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values.")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown config key {where + '.' if where else ''}{unknown[0]}; "
-                          f"known keys{' in ' + where if where else ''}: {', '.join(sorted(known))}.")
-    kwargs = {}
-    for name, value in values.items():
-        key = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(hints[name]):
-            kwargs[name] = _build(hints[name], value, key)
-        else:
-            kwargs[name] = _coerce(value, hints[name], key)
-    return cls(**kwargs)
+        return as_dict(self)
 
 
 def config_from_dict(values: dict[str, Any], where: str = "") -> Config:
+    """A training config from a mapping (a checkpoint's or a run's config.yaml); `where` names it in errors."""
     try:
-        return _build(Config, values, "")
+        return build(Config, values, "")
     except ConfigError as err:
-        raise ConfigError(f"{where}: {err}" if where else str(err)) from None
-
-
-def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `section.key=value` overrides (values parsed as YAML) to a raw config mapping."""
-    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or key.count(".") != 1:
-            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.lr=1e-4.")
-        section, name = key.split(".")
-        values.setdefault(section, {})[name] = yaml.safe_load(raw)
-    return values
-
-
-BUNDLED = Path(__file__).resolve().parents[1] / "configs"
+        raise located(where, err) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (a path, or the name of one in configs/), apply overrides, and validate it."""
-    path = Path(path)
-    if not path.is_file() and (BUNDLED / path.name).is_file() and path.name == str(path):
-        path = BUNDLED / path.name
-    if not path.is_file():
-        raise ConfigError(f"config {path} does not exist; see configs/ for examples.")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML ({str(err).splitlines()[0]}).") from None
+    """Read a YAML training config (a path, or the name of one in configs/), apply overrides, and validate it."""
+    path, values = read_yaml(path)
     return config_from_dict(apply_overrides(values, overrides or []), str(path))

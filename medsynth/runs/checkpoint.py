@@ -8,9 +8,7 @@ from typing import Any
 
 import torch
 
-from medsynth.errors import MedsynthError
-
-CHECKPOINT = "checkpoints/last.pt"
+from medsynth.errors import MedsynthError, first_line
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -29,8 +27,4 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise MedsynthError(f"{path} is not a readable medsynth checkpoint ({str(err).splitlines()[0][:120]}).") from None
-
-
-def run_checkpoint(run: str | Path) -> Path:
-    return Path(run) / CHECKPOINT
+        raise MedsynthError(f"{path} is not a readable medsynth checkpoint ({first_line(err, 120)}).") from None

@@ -1,4 +1,5 @@
-"""Embedding channel: a small contrastive encoder trained on the training studies (SimCLR, as Dar et al.).
+"""A small contrastive (SimCLR) encoder trained on training studies: the audit's embedding channel and the evaluation's
+feature space (Dar et al. use SimCLR features to find copies).
 
 Two augmented views of a study (axis flips, shifts of up to 2 voxels, gain/offset, noise, blur) must map close
 together and away from other studies, so the embedding ignores exactly the changes a disguised copy would make.

@@ -1,8 +1,10 @@
-"""A finished training run, loaded for generation: EMA weights, config, grid, classes, intensity mapping."""
+"""A finished training run, loaded for generation, the audit and the evaluation: EMA weights, config, grid,
+conditioning, noise process, intensity mapping and (latent runs) the codec and ControlNet."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -10,16 +12,15 @@ import torch
 from torch import nn
 
 from medsynth import provenance
+from medsynth.conditioning import Conditions, ConditionSpec
 from medsynth.config import Config, config_from_dict
 from medsynth.data.preprocess import IntensityMap
-from medsynth.diffusion import sample
+from medsynth.diffusion import NoiseProcess, noise_process, sample
 from medsynth.errors import MedsynthError
-from medsynth.exporter.synthset import SyntheticSet, read_synthetic_set
 from medsynth.models import Denoiser, build_denoiser
-from medsynth.models.latent import LatentCodec, load_codec
-from medsynth.training.checkpoint import load_checkpoint, run_checkpoint
-from medsynth.training.latent import AUTOENCODER, CONTROLNET, load_controlnet
-
+from medsynth.models.latent import ControlledDenoiser, LatentCodec, build_controlnet, load_codec
+from medsynth.runs.checkpoint import load_checkpoint
+from medsynth.runs.layout import RunFolder
 
 # what generation, the audit and the evaluation read from a checkpoint besides the weights
 REQUIRED = ("config", "class_names", "class_counts", "num_labels", "image_channels", "shape", "spacing", "modality",
@@ -36,12 +37,26 @@ class LoadedRun:
     codec: LatentCodec | None = None   # latent runs: images <-> scaled latents
 
     @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.path)
+
+    @property
     def class_names(self) -> list[str]:
         return list(self.meta["class_names"])
 
     @property
     def num_labels(self) -> int:
         return int(self.meta["num_labels"])
+
+    @property
+    def spec(self) -> ConditionSpec:
+        """What the run's model is conditioned on."""
+        return ConditionSpec(tuple(self.class_names), self.num_labels)
+
+    @cached_property
+    def process(self) -> NoiseProcess:
+        """The run's noise process, chosen once from its config."""
+        return noise_process(self.cfg.diffusion)
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -58,17 +73,20 @@ class LoadedRun:
             return self.image_shape
         return (int(self.meta["latent"]["channels"]), *self.meta["latent"]["shape"])
 
-    def to_model(self, images: torch.Tensor, one_hot: torch.Tensor | None = None):
-        """Images in [-1, 1] (and one-hot masks) as the diffusion model sees them: latents for latent runs."""
+    def to_model(self, images: torch.Tensor, cond: Conditions) -> tuple[torch.Tensor, Conditions]:
+        """Images in [-1, 1] and their conditions as the diffusion model sees them: latents (and masks pooled to the
+        latent grid, for concat masks) for latent runs."""
         if self.codec is None:
-            return images, one_hot
-        return self.codec.encode(images), self.codec.model_mask(one_hot)
+            return images, cond
+        return self.codec.encode(images), self.model_conditions(cond)
 
-    def sample(self, generators, classes, one_hot, steps: int, guidance: float, device) -> torch.Tensor:
+    def model_conditions(self, cond: Conditions) -> Conditions:
+        return cond.replace(mask=self.codec.model_mask(cond.mask)) if self.codec is not None else cond
+
+    def sample(self, generators, cond: Conditions, steps: int, guidance: float, device) -> torch.Tensor:
         """(N, C, *spatial) images in [-1, 1] on the CPU: the sampler in model space, then decoding for latent runs."""
-        mask = self.codec.model_mask(one_hot) if self.codec is not None else one_hot
-        x = sample(self.model, self.cfg.diffusion, self.model_shape, generators, classes, mask, steps=steps,
-                   guidance=guidance, device=device, clip=self.codec is None)
+        x = sample(self.model, self.process, self.model_shape, generators, self.model_conditions(cond), steps,
+                   guidance, device=device, clip=self.codec is None)
         return self.codec.decode(x) if self.codec is not None else x
 
     def default_affine(self) -> np.ndarray:
@@ -88,7 +106,7 @@ def load_run(run: str | Path, device: torch.device) -> LoadedRun:
     run = Path(run).expanduser().resolve()
     if not run.is_dir():
         raise MedsynthError(f"run folder {run} does not exist; train one with `medsynth train`.")
-    path = run_checkpoint(run)
+    path = RunFolder(run).checkpoint
     if not path.is_file():
         raise MedsynthError(f"{run} holds no checkpoint; train a model there first (medsynth train).")
     meta = load_checkpoint(path)
@@ -114,42 +132,31 @@ def load_run(run: str | Path, device: torch.device) -> LoadedRun:
 def load_latent_parts(run: Path, cfg: Config, meta: dict, model: Denoiser, diffusion_hash: str, device):
     """A latent run's autoencoder (the one its diffusion model was trained on) and, for mask_mode controlnet, the
     ControlNet on top; the run hash then covers every stage's file."""
+    folder = RunFolder(run)
     if "latent" not in meta:
         raise MedsynthError(f"the checkpoint in {run} is a latent config without latent metadata; retrain the run.")
-    ae_path = run / AUTOENCODER
-    if not ae_path.is_file() or provenance.sha256_file(ae_path) != meta["latent"]["autoencoder_sha256"]:
-        raise MedsynthError(f"{run}'s autoencoder ({AUTOENCODER}) is missing or not the one its diffusion model was "
-                            "trained on; retrain the run (medsynth train ... --overwrite).")
-    codec = load_codec(load_checkpoint(ae_path), cfg.latent, cfg.spatial_dims, device)
+    if not folder.autoencoder.is_file() or provenance.sha256_file(folder.autoencoder) != meta["latent"]["autoencoder_sha256"]:
+        raise MedsynthError(f"{run}'s autoencoder ({folder.relative(folder.autoencoder)}) is missing or not the one its "
+                            "diffusion model was trained on; retrain the run (medsynth train ... --overwrite).")
+    codec = load_codec(load_checkpoint(folder.autoencoder), cfg.latent, cfg.spatial_dims, device)
     hashes = [diffusion_hash, meta["latent"]["autoencoder_sha256"]]
     if cfg.latent.mask_mode == "controlnet":
         model = load_controlnet(run, cfg, model, diffusion_hash, int(meta["num_labels"]))
-        hashes.append(provenance.sha256_file(run / CONTROLNET))
+        hashes.append(provenance.sha256_file(folder.controlnet))
     return model, codec, provenance.sha256_bytes("\n".join(hashes).encode())
 
 
-def open_with_run(run: str | Path, synth: str | Path, device, verb: str) -> tuple[LoadedRun, SyntheticSet]:
-    """The run and the synthetic set it made, refused in one sentence when the set came from elsewhere.
-
-    `verb` names the command in the message ("audit", "evaluate")."""
-    loaded = load_run(run, device)
-    sset = read_synthetic_set(synth)
-    if sset.modality != loaded.meta["modality"]:
-        raise MedsynthError(f"the synthetic set is {sset.modality} but the run was trained on {loaded.meta['modality']}; "
-                            f"{verb} a set against the run that generated it.")
-    if sset.meta.get("inputs", {}).get("run_hash") not in (None, loaded.run_hash):
-        raise MedsynthError(f"{sset.folder} was generated by another checkpoint than {loaded.path}'s; "
-                            f"{verb} a set against the run that generated it.")
-    return loaded, sset
-
-
-def studies_on_grid(sset: SyntheticSet, loaded: LoadedRun, verb: str):
-    """Each synthetic study as (samples.csv row, Study, image in the run's model units (C, *spatial)), refusing any
-    study that is not on the run's model grid."""
-    shape = tuple(loaded.meta["shape"])
-    for _, row in sset.table.iterrows():
-        study = sset.load(row)
-        if tuple(study.image.shape[1:]) != shape:
-            raise MedsynthError(f"synthetic study {row['study_id']} is on a {study.image.shape[1:]} grid but the run's "
-                                f"model grid is {shape}; {verb} a set generated by this run.")
-        yield row, study, loaded.intensity.to_unit(study.image)
+def load_controlnet(run: Path, cfg: Config, base: Denoiser, base_sha256: str, num_labels: int) -> ControlledDenoiser:
+    """The run's ControlNet on `base`, provided it was trained on exactly that latent model."""
+    path = RunFolder(run).controlnet
+    if not path.is_file():
+        raise MedsynthError(f"{run} is a ControlNet-conditioned latent run whose ControlNet is not trained yet; "
+                            "train it with `medsynth train ... --stage controlnet`.")
+    state = load_checkpoint(path)
+    if state["base_sha256"] != base_sha256:
+        raise MedsynthError(f"the ControlNet in {run} was trained on another latent model than the run's last checkpoint; "
+                            "retrain it with `medsynth train ... --stage controlnet`.")
+    controlnet = build_controlnet(cfg.model, cfg.spatial_dims, cfg.latent.latent_channels, num_labels, base.num_classes,
+                                  cfg.latent.factor)
+    controlnet.load_state_dict(state["controlnet"])
+    return ControlledDenoiser(base, controlnet)

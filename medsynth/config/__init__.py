@@ -1,0 +1,13 @@
+"""One config system for every stage (schema.py): the training config (training.py: what a run is trained with) and
+the settings of generate, audit, evaluate and export (stages.py), all typed, frozen, strict and loadable from YAML."""
+
+from medsynth.config.schema import BUNDLED, ConfigError, apply_overrides, as_dict
+from medsynth.config.stages import (SECTIONS, AuditConfig, EvaluateConfig, ExportConfig, GenerateConfig, StageConfig,
+                                    load_stage_config, with_keys)
+from medsynth.config.training import (Config, ConditioningConfig, DataConfig, DiffusionConfig, LatentConfig, ModelConfig,
+                                      TrainConfig, config_from_dict, load_config)
+
+__all__ = ["BUNDLED", "SECTIONS", "AuditConfig", "Config", "ConditioningConfig", "ConfigError", "DataConfig",
+           "DiffusionConfig", "EvaluateConfig", "ExportConfig", "GenerateConfig", "LatentConfig", "ModelConfig",
+           "StageConfig", "TrainConfig", "apply_overrides", "as_dict", "config_from_dict", "load_config",
+           "load_stage_config", "with_keys"]
