@@ -65,7 +65,7 @@ def measure(args: argparse.Namespace) -> dict:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     torch.manual_seed(0)
     autoencoder = build_autoencoder(autoencoder_spec(cfg.latent), len(size)).to(device).eval()
-    codec = LatentCodec(autoencoder, 1.0, cfg.latent.factor, args.tile, cfg.latent.tile_overlap, "concat")
+    codec = LatentCodec(autoencoder, 1.0, cfg.latent.factor, args.tile, 0, "concat")
     latent = (cfg.latent.latent_channels, *[s // cfg.latent.factor for s in size])
     z = torch.randn(1, *latent)
     x = torch.rand(1, 1, *size) * 2 - 1

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import assert_user_error, run_cli
-from medsynth.config import load_config
+from medsynth.config import ConfigError, load_config
 from medsynth.data.phantom import PhantomSpec, make_phantom, write_phantom_dataset
 from medsynth import provenance
 from medsynth.models import build_denoiser
@@ -131,15 +131,17 @@ def test_concat_mask_mode_resumes_without_retraining_the_autoencoder(tmp_path):
     paused = train(cfg, data, tmp_path / "run", stop_at=6, show_progress=False)
     assert paused.step == 6 and not paused.finished
     stage1 = provenance.sha256_file(tmp_path / "run" / "checkpoints/autoencoder.pt")
-    decode_in_tiles = load_config("tiny_latent_3d.yaml", ["latent.mask_mode=concat", "train.max_steps=12",
-                                                          "latent.tile=3"])   # decoding settings may change
-    done = train(decode_in_tiles, data, tmp_path / "run", resume=True, show_progress=False)
+    with pytest.raises(ConfigError, match="latent.tile is a decoding setting, which belongs to generation"):
+        load_config("tiny_latent_3d.yaml", ["latent.mask_mode=concat", "latent.tile=3"])
+    done = train(cfg, data, tmp_path / "run", resume=True, show_progress=False)
     assert done.finished and done.step == 12 and done.notes == []       # stage 1 loaded, not trained again
     assert provenance.sha256_file(tmp_path / "run" / "checkpoints/autoencoder.pt") == stage1
     loaded = load_run(tmp_path / "run", torch.device("cpu"))
     assert loaded.model.mask_channels == loaded.num_labels and not (tmp_path / "run" / "checkpoints/controlnet.pt").exists()
-    out = generate(tmp_path / "run", tmp_path / "syn", n=2, steps=2, max_attempts=1, show_progress=False)
+    out = generate(tmp_path / "run", tmp_path / "syn", n=2, steps=2, max_attempts=1, tile=3, show_progress=False)
     assert out.studies == 2 and nib.load(tmp_path / "syn" / "syn_00001_image.nii.gz").shape == (16, 16, 16)
+    recorded = json.loads((tmp_path / "syn" / "generate.json").read_text())["config"]
+    assert (recorded["tile"], recorded["tile_overlap"], recorded["tile_cache"]) == (3, 0, False)
 
 
 def test_activation_checkpointing_gives_the_same_loss_and_gradients():
@@ -173,11 +175,11 @@ def test_the_adversarial_loss_takes_part_in_autoencoder_training():
 def test_a_2d_latent_run_generates_images_on_the_image_grid(tmp_path):
     data = write_phantom_dataset(tmp_path / "data", PhantomSpec(dims=2, size=32, cases=12, seed=6), show_progress=False)
     cfg = load_config("tiny_2d.yaml", ["latent.enabled=true", "latent.channels=[8,16]", "latent.norm_num_groups=4",
-                                       "latent.latent_channels=2", "latent.steps=20", "latent.tile=4",
+                                       "latent.latent_channels=2", "latent.steps=20",
                                        "train.max_steps=10"])
     result = train(cfg, data, tmp_path / "run", show_progress=False)
     assert result.finished and "latents 2x8x8" in result.notes[0]
-    out = generate(tmp_path / "run", tmp_path / "syn", classes=["lesion=2"], steps=2, max_attempts=1,
+    out = generate(tmp_path / "run", tmp_path / "syn", classes=["lesion=2"], steps=2, max_attempts=1, tile=4,
                    show_progress=False)
     image = nib.load(out.out / "syn_00000_image.nii.gz")
     assert out.studies == 2 and image.shape[:2] == (16, 16)

@@ -4,13 +4,15 @@ they resolved; the CLI flags are shortcuts that win over the file."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import assert_user_error, run_cli
-from medsynth.config import ConfigError, GenerateConfig, load_config, load_stage_config
+from medsynth.config import ConfigError, GenerateConfig, config_from_dict, legacy_decoding, load_config, load_stage_config
 from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
-from medsynth.synthesis.generate import generate
+from medsynth.errors import MedsynthError
+from medsynth.synthesis.generate import generate, resolve
 from medsynth.training.trainer import train
 
 COMMANDS = {  # command -> its positional arguments besides --out (the run and set need not exist: settings come first)
@@ -83,3 +85,22 @@ def test_audit_evaluate_and_export_take_their_sections_from_one_file_and_record_
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "exp" / "monai" / "datalist.json").is_file()
     assert json.loads((tmp_path / "exp" / "export.json").read_text())["config"]["formats"] == ["nifti", "monai"]
+
+
+def test_decoding_belongs_to_generation_and_an_older_runs_recorded_tiles_become_its_defaults():
+    stored = load_config("tiny_latent_3d.yaml").to_dict()
+    stored["latent"].update(tile=2, tile_cache=True)                 # how runs before the move recorded decoding
+    with pytest.raises(ConfigError, match="latent.tile is a decoding setting"):
+        config_from_dict(stored)
+    assert config_from_dict(stored, stored=True) == load_config("tiny_latent_3d.yaml")
+    assert legacy_decoding(stored) == {"tile": 2, "tile_cache": True}
+    cfg = load_config("tiny_latent_3d.yaml")
+    old_run = SimpleNamespace(codec=object(), decoding=legacy_decoding(stored), cfg=cfg)
+    assert (resolve(GenerateConfig(), old_run).tile, resolve(GenerateConfig(), old_run).tile_cache) == (2, True)
+    assert resolve(GenerateConfig(tile=5, tile_cache=False), old_run).tile == 5
+    new_run = SimpleNamespace(codec=object(), decoding={}, cfg=cfg)
+    resolved = resolve(GenerateConfig(), new_run)
+    assert (resolved.tile, resolved.tile_overlap, resolved.tile_cache, resolved.steps) == (0, 0, False, 4)
+    pixel_run = SimpleNamespace(codec=None, decoding={}, cfg=load_config("tiny_2d.yaml"))
+    with pytest.raises(MedsynthError, match="--tile applies to latent runs only"):
+        resolve(GenerateConfig(tile=2), pixel_run)

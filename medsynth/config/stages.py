@@ -35,7 +35,10 @@ class GenerateConfig:
     mask_augment: bool = True
     mask_flip: bool = False
     max_attempts: int = 3                # QC draws per study
-    tile: int | None = None              # latent runs: decoding tile (latent voxels); None: the run's own
+    tile: int | None = None              # latent runs: decode in tiles of this many latent voxels; 0 whole volumes
+    tile_overlap: int | None = None      # latent voxels of context per tile side; 0: the decoder's receptive radius
+    tile_cache: bool | None = None       # keep tiles' activations between passes (faster, more memory than whole)
+                                         # (None for any of the three: what the run recorded, else 0 / 0 / off)
 
 
 @dataclass(frozen=True)

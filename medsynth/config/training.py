@@ -88,10 +88,6 @@ class LatentConfig:
                                       # 'controlnet': a ControlNet trained afterwards on the frozen latent model
     controlnet_steps: int = 500
     controlnet_lr: float = 1e-4
-    tile: int = 0                     # decode in tiles of this many latent voxels per side; 0 decodes whole volumes
-    tile_overlap: int = 0             # latent voxels of context per side; 0: the decoder's receptive radius (exact)
-    tile_cache: bool = False          # keep tiles' activations between passes: several times faster, but more memory
-                                      # than whole decoding (off: one tile's memory whatever the volume)
     checkpointing: bool = False       # autoencoder training recomputes activations in the backward pass (memory)
 
     @property
@@ -165,10 +161,34 @@ class Config:
         return as_dict(self)
 
 
-def config_from_dict(values: dict[str, Any], where: str = "") -> Config:
-    """A training config from a mapping (a checkpoint's or a run's config.yaml); `where` names it in errors."""
+# Decoding settings (tiles) belong to generation (the generate section); runs trained before that kept them in
+# the latent section. A stored config (a checkpoint's) may still hold them; a config file given to train may not.
+LEGACY_DECODING = ("tile", "tile_overlap", "tile_cache")
+
+
+def legacy_decoding(values: dict[str, Any]) -> dict[str, Any]:
+    """The decoding settings an older stored config kept in its latent section ({} for current configs)."""
+    latent = values.get("latent") or {}
+    return {k: latent[k] for k in LEGACY_DECODING if isinstance(latent, dict) and k in latent}
+
+
+def without_legacy_decoding(values: dict[str, Any]) -> dict[str, Any]:
+    if not legacy_decoding(values):
+        return values
+    return {**values, "latent": {k: v for k, v in values["latent"].items() if k not in LEGACY_DECODING}}
+
+
+def config_from_dict(values: dict[str, Any], where: str = "", stored: bool = False) -> Config:
+    """A training config from a mapping; `where` names it in errors. `stored` (a checkpoint's config) accepts the
+    decoding settings older runs kept in the latent section; elsewhere they are refused with where they went."""
+    found = legacy_decoding(values)
+    if found and not stored:
+        raise located(where, ConfigError(
+            f"latent.{next(iter(found))} is a decoding setting, which belongs to generation: drop it from the training "
+            "config and give it to `medsynth generate` (--tile, or tile / tile_overlap / tile_cache in the generate "
+            "section of a --config file)."))
     try:
-        return build(Config, values, "")
+        return build(Config, without_legacy_decoding(values), "")
     except ConfigError as err:
         raise located(where, err) from None
 

@@ -227,10 +227,10 @@ def pool_to_grid(one_hot: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def load_codec(state: dict, cfg: LatentConfig, spatial_dims: int, device: torch.device) -> LatentCodec:
+    """The stage-1 autoencoder of a checkpoint, decoding whole volumes (generation sets tiling)."""
     autoencoder = build_autoencoder(autoencoder_spec(cfg), spatial_dims, int(state["image_channels"]))
     autoencoder.load_state_dict(state["autoencoder"])
-    return LatentCodec(autoencoder.to(device).eval(), float(state["scale_factor"]), cfg.factor, cfg.tile,
-                       cfg.tile_overlap, cfg.mask_mode, cfg.tile_cache)
+    return LatentCodec(autoencoder.to(device).eval(), float(state["scale_factor"]), cfg.factor, mask_mode=cfg.mask_mode)
 
 
 def build_controlnet(model: ModelConfig, spatial_dims: int, latent_channels: int, num_labels: int,

@@ -13,7 +13,7 @@ from torch import nn
 
 from medsynth import provenance
 from medsynth.conditioning import Conditions, ConditionSpec
-from medsynth.config import Config, config_from_dict
+from medsynth.config import Config, config_from_dict, legacy_decoding
 from medsynth.data.preprocess import IntensityMap
 from medsynth.diffusion import NoiseProcess, noise_process, sample
 from medsynth.errors import MedsynthError
@@ -57,6 +57,11 @@ class LoadedRun:
     def process(self) -> NoiseProcess:
         """The run's noise process, chosen once from its config."""
         return noise_process(self.cfg.diffusion)
+
+    @property
+    def decoding(self) -> dict:
+        """The decoding settings the run recorded (older latent runs kept them in their training config), else {}."""
+        return legacy_decoding(self.meta["config"])
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -117,7 +122,7 @@ def load_run(run: str | Path, device: torch.device) -> LoadedRun:
     if missing:
         raise MedsynthError(f"the checkpoint in {run} lacks {', '.join(missing)} (it was written by an older medsynth); "
                             "retrain the run with this version (medsynth train ... --overwrite).")
-    cfg = config_from_dict(meta["config"], str(path))
+    cfg = config_from_dict(meta["config"], str(path), stored=True)
     model = build_denoiser(cfg.model, cfg.spatial_dims, int(meta.get("model_channels", meta["image_channels"])),
                            int(meta.get("model_mask_channels", meta["num_labels"])), len(meta["class_names"]))
     model.load_state_dict(meta.pop("ema"))

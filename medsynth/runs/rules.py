@@ -2,8 +2,8 @@
 
 - Between sessions of one stage (`--resume`): only the budgets (train.max_steps, train.max_minutes).
 - Between stage 1 (the autoencoder) and later stages of a latent run: the diffusion, train and model sections, and
-  the latent keys that only later stages read (mask_mode, controlnet_steps, controlnet_lr); decoding settings never
-  matter to training.
+  the latent keys that only later stages read (mask_mode, controlnet_steps, controlnet_lr).
+Decoding settings are generation's (older runs' checkpoints still hold them in the latent section; they never count).
 """
 
 from __future__ import annotations
@@ -12,22 +12,21 @@ from pathlib import Path
 
 import torch
 
-from medsynth.config import Config
+from medsynth.config import LEGACY_DECODING, Config
 from medsynth.errors import MedsynthError
 from medsynth.models.latent import LatentCodec, load_codec
 from medsynth.runs.checkpoint import load_checkpoint
 from medsynth.runs.layout import RunFolder
 
 BUDGET_KEYS = ("max_steps", "max_minutes")  # may change when resuming; everything else must match
-DECODE_KEYS = ("tile", "tile_overlap", "tile_cache")  # latent decoding settings, free to change too
-LATER_KEYS = DECODE_KEYS + ("mask_mode", "controlnet_steps", "controlnet_lr")  # latent keys stage 1 does not read
+LATER_KEYS = LEGACY_DECODING + ("mask_mode", "controlnet_steps", "controlnet_lr")  # latent keys stage 1 does not read
 STAGES = ("all", "autoencoder", "diffusion", "controlnet")
 
 
 def comparable(config: dict) -> dict:
-    """The config minus what may change between a run's sessions (budgets, decoding); runs from before latent
-    configs existed count as latent.enabled: false."""
-    latent = {k: v for k, v in config.get("latent", Config().to_dict()["latent"]).items() if k not in DECODE_KEYS}
+    """The config minus what may change between a run's sessions (budgets; older runs' decoding settings); runs from
+    before latent configs existed count as latent.enabled: false."""
+    latent = {k: v for k, v in config.get("latent", Config().to_dict()["latent"]).items() if k not in LEGACY_DECODING}
     return {**config, "train": {k: v for k, v in config["train"].items() if k not in BUDGET_KEYS}, "latent": latent}
 
 

@@ -103,16 +103,21 @@ def write_study(folder: Path, loaded: LoadedRun, plan: StudyPlan, mask: MaskChoi
 
 
 def resolve(s: GenerateConfig, loaded: LoadedRun) -> GenerateConfig:
-    """The settings with the run's defaults filled in (sampler steps, guidance, decoding tile), once, here."""
-    if s.tile is not None:
-        if loaded.codec is None:
-            raise MedsynthError("--tile applies to latent runs only; this run's model works on images directly.")
-        if s.tile < 0:
-            raise MedsynthError("--tile must be 0 (whole volumes) or a positive number of latent voxels.")
+    """The settings with the run's defaults filled in (sampler steps, guidance, decoding), once, here."""
+    given = {k: getattr(s, k) for k in ("tile", "tile_overlap", "tile_cache") if getattr(s, k) is not None}
+    if given and loaded.codec is None:
+        raise MedsynthError(f"--{next(iter(given)).replace('_', '-')} applies to latent runs only; this run's model "
+                            "works on images directly.")
+    if any(given.get(k, 0) < 0 for k in ("tile", "tile_overlap")):
+        raise MedsynthError("--tile must be 0 (whole volumes) or a positive number of latent voxels, and the tile "
+                            "overlap 0 (the decoder's receptive radius) or positive.")
     diffusion = loaded.cfg.diffusion
-    return dataclasses.replace(s, steps=s.steps or diffusion.sample_steps,
-                               guidance=diffusion.guidance if s.guidance is None else s.guidance,
-                               tile=(loaded.codec.tile if s.tile is None else s.tile) if loaded.codec else None)
+    s = dataclasses.replace(s, steps=s.steps or diffusion.sample_steps,
+                            guidance=diffusion.guidance if s.guidance is None else s.guidance)
+    if loaded.codec is None:
+        return s
+    decoding = {"tile": 0, "tile_overlap": 0, "tile_cache": False, **loaded.decoding, **given}
+    return dataclasses.replace(s, **decoding)
 
 
 def plan(loaded: LoadedRun, s: GenerateConfig) -> tuple[list[StudyPlan], MaskBank | None, list[MaskChoice] | None]:
@@ -138,7 +143,8 @@ def generate(run: str | Path, out: str | Path, config: GenerateConfig | None = N
 
     `config` is the generate section (medsynth.config.GenerateConfig); keyword arguments override its keys
     (n=, classes=, masks=, steps=, guidance=, seed=, batch_size=, shard=, mask_augment=, mask_flip=, max_attempts=,
-    tile=: a latent run's decoding tile size in latent voxels, 0 decoding whole volumes)."""
+    tile=, tile_overlap=, tile_cache=: a latent run's decoding, tiles of that many latent voxels, 0 decoding whole
+    volumes)."""
     start = time.monotonic()
     s = with_keys(config or GenerateConfig(), keys)
     if s.batch_size < 1 or s.max_attempts < 1:
@@ -147,7 +153,7 @@ def generate(run: str | Path, out: str | Path, config: GenerateConfig | None = N
     loaded = load_run(run, dev)
     s = resolve(s, loaded)
     if loaded.codec is not None:
-        loaded.codec.tile = s.tile
+        loaded.codec.tile, loaded.codec.overlap, loaded.codec.cache = s.tile, s.tile_overlap, s.tile_cache
     plans, bank, user = plan(loaded, s)
     with atomic_output_dir(out, overwrite) as tmp:
         table = write_set(tmp, loaded, plans, bank, user, s, dev, show_progress)
@@ -175,7 +181,8 @@ def write_set(folder: Path, loaded: LoadedRun, plans: list[StudyPlan], bank, use
     provenance.write_json(files.record, provenance.record(
         "synthetic set", {"steps": s.steps, "guidance": s.guidance, "batch_size": s.batch_size, "shard": s.shard,
                           "n": len(plans), "classes": list(s.classes), "masks": s.masks, "mask_augment": s.mask_augment,
-                          "mask_flip": s.mask_flip, "max_attempts": s.max_attempts, "tile": s.tile},
+                          "mask_flip": s.mask_flip, "max_attempts": s.max_attempts, "tile": s.tile,
+                          **({"tile_overlap": s.tile_overlap, "tile_cache": s.tile_cache} if loaded.codec else {})},
         {"run": str(loaded.path), "run_hash": loaded.run_hash, "catalog_fingerprint": loaded.meta["catalog_fingerprint"]},
         timestamp=False, seeds={"generate": s.seed}, training_config=loaded.meta["config"],
         modality=loaded.meta["modality"], class_names=loaded.class_names,

@@ -75,8 +75,7 @@ def train_autoencoder_stage(run: Path, cfg: Config, ts: TrainingSet, fingerprint
     save_checkpoint(folder.autoencoder, state)
     with open(folder.metrics("autoencoder"), "w", newline="") as handle:
         csv.writer(handle).writerows([("step", "l1"), *((k + 1, f"{v:.6f}") for k, v in enumerate(history))])
-    codec = LatentCodec(autoencoder.eval(), state["scale_factor"], lat.factor, lat.tile, lat.tile_overlap, lat.mask_mode,
-                        lat.tile_cache)
+    codec = LatentCodec(autoencoder.eval(), state["scale_factor"], lat.factor, mask_mode=lat.mask_mode)
     shown = sample[:4]
     recon = codec.decode(codec.encode(shown))
     save_grid(folder.samples("autoencoder.png"), torch.cat([shown, recon]).numpy(),
