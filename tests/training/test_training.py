@@ -16,7 +16,7 @@ from medsynth.runs import RunFolder
 from medsynth.runs.checkpoint import load_checkpoint
 from medsynth.training.trainer import train
 
-CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
