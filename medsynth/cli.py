@@ -269,7 +269,10 @@ def export(
     formats: Optional[list[str]] = typer.Option(None, "--format", help="nifti, dicom, nnunet, msd or monai; repeat for "
                                                 "several. Default nifti."),
     audit: Optional[Path] = typer.Option(None, "--audit", help="Audit report folder (medsynth audit --out); export needs "
-                                         "its verdict to be PASS unless --force."),
+                                         "its verdict to be PASS unless --force; it must have judged exactly these files."),
+    evaluation: Optional[Path] = typer.Option(None, "--evaluation", help="Evaluation report folder (medsynth evaluate "
+                                              "--out) whose figures the dataset card cites; it must have judged "
+                                              "exactly these files."),
     force: Optional[bool] = typer.Option(None, "--force", help="Export without a PASS audit; the card and manifest say so."),
     with_real: Optional[Path] = typer.Option(None, "--with-real", help="Real dataset to merge into the layouts "
                                              "(cases named real_<id>), for augmentation."),
@@ -293,8 +296,8 @@ def export(
     settings = load_stage_config("export", config, set_, dict(
         formats=formats or None, image_type=image_type, body_part=body_part.upper() if body_part else None,
         dataset_id=dataset_id, name=name, force=force, workers=workers))
-    result = run_export(synth, out, config=settings, audit=audit, with_real=with_real, real_labels=labels,
-                        overwrite=overwrite)
+    result = run_export(synth, out, config=settings, audit=audit, evaluation=evaluation, with_real=with_real,
+                        real_labels=labels, overwrite=overwrite)
     typer.echo(f"exported {', '.join(result.formats)}: {result.files} files, {result.megabytes:.1f} MB in "
                f"{result.seconds:.1f} s (audit: {result.audit_verdict}) to {result.out}")
 
@@ -325,17 +328,46 @@ def _modality(value: Optional[str]) -> Optional[str]:
 
 
 def main() -> None:
-    """Entry point: user errors print one sentence and exit 2; Ctrl-C exits 130."""
+    """Entry point: user errors (bad options included) print one sentence and exit 2; Ctrl-C and SIGTERM remove what
+    was unfinished, say what was kept, and exit 130."""
+    from medsynth import provenance
     from medsynth.console import err
+    from medsynth.runtime import stop_on_sigterm
 
+    provenance.set_command(sys.argv[1:])
     try:
-        app()
+        with stop_on_sigterm():
+            code = app(standalone_mode=False)
     except MedsynthError as error:
         err.print(f"[bold red]error:[/] {error}", highlight=False)
         sys.exit(130 if isinstance(error, Interrupted) else 2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted: finished outputs are kept, unfinished ones were removed.")
         sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.TyperException as error:   # bad options and arguments: typer's parser
+        err.print(f"[bold red]error:[/] {usage_sentence(error)}", highlight=False)
+        sys.exit(getattr(error, "exit_code", 2) or 2)
     except OSError as error:
-        err.print(f"[bold red]error:[/] {error.strerror or error}: {error.filename or ''}".rstrip(": "), highlight=False)
+        err.print(f"[bold red]error:[/] {os_sentence(error)}", highlight=False)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_sentence(error: Exception) -> str:
+    """typer's complaint about the command line as one sentence, pointing at the command's --help."""
+    text = " ".join(error.format_message().split()) if hasattr(error, "format_message") else str(error)
+    context = getattr(error, "ctx", None)
+    where = f"{context.command_path} --help" if context is not None else "medsynth --help"
+    return f"{text.rstrip('.')}; see `{where}`."
+
+
+def os_sentence(error: OSError) -> str:
+    """A disk-full, permission or missing-file error in words, with the path involved."""
+    import errno
+
+    hint = {errno.ENOSPC: "free some space or choose another --out", errno.EACCES: "check the folder's permissions",
+            errno.EROFS: "choose a writable --out"}.get(error.errno, "")
+    what = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+    return what + (f" ({hint})." if hint else ".")

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from medsynth.errors import MedsynthError, OutputExistsError
+from medsynth.errors import Interrupted, MedsynthError, OutputExistsError
 
 
 def check_output_dir(out: str | Path, overwrite: bool) -> Path:
@@ -28,20 +28,33 @@ def check_output_dir(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder next to `out`; on success it replaces `out`, on any error it is removed.
 
     An interrupted run therefore never leaves a half-written folder at `out`, and an existing `out`
-    survives until the new one is complete.
+    survives until the new one is complete. Ctrl-C (or SIGTERM, which the CLI turns into Ctrl-C) becomes an
+    `Interrupted` that says so. The folder gets the modes the umask gives a new folder (not mkdtemp's 0700).
     """
     out = check_output_dir(out, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         yield tmp
+    except KeyboardInterrupt:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = "the folder that was there is kept as it was" if out.exists() else "nothing was written there"
+        raise Interrupted(f"interrupted before {out} was complete: its unfinished files were removed and {kept}. "
+                          "Run the same command again to make it.") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    os.chmod(tmp, 0o777 & ~current_umask())
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")

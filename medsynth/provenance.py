@@ -6,13 +6,27 @@ import functools
 import hashlib
 import json
 import platform
-import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 _PACKAGES = ("medsynth", "torch", "monai", "numpy", "nibabel", "pydicom", "highdicom", "pandas")
+_COMMAND = {"line": "(Python API)"}   # what made the artefacts of this process; the CLI sets its command line
+
+
+def set_command(argv: list[str]) -> None:
+    """Record `medsynth ARGS` as the command every artefact of this process was made by (the CLI calls this)."""
+    _COMMAND["line"] = " ".join(["medsynth", *argv])
+
+
+def command() -> str:
+    return _COMMAND["line"]
+
+
+def command_without_paths() -> str:
+    """The command with every path in it cut to its last part: what a file that leaves the institution may say."""
+    return " ".join(Path(word).name if "/" in word or "\\" in word else word for word in command().split(" "))
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,15 +59,17 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def record(kind: str, config: dict[str, Any], inputs: dict[str, Any] | None = None, timestamp: bool = True,
-           **extra: Any) -> dict[str, Any]:
+           local_paths: bool = True, **extra: Any) -> dict[str, Any]:
     """The provenance record every artefact carries: what it is, the resolved config, versions, inputs' hashes.
 
-    `timestamp=False` leaves out the creation time, for artefacts that must be byte-identical when remade.
+    `timestamp=False` leaves out the creation time, for artefacts that must be byte-identical when remade by the same
+    command; every record names the command that made it (`medsynth ...`, or "(Python API)"); `local_paths=False`
+    cuts the paths in it to their names (records that are exported).
     """
     return {
         "artefact": kind,
         **({"created": datetime.now(timezone.utc).isoformat(timespec="seconds")} if timestamp else {}),
-        "command": " ".join(sys.argv[1:]) if timestamp else "",
+        "command": command() if local_paths else command_without_paths(),
         "config": config,
         "inputs": inputs or {},
         "versions": versions(),

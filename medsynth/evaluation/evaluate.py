@@ -272,6 +272,7 @@ def _evaluate(run, synth, out, s: EvaluateConfig, device: str, overwrite: bool, 
         raise MedsynthError("--boost must be 0 (up to the commonest class's count) or a positive number of studies.")
     check_output_dir(out, overwrite)
     loaded, sset = open_with_run(run, synth, resolve_device(device), "evaluate")
+    judged = sset.file_hashes()
     masked = loaded.num_labels > 0
     names = loaded.class_names
     train, holdout, synthetic = load_sets(loaded, sset, masked, show_progress)
@@ -296,8 +297,9 @@ def _evaluate(run, synth, out, s: EvaluateConfig, device: str, overwrite: bool, 
             train, holdout, synthetic, loaded, s, show_progress)
     payload["utility"] = {k: v for k, v in payload["utility"].items() if v}
     payload["summary"] = headline(payload)
+    payload["judged_files"] = judged
     payload["provenance"] = provenance.record("evaluation", as_dict(s), {
-        "run": str(loaded.path), "run_hash": loaded.run_hash, "synthetic_set": str(sset.folder),
+        "run": loaded.path.name, "run_hash": loaded.run_hash, "synthetic_set": sset.folder.name,
         "samples_sha256": sset.table_sha256}, seeds={"evaluation": s.seed})
     with atomic_output_dir(out, overwrite) as tmp:
         provenance.write_json(tmp / "report.json", payload)

@@ -62,8 +62,8 @@ def _base_dataset(modality: str, keys: dict, study_number: int, software: str) -
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = STUDY_TIME
     ds.ReferringPhysicianName, ds.AccessionNumber, ds.StudyID = "", "", "1"
     ds.StudyDescription = f"medsynth synthetic {modality}"
-    ds.Modality, ds.SeriesNumber = modality, 1
-    ds.SeriesDescription = f"SYNTHETIC {modality} (medsynth)"
+    ds.Modality, ds.SeriesNumber = modality, keys.get("series_number", 1)
+    ds.SeriesDescription = f"SYNTHETIC {modality} (medsynth)" + (f" {keys['channel']}" if keys.get("channel") else "")
     ds.PatientPosition, ds.BodyPartExamined = "HFS", keys.get("body_part", "ABDOMEN")
     ds.PositionReferenceIndicator = ""
     ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = MANUFACTURER, "medsynth-diffusion", software
@@ -185,7 +185,22 @@ def write_seg(path: Path, labels: np.ndarray, source: list[Dataset], label_names
         content_label="SYNTHSEG", content_description="Synthetic label map the image was generated from",
         series_description="SYNTHETIC SEG (medsynth)", omit_empty_frames=False)
     seg.SyntheticData = "YES"
+    fix_clock_and_uids(seg, keys)
     seg.save_as(path, enforce_file_format=True)
+
+
+def fix_clock_and_uids(seg: Dataset, keys: dict) -> None:
+    """What highdicom fills from the clock or at random, made the fixed synthetic date and reproducible UIDs, so the
+    same export twice writes the same bytes and the SEG's dates agree with its images'."""
+    seg.InstanceCreationDate = seg.ContentDate = seg.SeriesDate = STUDY_DATE
+    seg.InstanceCreationTime = seg.ContentTime = seg.SeriesTime = STUDY_TIME
+    for item in seg.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = STUDY_DATE + STUDY_TIME
+    organisation = uid(keys["seg_series"], "dimension organisation")
+    for element in seg.iterall():
+        if element.keyword == "DimensionOrganizationUID":
+            element.value = organisation
 
 
 def read_seg(path: Path) -> tuple[np.ndarray, np.ndarray]:

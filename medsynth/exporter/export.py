@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ from medsynth.data.readers import load_study
 from medsynth.errors import MedsynthError
 from medsynth.exporter import layouts
 from medsynth.exporter.dicom import uid, write_seg, write_series
+from medsynth.exporter.gate import check_bound, read_report
 from medsynth.exporter.manifest import dataset_card, manifest_table
 from medsynth.outputs import atomic_output_dir
 from medsynth.progress import progress_iter
@@ -38,29 +39,30 @@ class ExportResult:
     audit_verdict: str
 
 
-def read_audit(report: str | Path | None) -> dict | None:
-    if report is None:
-        return None
-    path = Path(report) / "report.json" if Path(report).is_dir() else Path(report)
-    if not path.is_file():
-        raise MedsynthError(f"--audit {report} holds no report.json; run `medsynth audit RUN SYNTH --out REPORT` first.")
-    return json.loads(path.read_text())
-
-
 def dicom_case(task: dict) -> list[dict]:
-    """Worker: one study's image series (+ SEG) under task['folder']; returns its manifest entries."""
+    """Worker: one study's image series, one per channel (+ SEG on the first), under task['folder']; returns its
+    manifest entries."""
     sset: SyntheticSet = task["sset"]
     study = sset.load(task["row"])
     keys = {k: uid(task["run_hash"], study.study_id, k) for k in ("study", "series", "frame", "seg_series")}
     keys["body_part"] = task["body_part"]
     folder = Path(task["folder"]) / study.study_id
-    datasets, scaling = write_series(folder / "image", study.image[0] if study.spatial_dims == 3 else study.image[0][..., None],
-                                     study.affine, study.modality, keys, task["number"], task["software"], task["image_type"])
-    files = [{"path": folder / "image" / f"IM{k + 1:05d}.dcm", "role": "dicom image", "intensity_slope": scaling["slope"],
-              "intensity_intercept": scaling["intercept"]} for k in range(len(datasets))]
+    names, files, first = sset.channel_names(study.channels), [], None
+    for c in range(study.channels):
+        # channel 0 keeps the single-channel layout and UIDs; further channels are series of their own
+        series = "image" if c == 0 else f"image_{c}"
+        series_keys = {**keys, **({} if c == 0 else {"series": uid(task["run_hash"], study.study_id, f"series {c}")}),
+                       "series_number": c + 1, "channel": names[c] if study.channels > 1 else ""}
+        volume = study.image[c] if study.spatial_dims == 3 else study.image[c][..., None]
+        datasets, scaling = write_series(folder / series, volume, study.affine, study.modality, series_keys,
+                                         task["number"], task["software"], task["image_type"])
+        first = first or datasets
+        files += [{"path": folder / series / f"IM{k + 1:05d}.dcm", "role": "dicom image", "channel": names[c],
+                   "intensity_slope": scaling["slope"], "intensity_intercept": scaling["intercept"]}
+                  for k in range(len(datasets))]
     if study.label is not None:
         labels = study.label if study.spatial_dims == 3 else study.label[..., None]
-        write_seg(folder / "seg.dcm", labels, datasets, sset.label_names, keys, task["software"])
+        write_seg(folder / "seg.dcm", labels, first, sset.label_names, keys, task["software"])
         files.append({"path": folder / "seg.dcm", "role": "dicom seg"})
     return [{**f, "study_id": study.study_id} for f in files]
 
@@ -79,8 +81,9 @@ def _check(sset: SyntheticSet, formats: list[str], audit: dict | None, force: bo
 
 
 def export(synth: str | Path, out: str | Path, formats: list[str] | None = None, config: ExportConfig | None = None, *,
-           audit: str | Path | None = None, with_real: str | Path | None = None, real_labels: str | Path | None = None,
-           overwrite: bool = False, show_progress: bool = True, **keys) -> ExportResult:
+           audit: str | Path | None = None, evaluation: str | Path | None = None, with_real: str | Path | None = None,
+           real_labels: str | Path | None = None, overwrite: bool = False, show_progress: bool = True,
+           **keys) -> ExportResult:
     """Write the formats of the synthetic set under `out` (plus manifest.csv, dataset_card.md, export.json).
 
     `config` is the `export` config section; `formats` and keyword arguments (force=, image_type=, dataset_id=,
@@ -88,7 +91,10 @@ def export(synth: str | Path, out: str | Path, formats: list[str] | None = None,
     start = time.monotonic()
     c = with_keys(config or ExportConfig(), {**keys, **({"formats": formats} if formats is not None else {})})
     sset = read_synthetic_set(synth)
-    report = read_audit(audit)
+    report, evaluated = read_report(audit, "audit"), read_report(evaluation, "evaluation")
+    for payload, source, what in ((report, audit, "audit"), (evaluated, evaluation, "evaluation")):
+        if payload is not None:
+            check_bound(payload, sset, source, what)    # even with --force: a card never cites another set's report
     formats = list(dict.fromkeys(c.formats))
     _check(sset, formats, report, c.force)
     if c.image_type not in ("derived", "original"):
@@ -103,27 +109,40 @@ def export(synth: str | Path, out: str | Path, formats: list[str] | None = None,
     with atomic_output_dir(out, overwrite) as tmp:
         files = _write_layouts(tmp, sset, real, [f for f in formats if f != "dicom"], c.dataset_id, name, show_progress)
         if "dicom" in formats:
-            files += _write_dicom(tmp, sset, c)
-        table = _write_index(tmp, sset, files, formats, report, c, name, with_real, verdict)
+            files += _write_dicom(tmp, sset, c, show_progress)
+        table = _write_index(tmp, sset, files, formats, report, evaluated, c, name, with_real, verdict)
         megabytes = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) / 1e6
     return ExportResult(Path(out).expanduser().resolve(), formats, len(table), megabytes, time.monotonic() - start, verdict)
 
 
-def _write_dicom(root: Path, sset: SyntheticSet, c: ExportConfig) -> list[dict]:
+def _write_dicom(root: Path, sset: SyntheticSet, c: ExportConfig, show_progress: bool) -> list[dict]:
     """Every study's DICOM series (+ SEG), written by worker processes; returns their manifest entries."""
     run_hash, software = sset.meta["inputs"]["run_hash"], provenance.versions()["medsynth"]
     tasks = [{"sset": sset, "row": row, "run_hash": run_hash, "folder": root / "dicom", "number": int(row["index"]) + 1,
               "software": software, "image_type": c.image_type, "body_part": c.body_part}
              for _, row in sset.table.iterrows()]
     files = []
-    with ProcessPoolExecutor(max_workers=c.workers or os.cpu_count()) as pool:  # DICOM encoding is CPU-bound
-        for entries in pool.map(dicom_case, tasks):
+    # DICOM encoding is CPU-bound: worker processes, which leave Ctrl-C to this one; on any stop they are ended here
+    pool = ProcessPoolExecutor(max_workers=c.workers or os.cpu_count(), initializer=_ignore_sigint)
+    try:
+        for entries in progress_iter(pool.map(dicom_case, tasks), "DICOM series", show_progress, len(tasks)):
             files += [{**e, "source": "synthetic", "format": "dicom"} for e in entries]
+    except BaseException:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return files
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _write_index(root: Path, sset: SyntheticSet, files: list[dict], formats: list[str], report: dict | None,
-                 c: ExportConfig, name: str, with_real, verdict: str):
+                 evaluated: dict | None, c: ExportConfig, name: str, with_real, verdict: str):
     """manifest.csv, dataset_card.md and export.json for the files written."""
     run_hash = sset.meta["inputs"]["run_hash"]
     per_study = {r["study_id"]: r for _, r in sset.table.iterrows()}
@@ -134,13 +153,16 @@ def _write_index(root: Path, sset: SyntheticSet, files: list[dict], formats: lis
                          "audit_verdict": verdict})
     table = manifest_table(root, files)
     table.to_csv(root / "manifest.csv", index=False)
-    (root / "dataset_card.md").write_text(dataset_card(sset, table, formats, report, c.force and verdict != "PASS"))
+    (root / "dataset_card.md").write_text(dataset_card(sset, table, formats, report, c.force and verdict != "PASS",
+                                                       evaluated))
     provenance.write_json(root / "export.json", provenance.record(
         "export", {"formats": formats, "image_type": c.image_type, "dataset_id": c.dataset_id, "name": name,
-                   "body_part": c.body_part, "with_real": str(with_real) if with_real else None, "force": c.force,
+                   "body_part": c.body_part, "with_real": Path(with_real).name if with_real else None, "force": c.force,
                    "workers": c.workers},
-        {"synthetic_set": str(sset.folder), "run_hash": run_hash, "samples_csv_sha256": sset.table_sha256},
-        seeds={"generate": sset.meta["seeds"]["generate"]}, audit={"verdict": verdict, **(report or {}).get("summary", {})}))
+        {"synthetic_set": sset.folder.name, "run_hash": run_hash, "samples_csv_sha256": sset.table_sha256,
+         "evaluation": (evaluated or {}).get("summary")},
+        local_paths=False, seeds={"generate": sset.meta["seeds"]["generate"]},
+        audit={"verdict": verdict, **(report or {}).get("summary", {})}))
     return table
 
 
@@ -148,7 +170,7 @@ def _write_layouts(root: Path, sset: SyntheticSet, real, formats: list[str], dat
                    show_progress: bool) -> list[dict]:
     """NIfTI-based layouts: the synthetic studies (and merged real ones), then each layout's index file."""
     files: list[dict] = []
-    max_label = max(sset.label_names, default=0)
+    max_label, channels = max(sset.label_names, default=0), [sset.modality]
     cases: dict[str, list[tuple[str, str]]] = {f: [] for f in formats}
     studies = [(row["study_id"], "synthetic", row["class"], lambda row=row: sset.load(row)) for _, row in sset.table.iterrows()]
     if real is not None:
@@ -164,10 +186,14 @@ def _write_layouts(root: Path, sset: SyntheticSet, real, formats: list[str], dat
             written = layouts.write_nifti_files(layouts.layout_root(root, fmt, dataset_id, name), study, case,
                                                 image_dir, label_dir, suffix)
             labels_present = ",".join(str(v) for v in np.unique(study.label)) if study.label is not None else ""
-            for role in ("image", "label"):
-                if written[role] is not None:
-                    files.append({"path": written[role], "study_id": case, "source": source, "format": fmt,
-                                  "role": f"nifti {role}", "labels_present": labels_present})
+            channels = sset.channel_names(study.channels)
+            for k, path in enumerate(written["images"]):
+                files.append({"path": path, "study_id": case, "source": source, "format": fmt, "role": "nifti image",
+                              "channel": channels[k] if len(written["images"]) > 1 else ", ".join(channels),
+                              "labels_present": labels_present})
+            if written["label"] is not None:
+                files.append({"path": written["label"], "study_id": case, "source": source, "format": fmt,
+                              "role": "nifti label", "labels_present": labels_present})
             cases[fmt].append((case, class_name))
             if study.label is not None:
                 max_label = max(max_label, int(study.label.max()))
@@ -175,10 +201,10 @@ def _write_layouts(root: Path, sset: SyntheticSet, real, formats: list[str], dat
         root_fmt = layouts.layout_root(root, fmt, dataset_id, name)
         names = layouts.label_table(sset.label_names, max_label) if sset.has_labels else {}
         if fmt == "nnunet":
-            layouts.nnunet_dataset_json(root_fmt, len(entries), sset.modality, names, name)
+            layouts.nnunet_dataset_json(root_fmt, len(entries), sset.modality, names, name, channels)
         elif fmt == "msd":
             layouts.msd_dataset_json(root_fmt, [c for c, _ in entries], sset.modality, names, name,
-                                     len(sset.meta["training_config"]["data"]["shape"]))
+                                     len(sset.meta["training_config"]["data"]["shape"]), channels)
         elif fmt == "monai":
             layouts.monai_datalist(root_fmt, [
                 {"image": f"images/{c}.nii.gz", **({"label": f"labels/{c}.nii.gz"} if sset.has_labels else {}),

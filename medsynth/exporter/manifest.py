@@ -37,7 +37,8 @@ def training_licence(run: str | None) -> str:
         return "unknown: state the training data's licence before sharing"
 
 
-def dataset_card(sset, table: pd.DataFrame, formats: list[str], audit: dict | None, forced: bool) -> str:
+def dataset_card(sset, table: pd.DataFrame, formats: list[str], audit: dict | None, forced: bool,
+                 evaluation: dict | None = None) -> str:
     meta = sset.meta
     synthetic = sset.table
     classes = synthetic["class"].replace("", "(unconditioned)").value_counts().to_dict()
@@ -49,7 +50,7 @@ def dataset_card(sset, table: pd.DataFrame, formats: list[str], audit: dict | No
         "DICOM files carry Synthetic Data (0008,001C) = YES.",
         "",
         "## Model",
-        f"- run: `{Path(run).name}`, checkpoint sha256 `{meta['inputs']['run_hash']}`",
+        f"- checkpoint sha256 `{meta['inputs']['run_hash']}`",
         f"- training catalog fingerprint: `{meta['inputs']['catalog_fingerprint']}`",
         f"- modality {sset.modality}; sampler steps {meta['config']['steps']}, guidance {meta['config']['guidance']}, "
         f"seed {meta['seeds']['generate']}",
@@ -71,6 +72,12 @@ def dataset_card(sset, table: pd.DataFrame, formats: list[str], audit: dict | No
     else:
         lines.append(f"- verdict: **{audit.get('verdict')}**" + (" (exported with --force)" if forced else ""))
         for key, value in audit.get("summary", {}).items():
+            lines.append(f"- {key}: {value}")
+        lines.append(f"- the report judged exactly these {len(audit.get('judged_files', {}))} synthetic files "
+                     "(sha256 checked at export)")
+    if evaluation is not None:
+        lines += ["", "## Evaluation (next to real data)"]
+        for key, value in evaluation.get("summary", {}).items():
             lines.append(f"- {key}: {value}")
     lines += ["", "## Licence of the training data", f"- {training_licence(run)}", "", "## Intended use",
               f"- {INTENDED_USE}", "", "## Files", "- `manifest.csv`: one row per file with its sha256, study id, role, "

@@ -231,6 +231,7 @@ def audit(run: str | Path, synth: str | Path, out: str | Path, settings: AuditCo
                             "must be a positive integer.")
     check_output_dir(out, overwrite)
     loaded, sset = open_with_run(run, synth, resolve_device(device), "audit")
+    judged = sset.file_hashes()
     masked = loaded.num_labels > 0
     train, holdout = load_real(loaded, masked, show_progress)
     synthetic = load_synthetic(sset, loaded, masked)
@@ -247,8 +248,8 @@ def audit(run: str | Path, synth: str | Path, out: str | Path, settings: AuditCo
                      mask_sources(sset, matches, train) if masked else None)
     verdict, reasons = judge(found, s, masked)
 
-    payload = report_payload(loaded, sset, s, found, verdict, reasons, nulls, level, gallery.channels,
-                             len(train.ids), len(holdout.ids))
+    payload = {**report_payload(loaded, sset, s, found, verdict, reasons, nulls, level, gallery.channels,
+                                len(train.ids), len(holdout.ids)), "judged_files": judged}
     table = pairs_table(synthetic, train, matches, scores, nulls, found, gallery.channels,
                         sset.table["mask_source"].astype(str).tolist() if masked else None)
     views = report.Views(train, synthetic, matches, p_min, null_scores, scores, planted_scores, nulls, level,
@@ -358,7 +359,7 @@ def report_payload(loaded: LoadedRun, sset: SyntheticSet, s: AuditConfig, found:
         "closer_to_training": found.closer, "membership": mia, "mask_sources": found.mask_sources,
         "grid": list(loaded.meta["shape"]), "train_studies": n_train, "holdout_studies": n_holdout,
         "provenance": provenance.record("privacy audit", as_dict(s), {
-            "run": str(loaded.path), "run_hash": loaded.run_hash, "synthetic_set": str(sset.folder),
+            "run": loaded.path.name, "run_hash": loaded.run_hash, "synthetic_set": sset.folder.name,
             "samples_sha256": sset.table_sha256}, seeds={"audit": s.seed}),
     }
 

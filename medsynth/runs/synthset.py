@@ -41,6 +41,29 @@ class SyntheticSet:
         """The hash of samples.csv: names exactly which studies (and files) a report or export speaks of."""
         return provenance.sha256_file(SetFolder(self.folder).table)
 
+    def channel_names(self, channels: int) -> list[str]:
+        """What each image channel is called: the set's own names (generate.json), else the modality for one channel
+        and 'channel k' for several."""
+        names = list(self.meta.get("channel_names") or [])
+        if len(names) == channels:
+            return names
+        return [self.modality] if channels == 1 else [f"channel {k}" for k in range(channels)]
+
+    def files(self) -> list[str]:
+        """Every file of the set, relative to its folder: samples.csv, generate.json, and each study's image, label
+        map and record."""
+        folder, names = SetFolder(self.folder), []
+        for _, row in self.table.iterrows():
+            names += [row["image"], *([row["label"]] if isinstance(row["label"], str) and row["label"] else [])]
+            record = folder.study_record(str(row["study_id"]))
+            if record.is_file():
+                names.append(record.name)
+        return [folder.table.name, folder.record.name, *names]
+
+    def file_hashes(self) -> dict[str, str]:
+        """sha256 of every file of the set: what a report that judged the set binds itself to."""
+        return {name: provenance.sha256_file(self.folder / name) for name in self.files()}
+
     def record(self, study_id: str) -> dict:
         return json.loads(SetFolder(self.folder).study_record(study_id).read_text())
 

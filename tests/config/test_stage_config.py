@@ -60,10 +60,12 @@ def test_generate_from_a_settings_file_equals_the_same_keys_given_in_python(run_
     assert result.returncode == 0, result.stderr
     generate(run_2d / "run", tmp_path / "api", classes=["lesion=2", "normal=1"], steps=2, seed=6, max_attempts=1,
              show_progress=False)
-    for name in ("syn_00000_image.nii.gz", "syn_00002_image.nii.gz", "samples.csv", "generate.json"):
+    for name in ("syn_00000_image.nii.gz", "syn_00002_image.nii.gz", "samples.csv"):
         assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "api" / name).read_bytes(), name
-    record = json.loads((tmp_path / "cli" / "generate.json").read_text())
+    record, api = (json.loads((tmp_path / k / "generate.json").read_text()) for k in ("cli", "api"))
     assert record["seeds"]["generate"] == 6 and record["config"]["steps"] == 2 and record["config"]["n"] == 3
+    assert record["command"].startswith("medsynth generate") and api["command"] == "(Python API)"
+    assert {**record, "command": ""} == {**api, "command": ""}         # the same settings, however they were given
 
 
 def test_audit_evaluate_and_export_take_their_sections_from_one_file_and_record_them(run_2d, tmp_path):

@@ -16,6 +16,7 @@ from medsynth.data.writers import write_study_nifti
 from medsynth.errors import MedsynthError
 from medsynth.exporter.dicom import read_seg
 from medsynth.exporter.export import export
+from medsynth.runs.synthset import read_synthetic_set
 
 sitk = pytest.importorskip("SimpleITK", reason="SimpleITK is the independent DICOM reader these tests compare against")
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -199,10 +200,12 @@ def test_export_needs_a_pass_audit_unless_forced(tmp_path):
     with pytest.raises(MedsynthError, match="no privacy audit"):
         export(synth, tmp_path / "out", ["nifti"], show_progress=False)
     (tmp_path / "audit").mkdir()
-    (tmp_path / "audit" / "report.json").write_text(json.dumps({"verdict": "FAIL"}))
+    judged = read_synthetic_set(synth).file_hashes()        # a report vouches for the files it judged
+    (tmp_path / "audit" / "report.json").write_text(json.dumps({"verdict": "FAIL", "judged_files": judged}))
     with pytest.raises(MedsynthError, match="verdict is FAIL"):
         export(synth, tmp_path / "out", ["nifti"], audit=tmp_path / "audit", show_progress=False)
-    (tmp_path / "audit" / "report.json").write_text(json.dumps({"verdict": "PASS", "summary": {"recall": 1.0}}))
+    (tmp_path / "audit" / "report.json").write_text(json.dumps({"verdict": "PASS", "summary": {"recall": 1.0},
+                                                                "judged_files": judged}))
     export(synth, tmp_path / "out", ["nifti"], audit=tmp_path / "audit", show_progress=False)
     assert "verdict: **PASS**" in (tmp_path / "out" / "dataset_card.md").read_text()
     assert not (tmp_path / "out2").exists()
