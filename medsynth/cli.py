@@ -108,6 +108,9 @@ def train(
         return
     for line in result.notes:
         typer.echo(line)
+    if stage in ("all", "diffusion") and result.step == 0:
+        raise MedsynthError(f"no training step finished within train.max_minutes, so the run in {result.run} is not "
+                            "finished and cannot be generated from; raise --max-minutes (0: no limit) and add --resume.")
     if stage in ("all", "diffusion"):
         typer.echo(f"trained {result.step} steps ({'finished' if result.finished else 'stopped'}): loss {result.loss:.4f}, "
                    f"{result.samples_per_s:.1f} samples/s; run in {result.run}")

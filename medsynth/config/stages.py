@@ -20,6 +20,28 @@ from typing import Any
 from medsynth.config.schema import ConfigError, apply_overrides, build, located, read_yaml
 
 
+FLAGS = {("generate", "max_attempts"): "--qc-attempts", ("generate", "classes"): "--class",
+         ("export", "formats"): "--format"}   # where a key's CLI flag is not --key-with-dashes
+
+
+def require(ok: bool, section: str, key: str, rule: str, value: Any) -> None:
+    """Refuse a value out of its range, naming the key and its flag: 'generate.steps (--steps) must be ...'."""
+    if not ok:
+        flag = FLAGS.get((section, key), "--" + key.replace("_", "-"))
+        raise ConfigError(f"{section}.{key} ({flag}) must be {rule}, got {value!r}.")
+
+
+def require_each(section: str, obj: Any, rules: dict[str, tuple[Any, str]]) -> None:
+    """`rules`: key -> (test of the value, the rule in words); a None value (the run's own default) always passes."""
+    for key, (test, rule) in rules.items():
+        value = getattr(obj, key)
+        require(value is None or test(value), section, key, rule, value)
+
+
+POSITIVE = (lambda v: v >= 1, "a positive integer")
+NOT_NEGATIVE = (lambda v: v >= 0, "0 or more")
+
+
 @dataclass(frozen=True)
 class GenerateConfig:
     """`medsynth generate`: how many of what, sampler settings (None: the run's own), masks, QC and decoding."""
@@ -40,6 +62,12 @@ class GenerateConfig:
     tile_cache: bool | None = None       # keep tiles' activations between passes (faster, more memory than whole)
                                          # (None for any of the three: what the run recorded, else 0 / 0 / off)
 
+    def __post_init__(self) -> None:
+        require_each("generate", self, {"n": POSITIVE, "steps": POSITIVE, "batch_size": POSITIVE,
+                                        "max_attempts": POSITIVE, "guidance": (lambda v: v >= 0, "0 or more (1 turns "
+                                                                              "guidance off)"),
+                                        "tile": NOT_NEGATIVE, "tile_overlap": NOT_NEGATIVE})
+
 
 @dataclass(frozen=True)
 class AuditConfig:
@@ -57,6 +85,13 @@ class AuditConfig:
     seed: int = 0
     redact: bool = False            # also write report_redacted.html (no training images)
 
+    def __post_init__(self) -> None:
+        require_each("audit", self, {
+            "alpha": (lambda v: 0 < v < 1, "between 0 and 1"), "min_recall": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+            "copies_per_kind": POSITIVE, "k": POSITIVE, "encoder_steps": POSITIVE,
+            "membership_studies": (lambda v: v >= 2, "at least 2"),
+            "max_membership_auc": (lambda v: 0.5 <= v <= 1, "between 0.5 and 1")})
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
@@ -71,6 +106,11 @@ class EvaluateConfig:
     boost: int = 0             # synthetic rare-class studies in "real + synthetic": 0 = up to the commonest class's count
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        require_each("evaluate", self, {"seeds": POSITIVE, "steps": POSITIVE, "encoder_steps": POSITIVE,
+                                        "slices": POSITIVE, "pairs": POSITIVE,
+                                        "boost": (lambda v: v >= 0, "0 (up to the commonest class's count) or more")})
+
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -83,6 +123,11 @@ class ExportConfig:
     name: str | None = None              # nnU-Net / MSD dataset name
     force: bool = False                  # export without a PASS audit (recorded)
     workers: int | None = None           # DICOM writer processes; None: all cores
+
+    def __post_init__(self) -> None:
+        require_each("export", self, {"workers": POSITIVE, "dataset_id": (lambda v: 1 <= v <= 999, "1 to 999 "
+                                                                          "(nnU-Net's three digits)"),
+                                      "image_type": (lambda v: v in ("derived", "original"), "derived or original")})
 
 
 @dataclass(frozen=True)

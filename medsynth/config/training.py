@@ -147,6 +147,23 @@ class Config:
         for name in ("batch_size", "max_steps", "log_every", "checkpoint_every"):
             if getattr(self.train, name) < 1:
                 raise ConfigError(f"train.{name} must be a positive integer.")
+        self.check_ranges()
+
+    def check_ranges(self) -> None:
+        """Numbers that parse but cannot be meant: a negative budget, learning rate or dropout above 1."""
+        t, c = self.train, self.conditioning
+        rules = [("train.max_minutes (--max-minutes)", t.max_minutes, t.max_minutes >= 0, "0 (no limit) or more"),
+                 ("train.lr", t.lr, t.lr > 0, "positive"), ("train.grad_clip", t.grad_clip, t.grad_clip > 0, "positive"),
+                 ("train.ema_decay", t.ema_decay, 0 <= t.ema_decay < 1, "at least 0 and below 1"),
+                 ("train.warmup_steps", t.warmup_steps, t.warmup_steps >= 0, "0 or more"),
+                 ("train.sample_every", t.sample_every, t.sample_every >= 0, "0 (off) or more"),
+                 ("train.num_threads", t.num_threads, t.num_threads >= 0, "0 (torch's default) or more"),
+                 ("conditioning.class_dropout", c.class_dropout, 0 <= c.class_dropout <= 1, "between 0 and 1"),
+                 ("conditioning.mask_dropout", c.mask_dropout, 0 <= c.mask_dropout <= 1, "between 0 and 1"),
+                 ("data.holdout", self.data.holdout, 0 <= self.data.holdout < 1, "at least 0 and below 1")]
+        for key, value, ok, rule in rules:
+            if not ok:
+                raise ConfigError(f"{key} must be {rule}, got {value!r}.")
 
     @property
     def spatial_dims(self) -> int:

@@ -266,10 +266,6 @@ def evaluate(run: str | Path, synth: str | Path, out: str | Path, settings: Eval
 
 def _evaluate(run, synth, out, s: EvaluateConfig, device: str, overwrite: bool, show_progress: bool) -> EvaluateResult:
     start = time.monotonic()
-    if s.seeds < 1 or s.steps < 1 or s.encoder_steps < 1 or s.slices < 1 or s.pairs < 1:
-        raise MedsynthError("--seeds, --steps, --encoder-steps, --slices and --pairs must be positive integers.")
-    if s.boost < 0:
-        raise MedsynthError("--boost must be 0 (up to the commonest class's count) or a positive number of studies.")
     check_output_dir(out, overwrite)
     loaded, sset = open_with_run(run, synth, resolve_device(device), "evaluate")
     judged = sset.file_hashes()

@@ -97,12 +97,8 @@ def export(synth: str | Path, out: str | Path, formats: list[str] | None = None,
             check_bound(payload, sset, source, what)    # even with --force: a card never cites another set's report
     formats = list(dict.fromkeys(c.formats))
     _check(sset, formats, report, c.force)
-    if c.image_type not in ("derived", "original"):
-        raise MedsynthError(f"--image-type must be derived or original, got {c.image_type!r}.")
     if not re.fullmatch(r"[A-Z0-9 _]{1,16}", c.body_part):
         raise MedsynthError(f"--body-part must be a DICOM defined term such as ABDOMEN, CHEST, HEAD or BRAIN, got {c.body_part!r}.")
-    if not 1 <= c.dataset_id <= 999:
-        raise MedsynthError(f"--dataset-id must be 1..999 (nnU-Net's three digits), got {c.dataset_id}.")
     real = ingest(with_real, labels=real_labels, show_progress=False).catalog if with_real else None
     name = layouts.dataset_name(c.name or f"MedSynth {sset.modality}")
     verdict = (report or {}).get("verdict", "NOT AUDITED")

@@ -28,7 +28,6 @@ from scipy import ndimage
 
 from medsynth import provenance
 from medsynth.config import AuditConfig, as_dict
-from medsynth.errors import MedsynthError
 from medsynth.models import encoder
 from medsynth.outputs import atomic_output_dir, check_output_dir
 from medsynth.privacy import calibrate, membership, report
@@ -226,9 +225,6 @@ def audit(run: str | Path, synth: str | Path, out: str | Path, settings: AuditCo
     s = settings or AuditConfig()
     if redact is not None:
         s = AuditConfig(**{**as_dict(s), "redact": redact})
-    if not 0 < s.alpha < 1 or not 0 <= s.min_recall <= 1 or s.copies_per_kind < 1 or s.k < 1:
-        raise MedsynthError("--alpha must lie between 0 and 1, --min-recall between 0 and 1, and --copies-per-kind "
-                            "must be a positive integer.")
     check_output_dir(out, overwrite)
     loaded, sset = open_with_run(run, synth, resolve_device(device), "audit")
     judged = sset.file_hashes()

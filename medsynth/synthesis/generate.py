@@ -146,9 +146,7 @@ def generate(run: str | Path, out: str | Path, config: GenerateConfig | None = N
     tile=, tile_overlap=, tile_cache=: a latent run's decoding, tiles of that many latent voxels, 0 decoding whole
     volumes)."""
     start = time.monotonic()
-    s = with_keys(config or GenerateConfig(), keys)
-    if s.batch_size < 1 or s.max_attempts < 1:
-        raise MedsynthError("--batch-size and --qc-attempts must be positive integers.")
+    s = with_keys(config or GenerateConfig(), keys)     # the section checks its own ranges
     dev = resolve_device(device)
     loaded = load_run(run, dev)
     s = resolve(s, loaded)

@@ -120,6 +120,18 @@ class MetricsLog:
         self.start = self.window_start = time.monotonic()
         self.window_samples, self.last_loss, self.samples_per_s = 0, float("nan"), 0.0
         self.losses: deque[float] = deque(maxlen=20)  # the window last_loss averages
+        self.continue_from(path)
+
+    def continue_from(self, path: Path) -> None:
+        """A resumed run reports from its own history until new steps come (a finished one then says its last loss,
+        not nan)."""
+        if not path.is_file():
+            return
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))[-20:]
+        if rows:
+            self.losses.extend(float(r["loss"]) for r in rows)
+            self.last_loss, self.samples_per_s = float(np.mean(self.losses)), float(rows[-1]["samples_per_s"])
 
     def add(self, step: int, loss: float, lr: float, samples: int) -> None:
         self.losses.append(loss)

@@ -171,7 +171,7 @@ def diffusion_loop(run: Path, cfg: Config, ts: TrainingSet, opt: Optimisation, s
                     preview(opt.ema, cfg, ts, folder.samples(f"step_{step:06d}.png"), step, dev, codec)
                 if step % cfg.train.checkpoint_every == 0:
                     checkpoint(False)
-        finished = step >= cfg.train.max_steps or time.monotonic() >= deadline
+        finished = step >= cfg.train.max_steps or (time.monotonic() >= deadline and step > 0)  # 0 steps: never done
     except KeyboardInterrupt:
         checkpoint(False)
         log.flush()

@@ -1,6 +1,11 @@
 """Generation: reproducible per study, counts honoured, masks paired, physical units, QC re-sampling, bad input."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import nibabel as nib
 import numpy as np
@@ -169,3 +174,22 @@ def test_two_d_class_run_generates_through_the_cli(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "generated 2 studies" in result.stdout and (tmp_path / "s" / "overview.png").exists()
     assert nib.load(tmp_path / "s" / "syn_00001_image.nii.gz").shape == (16, 16)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_generation_leaves_no_partial_folder_and_says_so(run_3d, tmp_path, sig):
+    out = tmp_path / "syn"
+    process = subprocess.Popen([sys.executable, "-m", "medsynth", "generate", str(run_3d), "--out", str(out),
+                                "--n", "400", "--steps", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        partial = [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+        if partial and list(partial[0].glob("*_image.nii.gz")):
+            break
+        time.sleep(0.05)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted before" in stderr and "nothing was written there" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
