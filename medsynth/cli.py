@@ -69,13 +69,16 @@ def ingest(
     holdout: float = typer.Option(0.25, "--holdout", help="Share of subjects held out (never trained on; the audit's null)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/holdout split."),
     list_all: bool = typer.Option(False, "--list", help="List every study, not only the first ten."),
+    class_names: Optional[str] = typer.Option(None, "--class-names", help="Names for a class column whose values are "
+                                              "ids, e.g. 0=malignant,1=benign (MedMNIST's `class`), or "
+                                              "COLUMN:0=name,1=name; used wherever a class is shown or requested."),
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Read and validate a dataset, print a summary, and (with --out) write its catalog and split."""
     from medsynth.console import print_ingest
     from medsynth.data.ingest import ingest as run_ingest
 
-    result = run_ingest(data, out, labels, _modality(modality), holdout, seed, overwrite)
+    result = run_ingest(data, out, labels, _modality(modality), holdout, seed, overwrite, class_names=class_names)
     print_ingest(result, list_all=list_all)
 
 

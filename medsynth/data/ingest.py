@@ -14,7 +14,7 @@ from medsynth import provenance
 from medsynth.data.catalog import (INGEST_FILE, build_catalog, catalog_fingerprint, categorical_columns, make_split,
                                    save_catalog_folder)
 from medsynth.data.labels import read_labels_csv
-from medsynth.data.readers import Scan, load_study, scan
+from medsynth.data.readers import Scan, load_study, refuse_mixed, scan
 from medsynth.data.study import Study
 from medsynth.errors import DataError
 from medsynth.outputs import atomic_output_dir
@@ -53,6 +53,30 @@ def study_stats(study: Study) -> dict:
     }
 
 
+def name_classes(classes: dict[str, dict], spec: str) -> None:
+    """Replace the ids of a class column by names in place: '0=malignant,1=benign' (the column `class`, or the only
+    class column) or 'COLUMN:0=malignant,1=benign'."""
+    column, _, pairs = spec.rpartition(":") if ":" in spec.split("=")[0] else ("", "", spec)
+    names = {}
+    for pair in filter(None, (p.strip() for p in pairs.split(","))):
+        value, sep, name = pair.partition("=")
+        if not sep or not value.strip() or not name.strip():
+            raise DataError(f"--class-names {spec!r} must look like 0=malignant,1=benign (VALUE=NAME, comma-separated).")
+        names[value.strip()] = name.strip()
+    columns = sorted({c for values in classes.values() for c in values if c not in ("source_split", "subject_id")})
+    column = column or ("class" if "class" in columns else columns[0] if len(columns) == 1 else "")
+    if column not in columns:
+        raise DataError(f"--class-names names the values of {column or 'a class column'!r}, which the data does not "
+                        f"have (columns: {', '.join(columns) or 'none'}); write COLUMN:0=name,1=name.")
+    unnamed = sorted({str(v[column]) for v in classes.values() if column in v} - set(names))
+    if unnamed:
+        raise DataError(f"--class-names gives no name for {column} value {unnamed[0]!r} (named: {', '.join(names)}); "
+                        "name every value.")
+    for values in classes.values():
+        if column in values:
+            values[column] = names[str(values[column])]
+
+
 def pick_stratum(catalog: pd.DataFrame) -> str | None:
     """The first class-like study-level column with two or more values: the class the split keeps balanced."""
     return next((c for c in categorical_columns(catalog) if catalog[c].nunique() > 1), None)
@@ -67,13 +91,16 @@ def ingest(
     seed: int = 0,
     overwrite: bool = False,
     show_progress: bool = True,
+    class_names: str | None = None,
 ) -> IngestResult:
     """Read and validate every study under `data`; with `out`, write catalog.csv, split.csv and ingest.json there.
 
-    Raises DataError with one sentence on the first study that cannot be used.
+    `class_names` ('0=malignant,1=benign', or 'COLUMN:0=...') names the values of a class column whose labels are
+    ids (MedMNIST's `class` by default). Raises DataError with one sentence on the first study that cannot be used.
     """
     data = Path(data).expanduser().resolve()
     found: Scan = scan(data, modality)
+    refuse_mixed(found, data)
     ids = [ref.study_id for ref in found.refs]
     if len(set(ids)) != len(ids):
         dup = next(i for i, n in Counter(ids).items() if n > 1)
@@ -87,12 +114,18 @@ def ingest(
             classes.setdefault(study_id, {}).update(values)
         if len(from_csv) < len(ids):
             problems.append(f"{len(ids) - len(from_csv)} studies have no row in {labels_path.name}")
+    if class_names:
+        name_classes(classes, class_names)
 
-    stats, empty_labels = {}, 0
+    stats, empty_labels, constant = {}, 0, []
     for ref in progress_iter(found.refs, "reading studies", enabled=show_progress):
         study = load_study(ref, found.label_names)
         stats[ref.study_id] = study_stats(study)
         empty_labels += study.label is not None and not np.any(study.label)
+        constant += [ref.study_id] if float(study.image.min()) == float(study.image.max()) else []
+    if constant:
+        problems.append(f"{len(constant)} studies hold one value in every voxel ({', '.join(constant[:3])}): blank "
+                        "or unreadable images; check or remove them")
     catalog = build_catalog(found.refs, stats, classes)
     if catalog["channels"].nunique() > 1:
         raise DataError(f"{data}: studies have different channel counts {sorted(catalog['channels'].unique())}; "
@@ -110,7 +143,8 @@ def ingest(
     result = IngestResult(catalog, found.kind, found.name, found.label_names, catalog_fingerprint(catalog),
                           labels_path, problems)
     if out is not None:
-        result.out = _write(result, out, overwrite, data, dict(holdout=holdout, seed=seed, modality=modality, stratify=stratum))
+        result.out = _write(result, out, overwrite, data, dict(holdout=holdout, seed=seed, modality=modality, stratify=stratum,
+                                                               class_names=class_names))
     return result
 
 

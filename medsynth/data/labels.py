@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ def read_labels_csv(path: str | Path, study_ids: list[str]) -> dict[str, dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"labels CSV {path} does not exist; check the --labels path.")
+    check_fields(path)
     try:
         table = pd.read_csv(path, dtype={0: str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -41,6 +43,21 @@ def read_labels_csv(path: str | Path, study_ids: list[str]) -> dict[str, dict]:
         study_id: {column: _plain(value) for column, value in row.items() if not pd.isna(value)}
         for study_id, row in table.iterrows()
     }
+
+
+def check_fields(path: Path) -> None:
+    """Refuse a ragged CSV: every row must have as many fields as the header (pandas would shift or drop values)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"labels CSV {path} cannot be parsed ({first_line(err)}); save it as plain UTF-8 CSV.") from None
+    if not rows:
+        return
+    for line, row in enumerate(rows[1:], start=2):
+        if row and len(row) != len(rows[0]):
+            raise DataError(f"labels CSV {path} line {line} has {len(row)} fields but its header has {len(rows[0])}; "
+                            "give every row one value per column (an empty value stays, as two commas).")
 
 
 def _plain(value):

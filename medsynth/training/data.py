@@ -101,6 +101,7 @@ def check_conditioning(cat: Catalogued, cfg: Config) -> None:
         if missing:
             raise MedsynthError(f"{missing} training studies have no value in class column {column!r}; "
                                 "give every study a class in the labels CSV.")
+        refuse_continuous(train[column], column)
     if cfg.conditioning.mask and (train["label_values"].astype(str).str.strip() == "").any():
         raise MedsynthError("conditioning.mask is on but some training studies have no label map; "
                             "use a dataset with label maps (e.g. MSD labelsTr) or set conditioning.mask: false.")
@@ -111,6 +112,19 @@ def check_conditioning(cat: Catalogued, cfg: Config) -> None:
     if len(train) < cfg.train.batch_size:
         raise MedsynthError(f"only {len(train)} training studies for a batch size of {cfg.train.batch_size}; "
                             "lower train.batch_size or add studies.")
+
+
+def refuse_continuous(values: pd.Series, column: str) -> None:
+    """A class column must hold classes: numbers with fractions, or more than 20 distinct whole numbers covering over a
+    quarter of the studies (an age, a volume), are a continuous value, not classes."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.isna().any():
+        return
+    distinct = numbers.nunique()
+    if (numbers != numbers.round()).any() and distinct > 10 or distinct > max(20, len(values) / 4):
+        raise MedsynthError(f"conditioning.class_column {column!r} holds {distinct} distinct numbers over {len(values)} "
+                            "training studies: a continuous value (a covariate), not classes; condition on a categorical "
+                            "column, or bin it into a few classes in the labels CSV.")
 
 
 def load_training_set(cat: Catalogued, cfg: Config, show_progress: bool = True) -> TrainingSet:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -41,16 +42,43 @@ def scan(path: str | Path, modality: str | None = None) -> Scan:
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path} does not exist; check the path.")
+    if (path / "imagesTr").is_dir() and not (path / "dataset.json").is_file():
+        raise DataError(f"{path} has imagesTr/ but no dataset.json; add one naming its channels and labels (MSD: "
+                        "modality, labels, training; nnU-Net v2: channel_names, labels, file_ending).")
     for reader in READERS.values():
         if reader.matches(path):
             found = reader.scan(path)
-            if modality:
-                found.refs = [replace(ref, modality=modality) for ref in found.refs]
             if not found.refs:
                 raise DataError(f"{path} holds no studies.")
-            return found
+            return one_modality(found, path, modality)
     raise DataError(f"{path} is not a dataset medsynth can read; give a NIfTI file or folder, an MSD or nnU-Net "
                     "folder with dataset.json, a DICOM folder, or a MedMNIST .npz file.")
+
+
+def refuse_mixed(found: Scan, path: Path) -> None:
+    """A dataset holds one modality: a tree of CT and MR series is refused, saying how to pick one."""
+    stated = Counter(ref.modality for ref in found.refs)
+    if len(stated) > 1:
+        counts = ", ".join(f"{m}: {n}" for m, n in sorted(stated.items()))
+        raise DataError(f"{path} mixes modalities ({counts} studies); a dataset holds one, so pass --modality "
+                        f"{stated.most_common(1)[0][0]} (or another) to keep only those studies, or ingest them apart.")
+
+
+def one_modality(found: Scan, path: Path, modality: str | None) -> Scan:
+    """With `modality`, a mixed tree keeps only the studies of that modality (the others are left out and listed);
+    an unmixed dataset takes `modality` over what its files say. Without it every study keeps its own."""
+    stated = Counter(ref.modality for ref in found.refs)
+    if len(stated) > 1 and modality is not None:
+        kept = [ref for ref in found.refs if ref.modality == modality]
+        if not kept:
+            raise DataError(f"{path} holds no {modality} studies (it has {', '.join(sorted(stated))}); pick one of those.")
+        found.problems.append(f"kept the {len(kept)} {modality} studies; left out {len(found.refs) - len(kept)} of "
+                              f"other modalities ({', '.join(sorted(set(stated) - {modality}))})")
+        found.refs = kept
+        return found
+    if modality:
+        found.refs = [replace(ref, modality=modality) for ref in found.refs]
+    return found
 
 
 def load_study(ref: StudyRef, label_names: dict[int, str] | None = None) -> Study:
@@ -60,4 +88,4 @@ def load_study(ref: StudyRef, label_names: dict[int, str] | None = None) -> Stud
     return READERS[ref.fmt].load(ref, label_names)
 
 
-__all__ = ["READERS", "Reader", "Scan", "StudyRef", "load_study", "scan"]
+__all__ = ["READERS", "Reader", "Scan", "StudyRef", "load_study", "one_modality", "refuse_mixed", "scan"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import functools
 import re
 from collections import defaultdict
@@ -51,6 +52,18 @@ def is_dicom_folder(path: Path) -> bool:
     return path.is_dir() and any(p.is_file() and looks_like_dicom(p) for p in path.rglob("*"))
 
 
+_NO_UID = "no-series-uid:"
+
+
+def content_key(slices: list[SliceHeader]) -> str:
+    """The key of a series without a SeriesInstanceUID: a hash of its files' bytes, so it names the same series
+    wherever the folder is (never a local path)."""
+    digest = hashlib.sha256()
+    for name in sorted(hashlib.sha256(Path(s.path).read_bytes()).hexdigest() for s in slices):
+        digest.update(name.encode())
+    return f"{_NO_UID}{digest.hexdigest()[:32]}"
+
+
 @functools.lru_cache(maxsize=64)
 def _series_in(location: str) -> tuple[dict[str, list[SliceHeader]], dict[str, dict], list[str]]:
     """Headers of every image slice in a file or under a folder, grouped by series; series info (with the SEG
@@ -79,7 +92,7 @@ def _series_in(location: str) -> tuple[dict[str, list[SliceHeader]], dict[str, d
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise DataError(f"{path} is a multi-frame (enhanced) DICOM image, which medsynth does not read yet; "
                             "convert the series to NIfTI (e.g. with dcm2niix) and ingest that.")
-        uid = str(ds.get("SeriesInstanceUID", "")) or f"no-series-uid:{path.parent}"
+        uid = str(ds.get("SeriesInstanceUID", "")) or f"{_NO_UID}{path.parent}"   # renamed by content below
         try:
             series[uid].append(SliceHeader(
                 str(path), tuple(float(v) for v in ds.ImagePositionPatient),
@@ -91,6 +104,9 @@ def _series_in(location: str) -> tuple[dict[str, list[SliceHeader]], dict[str, d
                             "it needs ImagePositionPatient, ImageOrientationPatient, PixelSpacing, Rows and Columns.") from None
         info.setdefault(uid, {"modality": modality, "patient_id": str(ds.get("PatientID", "")),
                               "series_number": ds.get("SeriesNumber"), "folder": str(path.parent)})
+    for uid in [u for u in series if u.startswith(_NO_UID)]:
+        key = content_key(series[uid])
+        series[key], info[key] = series.pop(uid), info.pop(uid)
     for uid, paths in segs.items():
         if uid in info:
             info[uid]["segs"] = paths
