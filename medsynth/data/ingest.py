@@ -53,6 +53,18 @@ def study_stats(study: Study) -> dict:
     }
 
 
+def study_labels(found: Scan, ids: list[str], labels_path: Path | None, problems: list[str]) -> dict[str, dict]:
+    """Each study's labels: what the files say, then the labels CSV's columns (a missing row is a problem noted)."""
+    classes = {k: dict(v) for k, v in found.classes.items()}
+    if labels_path is not None:
+        from_csv = read_labels_csv(labels_path, ids)
+        for study_id, values in from_csv.items():
+            classes.setdefault(study_id, {}).update(values)
+        if len(from_csv) < len(ids):
+            problems.append(f"{len(ids) - len(from_csv)} studies have no row in {labels_path.name}")
+    return classes
+
+
 def name_classes(classes: dict[str, dict], spec: str) -> None:
     """Replace the ids of a class column by names in place: '0=malignant,1=benign' (the column `class`, or the only
     class column) or 'COLUMN:0=malignant,1=benign'."""
@@ -106,14 +118,8 @@ def ingest(
         dup = next(i for i, n in Counter(ids).items() if n > 1)
         raise DataError(f"{data} holds two studies with the id {dup!r}; rename one so that case ids are unique.")
     labels_path = Path(labels) if labels else (data / DEFAULT_LABELS_NAME if (data / DEFAULT_LABELS_NAME).is_file() else None)
-    classes = {k: dict(v) for k, v in found.classes.items()}
     problems = list(found.problems)
-    if labels_path is not None:
-        from_csv = read_labels_csv(labels_path, ids)
-        for study_id, values in from_csv.items():
-            classes.setdefault(study_id, {}).update(values)
-        if len(from_csv) < len(ids):
-            problems.append(f"{len(ids) - len(from_csv)} studies have no row in {labels_path.name}")
+    classes = study_labels(found, ids, labels_path, problems)
     if class_names:
         name_classes(classes, class_names)
 
