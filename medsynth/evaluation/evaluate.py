@@ -28,7 +28,7 @@ from medsynth.evaluation import classifier as cls
 from medsynth.evaluation import metrics, report, segmenter
 from medsynth.models import encoder
 from medsynth.outputs import atomic_output_dir, check_output_dir
-from medsynth.progress import progress_iter
+from medsynth.progress import progress_iter, stage
 from medsynth.runs import SetFolder
 from medsynth.runs.real import load_real
 from medsynth.runs.synthset import open_with_run, studies_on_grid
@@ -281,10 +281,13 @@ def _evaluate(run, synth, out, s: EvaluateConfig, device: str, overwrite: bool, 
                                 "run's training studies" + (f", one per plane on {s.slices} slices per study"
                                                             if train.images.ndim == 5 else "")
                                 + "; features standardised on the training slices"}
+    stage(f"evaluate: fidelity in a feature encoder trained on {len(train.images)} training studies", show_progress)
     payload["fidelity"] = fidelity(train, holdout, synthetic, s, show_progress)
     payload["intensity"] = intensities(train, holdout, synthetic, loaded, s.seed)
     payload["diversity"] = diversity(train, holdout, synthetic, names, s)
     payload["conditioning"], payload["utility"] = {}, {}
+    stage("evaluate: conditioning" + (f" and utility ({s.seeds} seeds per training set)" if s.utility else ""),
+          show_progress)
     if names and synthetic.classes is not None:
         payload["conditioning"]["class"], payload["utility"]["class"] = classification(
             train, holdout, synthetic, names, s, show_progress)

@@ -33,6 +33,7 @@ from medsynth.outputs import atomic_output_dir, check_output_dir
 from medsynth.privacy import calibrate, membership, report
 from medsynth.privacy.plant import KINDS, plant_copy
 from medsynth.privacy.search import Match, align, descriptors, pixel_descriptors, ranked, texture_score
+from medsynth.progress import stage
 from medsynth.runs.loaded import LoadedRun
 from medsynth.runs.real import RealSplit, load_real as load_real_split
 from medsynth.runs.synthset import SyntheticSet, open_with_run, studies_on_grid
@@ -232,12 +233,18 @@ def audit(run: str | Path, synth: str | Path, out: str | Path, settings: AuditCo
     train, holdout = load_real(loaded, masked, show_progress)
     synthetic = load_synthetic(sset, loaded, masked)
 
+    say = lambda line: stage(f"audit: {line}", show_progress)  # noqa: E731  (a line per stage, in logs too)
+    say(f"{len(synthetic.ids)} synthetic studies against {len(train.ids)} training studies; building the gallery")
     gallery = Gallery(train, s, show_progress, smooth=0.0 if masked else 1.0)
     level = calibrate.study_level(s.alpha, len(gallery.channels), len(synthetic.ids))
+    say(f"calibrating {len(gallery.channels)} channels on {len(holdout.ids)} held-out studies")
     _, null_scores = gallery.score(holdout.volumes)
     nulls = {c: calibrate.fit_null(c, null_scores[c]) for c in gallery.channels}
+    say("scoring the synthetic studies")
     matches, scores = gallery.score(synthetic.volumes)
     flagged, p_min = flags(scores, nulls, level)
+    say(f"measuring detection power on {s.copies_per_kind * len(KINDS)} planted copies"
+        + ("; then the membership attack" if s.membership else ""))
     power, planted_scores = planted_power(gallery, train, nulls, level, s)
     found = Findings(flagged, p_min, power, closer_to_training(synthetic, train, holdout, s.seed),
                      membership_attack(loaded, train, holdout, s, masked) if s.membership else None,

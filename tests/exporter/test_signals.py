@@ -51,3 +51,23 @@ def test_sigterm_during_export_ends_the_workers_and_leaves_no_partial_folder(tmp
     assert not out.exists() and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
     time.sleep(0.5)
     assert workers and not [pid for pid in workers if alive(pid)]
+
+
+def test_a_full_disk_during_export_gives_one_sentence_and_leaves_nothing(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(small)], capture_output=True).returncode:
+        import pytest
+
+        pytest.skip("needs to mount a small tmpfs (root) to fill a disk")
+    try:
+        synth = make_synthetic_set(tmp_path / "synth", n=6, shape=(40, 40, 40))
+        for formats in (["--format", "nifti"], ["--format", "dicom"]):
+            result = subprocess.run([sys.executable, "-m", "medsynth", "export", str(synth), "--out", str(small / "out"),
+                                     *formats, "--force", "--workers", "1"], capture_output=True, text=True)
+            assert result.returncode == 2, result.stderr
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and "No space left on device" in lines[0] and "free some space" in lines[0], lines
+            assert "Traceback" not in result.stderr and list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
