@@ -67,5 +67,15 @@ def load_npz(ref: StudyRef, label_names: dict[int, str] | None) -> Study:
     images = _arrays(ref.images[0])[f"{split}_images"]
     image = np.asarray(images[int(row)], dtype=np.float32)
     image = np.moveaxis(image, -1, 0) if _is_rgb(images) else image[None]
-    # MedMNIST stores (H, W) row-major; medsynth arrays are (i, j[, k]) along the affine's axes. Unit spacing.
-    return Study(image, np.eye(4), ref.modality, study_id=ref.study_id, subject_id=ref.subject_id, source=ref.images[0])
+    affine = picture_affine(image.shape[1]) if image.ndim == 3 else np.eye(4)
+    return Study(image, affine, ref.modality, study_id=ref.study_id, subject_id=ref.subject_id, source=ref.images[0])
+
+
+def picture_affine(rows: int) -> np.ndarray:
+    """Where an (H, W) picture's pixels lie so that viewers show it as the file does: columns run left to right (+x),
+    row 0 at the top (rows run down, -y); unit spacing. RAS viewers and medsynth's own pictures then show row 0 at the
+    top, as the source shows it (an identity affine would turn it by 90 degrees)."""
+    affine = np.eye(4)
+    affine[:2, :2] = [[0.0, 1.0], [-1.0, 0.0]]
+    affine[1, 3] = rows - 1.0
+    return affine
