@@ -4,6 +4,9 @@
   which classifier-free guidance uses as the unconditional branch and training drops to at random.
 - Masks: a label map becomes a one-hot tensor (B, K, *spatial) with K = num_labels (label ids 0..K-1, background
   included); all zeros means "no mask". Latent runs pool it to the latent grid (or a ControlNet embeds it).
+- Label vocabulary: inside a run, label maps use compact ids 0..K-1; `label_ids` gives the dataset's id of each
+  (a parcellation using 149 of the ids 0..207 trains 150 channels, not 208). Files a user reads or gives (real data,
+  synthetic label maps, --masks) hold the dataset's ids; `compact` and `expand` convert.
 
 Training, generation, the audit's membership attack and the models all speak `Conditions`; a new kind of condition
 (continuous covariates, more categorical columns) is a new field here with its own null form.
@@ -15,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,12 +64,38 @@ class Conditions:
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
 
 
+def vocabulary(declared: Sequence[int], present: Sequence[int]) -> tuple[int, ...]:
+    """The label ids a run models: background, every id the dataset names, every id its label maps hold."""
+    return tuple(sorted({0, *(int(v) for v in declared), *(int(v) for v in present)}))
+
+
 @dataclass(frozen=True)
 class ConditionSpec:
-    """What a model is conditioned on: its class names (the null class comes after them) and mask label count."""
+    """What a model is conditioned on: its class names (the null class comes after them), its mask label count and
+    the dataset's id of each mask label (empty: ids 0..num_labels-1 themselves)."""
 
     class_names: tuple[str, ...] = ()
     num_labels: int = 0      # mask channels (label ids 0..num_labels-1); 0 without mask conditioning
+    label_ids: tuple[int, ...] = ()
+
+    @property
+    def dataset_ids(self) -> tuple[int, ...]:
+        return self.label_ids or tuple(range(self.num_labels))
+
+    def compact(self, labels: np.ndarray) -> np.ndarray:
+        """Dataset label ids -> the run's ids 0..K-1 (an id the run never saw becomes background)."""
+        ids = np.asarray(self.dataset_ids)
+        if np.array_equal(ids, np.arange(len(ids))) and (labels.size == 0 or labels.max() < len(ids)):
+            return labels
+        index = np.clip(np.searchsorted(ids, labels), 0, len(ids) - 1)
+        return np.where(ids[index] == labels, index, 0).astype(np.uint8 if len(ids) <= 256 else np.int16)
+
+    def expand(self, labels: np.ndarray) -> np.ndarray:
+        """The run's ids 0..K-1 -> dataset label ids."""
+        ids = np.asarray(self.dataset_ids)
+        if np.array_equal(ids, np.arange(len(ids))):
+            return labels
+        return ids[labels].astype(np.uint8 if ids.max() <= 255 else np.int16)
 
     @property
     def num_classes(self) -> int:

@@ -71,7 +71,7 @@ def load_sets(loaded, sset, masked: bool, show_progress: bool) -> tuple[StudySet
             if study.label is None:
                 raise MedsynthError(f"synthetic study {row['study_id']} has no label map but the run is mask-conditioned; "
                                     "evaluate the set exactly as `medsynth generate` wrote it.")
-            labels.append(study.label)
+            labels.append(loaded.spec.compact(study.label))   # files hold the dataset's ids, models the run's
     classes = class_ids(loaded, sset.table["class"].astype(str).tolist(), SetFolder(sset.folder).table.name)
     synthetic = StudySet(np.stack(images), np.stack(labels) if masked else None, classes)
     return real[0], real[1], synthetic
@@ -125,7 +125,7 @@ def regions(study: StudySet, label_names: dict[int, str], class_names: list[str]
 
 
 def intensities(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded, seed: int) -> dict:
-    names = {int(k): v for k, v in loaded.meta.get("label_names", {}).items()}
+    names = loaded.label_names()
     if synthetic.labels is not None and not names:
         names = {v: str(v) for v in range(loaded.num_labels)}
     parts = [regions(v, names, loaded.class_names) for v in (train, holdout, synthetic)]
@@ -210,8 +210,7 @@ def segmentation(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded
                  show_progress: bool) -> tuple[dict, dict | None]:
     """Conditioning fidelity (Dice of a real-trained segmenter against the conditioning mask) and utility."""
     labels = loaded.num_labels - 1   # the run's num_labels counts background (label ids 0..num_labels-1)
-    names = {int(k): v for k, v in loaded.meta.get("label_names", {}).items() if int(k) > 0} or \
-        {v: str(v) for v in range(1, labels + 1)}
+    names = {k: v for k, v in loaded.label_names().items() if k > 0} or {v: str(v) for v in range(1, labels + 1)}
     sets = {"real only": (train.images, train.labels), "synthetic only": (synthetic.images, synthetic.labels),
             "real + synthetic": (np.concatenate([train.images, synthetic.images]),
                                  np.concatenate([train.labels, synthetic.labels]))}

@@ -167,12 +167,19 @@ def write_seg(path: Path, labels: np.ndarray, source: list[Dataset], label_names
     """A BINARY DICOM SEG of labels[i, j, k] on the series `source` (same slice order), Synthetic Data YES."""
     algorithm = hd.AlgorithmIdentificationSequence(name="medsynth-diffusion", version=software,
                                                    family=codes.cid7162.ArtificialIntelligence)
-    count = max(int(labels.max()), max(label_names, default=0))
+    # segments are numbered 1..N (the standard's rule); a sparse vocabulary (ids 0..207 with 149 used) is numbered
+    # in order, each segment labelled with its dataset name
+    ids = sorted({*label_names, *np.unique(labels).tolist()} - {0})
+    if ids != list(range(1, len(ids) + 1)):
+        lookup = np.zeros(max(ids) + 1, np.uint16)
+        lookup[ids] = np.arange(1, len(ids) + 1)
+        labels = lookup[labels]
     descriptions = []
-    for number in range(1, count + 1):
-        category, kind = _segment_codes(label_names.get(number, f"label {number}"))
+    for number, label_id in enumerate(ids, start=1):
+        name = label_names.get(label_id, f"label {label_id}")
+        category, kind = _segment_codes(name)
         descriptions.append(hd.seg.SegmentDescription(
-            segment_number=number, segment_label=label_names.get(number, f"label {number}")[:64],
+            segment_number=number, segment_label=name[:64],
             segmented_property_category=category, segmented_property_type=kind,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
             tracking_uid=uid(keys["series"], "segment", str(number)), tracking_id=f"segment {number}"))

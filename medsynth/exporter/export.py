@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import dataclasses
 import re
 import signal
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth import provenance
+from medsynth.conditioning import ConditionSpec
 from medsynth.config import ExportConfig, with_keys
 from medsynth.data.catalog import ref_from_row
 from medsynth.data.ingest import ingest
@@ -162,6 +164,14 @@ def _write_index(root: Path, sset: SyntheticSet, files: list[dict], formats: lis
     return table
 
 
+def consecutive(study, sset: SyntheticSet):
+    """The study with label ids 0..K-1 (nnU-Net and MSD need them) when the set's vocabulary is sparse."""
+    if study.label is None or not sset.label_ids:
+        return study
+    spec = ConditionSpec(num_labels=len(sset.label_ids), label_ids=sset.label_ids)
+    return dataclasses.replace(study, label=spec.compact(study.label))
+
+
 def _write_layouts(root: Path, sset: SyntheticSet, real, formats: list[str], dataset_id: int, name: str,
                    show_progress: bool) -> list[dict]:
     """NIfTI-based layouts: the synthetic studies (and merged real ones), then each layout's index file."""
@@ -179,7 +189,8 @@ def _write_layouts(root: Path, sset: SyntheticSet, real, formats: list[str], dat
                 raise MedsynthError(f"real study {case} has no label map, which the {fmt} layout needs; "
                                     "drop --with-real or give labelled data.")
             image_dir, label_dir, suffix = layouts.label_folders(fmt)
-            written = layouts.write_nifti_files(layouts.layout_root(root, fmt, dataset_id, name), study, case,
+            written = layouts.write_nifti_files(layouts.layout_root(root, fmt, dataset_id, name),
+                                                consecutive(study, sset) if fmt in ("nnunet", "msd") else study, case,
                                                 image_dir, label_dir, suffix)
             labels_present = ",".join(str(v) for v in np.unique(study.label)) if study.label is not None else ""
             channels = sset.channel_names(study.channels)
@@ -195,7 +206,11 @@ def _write_layouts(root: Path, sset: SyntheticSet, real, formats: list[str], dat
                 max_label = max(max_label, int(study.label.max()))
     for fmt, entries in cases.items():
         root_fmt = layouts.layout_root(root, fmt, dataset_id, name)
-        names = layouts.label_table(sset.label_names, max_label) if sset.has_labels else {}
+        names = {}
+        if sset.has_labels and fmt in ("nnunet", "msd") and sset.label_ids:   # their label ids must run 0..K-1
+            names = {k: sset.label_names.get(v, f"label_{v}") for k, v in enumerate(sset.label_ids)}
+        elif sset.has_labels:
+            names = layouts.label_table(sset.label_names, max_label)
         if fmt == "nnunet":
             layouts.nnunet_dataset_json(root_fmt, len(entries), sset.modality, names, name, channels)
         elif fmt == "msd":

@@ -61,6 +61,9 @@ def dataset_card(sset, table: pd.DataFrame, formats: list[str], audit: dict | No
         f"- formats: {', '.join(formats)}",
         "- studies per class: " + ", ".join(f"{k}: {v}" for k, v in classes.items()),
         f"- label maps: {'yes, ' + ', '.join(f'{k} {v}' for k, v in sset.label_names.items()) if sset.has_labels else 'none'}",
+        *([f"- nnU-Net and MSD layouts number the labels 0..{len(sset.label_ids) - 1} (their rule): "
+           + ", ".join(f"{k} = id {v}" for k, v in enumerate(sset.label_ids)) + "; the other layouts and the SEG keep "
+           "the dataset's ids and names"] if sset.label_ids else []),
         f"- real studies merged in: {table.loc[table['source'] == 'real', 'study_id'].nunique()}",
         f"- QC: {int((~synthetic['qc_passed'].astype(str).str.lower().eq('true')).sum())} studies flagged by generation QC",
         "",

@@ -51,12 +51,17 @@ class LoadedRun:
     @property
     def spec(self) -> ConditionSpec:
         """What the run's model is conditioned on."""
-        return ConditionSpec(tuple(self.class_names), self.num_labels)
+        return ConditionSpec(tuple(self.class_names), self.num_labels, tuple(self.meta.get("label_ids") or ()))
 
     @cached_property
     def process(self) -> NoiseProcess:
         """The run's noise process, chosen once from its config."""
         return noise_process(self.cfg.diffusion)
+
+    def label_names(self) -> dict[int, str]:
+        """The names of the run's mask labels, keyed by its compact ids (the dataset's names of their ids)."""
+        ids = list(self.spec.dataset_ids)
+        return {ids.index(int(k)): v for k, v in self.meta.get("label_names", {}).items() if int(k) in ids}
 
     @property
     def decoding(self) -> dict:

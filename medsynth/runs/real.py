@@ -25,7 +25,7 @@ class RealSplit:
 
     ids: list[str]
     images: torch.Tensor                   # (N, C, *spatial) model units
-    labels: np.ndarray | None = None       # (N, *spatial) uint8 label maps (mask runs)
+    labels: np.ndarray | None = None       # (N, *spatial) uint8 label maps (mask runs), in the run's compact ids
     classes: list[str] = field(default_factory=list)   # the class column's values ([] without classes)
 
 
@@ -51,7 +51,8 @@ def load_real(loaded: LoadedRun, masked: bool, show_progress: bool, min_holdout:
             ready = preprocess(load_study(ref_from_row(row), names if masked else None), spec)
             ids.append(str(row["study_id"]))
             images.append(ready.image)
-            labels.append(ready.label[0].numpy().astype(np.uint8) if masked and ready.label is not None else None)
+            labels.append(loaded.spec.compact(ready.label[0].numpy()).astype(np.uint8)  # as training saw them
+                          if masked and ready.label is not None else None)
         classes = rows[column].astype(str).tolist() if column else []
         parts[split] = RealSplit(ids, torch.stack(images), np.stack(labels) if masked else None, classes)
     return parts["train"], parts["holdout"]

@@ -33,6 +33,12 @@ class SyntheticSet:
         return {int(k): v for k, v in self.meta.get("label_names", {}).items()}
 
     @property
+    def label_ids(self) -> tuple[int, ...] | None:
+        """The run's label vocabulary when it is sparse (the dataset id of each compact id), else None."""
+        ids = self.meta.get("label_ids")
+        return tuple(int(v) for v in ids) if ids else None
+
+    @property
     def has_labels(self) -> bool:
         return bool(self.table["label"].fillna("").astype(str).str.len().gt(0).all())
 

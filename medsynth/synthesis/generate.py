@@ -82,8 +82,8 @@ def write_study(folder: Path, loaded: LoadedRun, plan: StudyPlan, mask: MaskChoi
     """Write one study's image (+ label map) in physical units and its provenance JSON; return its samples.csv row."""
     study_id, files = f"syn_{plan.index:05d}", SetFolder(folder)
     affine = mask.affine if mask is not None and mask.affine is not None else loaded.default_affine()
-    study = Study(loaded.intensity.to_physical(unit), affine, loaded.meta["modality"],
-                  mask.labels if mask is not None else None, study_id=study_id)
+    study = Study(loaded.intensity.to_physical(unit), affine, loaded.meta["modality"],   # label maps in dataset ids
+                  loaded.spec.expand(mask.labels) if mask is not None else None, study_id=study_id)
     image, label = files.image_name(study_id), files.label_name(study_id) if mask else ""
     write_study_nifti(study, folder / image, folder / label if mask else None,
                       descrip=f"medsynth SYNTHETIC {provenance.versions()['medsynth']}")
@@ -126,7 +126,7 @@ def plan(loaded: LoadedRun, s: GenerateConfig) -> tuple[list[StudyPlan], MaskBan
     if s.masks is not None:
         if not loaded.num_labels:
             raise MedsynthError("--masks was given but this model is not mask-conditioned.")
-        user = load_user_masks(s.masks, tuple(loaded.meta["shape"]), loaded.num_labels)
+        user = load_user_masks(s.masks, tuple(loaded.meta["shape"]), loaded.spec)
         n = n if n is not None or s.classes else len(user)
     plans = plan_studies(n, list(s.classes), loaded.class_names, list(loaded.meta["class_counts"]))
     if user is not None and len(plans) != len(user):
@@ -184,5 +184,6 @@ def write_set(folder: Path, loaded: LoadedRun, plans: list[StudyPlan], bank, use
         {"run": str(loaded.path), "run_hash": loaded.run_hash, "catalog_fingerprint": loaded.meta["catalog_fingerprint"]},
         timestamp=False, seeds={"generate": s.seed}, training_config=loaded.meta["config"],
         modality=loaded.meta["modality"], class_names=loaded.class_names,
-        label_names=loaded.meta.get("label_names", {}), num_labels=loaded.num_labels))
+        label_names=loaded.meta.get("label_names", {}), num_labels=loaded.num_labels,
+        **({"label_ids": loaded.meta["label_ids"]} if loaded.meta.get("label_ids") else {})))
     return table

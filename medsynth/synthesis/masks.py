@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from medsynth.conditioning import ConditionSpec
 from medsynth.data.readers.nifti import is_nifti, label_to_spatial, read_nifti
 from medsynth.data.readers.base import check_label_map
 from medsynth.errors import MedsynthError
@@ -103,8 +104,9 @@ class MaskBank:
         return MaskChoice(labels, source, None)
 
 
-def load_user_masks(folder: str | Path, shape: tuple[int, ...], num_labels: int) -> list[MaskChoice]:
-    """Every label map in a NIfTI folder, checked against the model's grid and label vocabulary."""
+def load_user_masks(folder: str | Path, shape: tuple[int, ...], spec: ConditionSpec) -> list[MaskChoice]:
+    """Every label map in a NIfTI folder (the dataset's label ids), checked against the model's grid and label
+    vocabulary; returned in the run's compact ids."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise MedsynthError(f"--masks {folder} is not a folder of NIfTI label maps.")
@@ -115,7 +117,7 @@ def load_user_masks(folder: str | Path, shape: tuple[int, ...], num_labels: int)
     for path in files:
         data, affine = read_nifti(path, "mask file")
         data = label_to_spatial(data, str(path))
-        labels = check_label_map(data, str(path), {k: str(k) for k in range(num_labels)})
+        labels = spec.compact(check_label_map(data, str(path), {k: str(k) for k in spec.dataset_ids}))
         if labels.shape != tuple(shape):
             raise MedsynthError(f"mask {path} has shape {labels.shape} but the model's grid is {tuple(shape)}; "
                                 "resample the mask to the training grid.")

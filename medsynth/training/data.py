@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medsynth.conditioning import ConditionSpec, one_hot
+from medsynth.conditioning import ConditionSpec, one_hot, vocabulary
 from medsynth.config import Config
 from medsynth.data.catalog import class_columns, is_catalog_folder, read_catalog_folder, ref_from_row
 from medsynth.data.ingest import ingest
@@ -58,13 +58,14 @@ class TrainingSet:
     study_ids: list[str]
     label_names: dict[int, str]
     mask_pool: int = 1
+    label_ids: list[int] | None = None   # the dataset id of each compact label id; None: they are the same
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     @property
     def spec(self) -> ConditionSpec:
-        return ConditionSpec(tuple(self.class_names), self.num_labels)
+        return ConditionSpec(tuple(self.class_names), self.num_labels, tuple(self.label_ids or ()))
 
     def one_hot(self, index: torch.Tensor) -> torch.Tensor | None:
         """(B, K, *spatial) one-hot masks of the rows `index`, or None without mask conditioning."""
@@ -134,7 +135,7 @@ def load_training_set(cat: Catalogued, cfg: Config, show_progress: bool = True) 
     for _, row in progress_iter(list(train.iterrows()), "preprocessing", enabled=show_progress):
         ready = preprocess(load_study(ref_from_row(row), cat.label_names or None), spec)
         images.append(ready.image)
-        labels.append(ready.label[0].to(torch.uint8) if cfg.conditioning.mask else None)
+        labels.append(ready.label[0] if cfg.conditioning.mask else None)
         los.append(ready.intensity.lo)
         his.append(ready.intensity.hi)
         spacing = [float(s) for s in np.linalg.norm(ready.affine[:3, : cfg.spatial_dims], axis=0)]
@@ -143,13 +144,25 @@ def load_training_set(cat: Catalogued, cfg: Config, show_progress: bool = True) 
         values = train[cfg.conditioning.class_column].astype(str)
         class_names = sorted(values.unique())
         classes = torch.tensor([class_names.index(v) for v in values], dtype=torch.long)
-    label_tensor, num_labels = None, 0
+    label_tensor, num_labels, label_ids = None, 0, None
     if cfg.conditioning.mask:
-        label_tensor = torch.stack(labels)
-        num_labels = max(max(cat.label_names, default=0), int(label_tensor.max())) + 1
+        label_tensor, vocab = compact_labels(torch.stack(labels), cat.label_names)
+        num_labels, label_ids = len(vocab), (None if list(vocab) == list(range(len(vocab))) else list(vocab))
     return TrainingSet(torch.stack(images), label_tensor, classes, class_names, num_labels,
                        np.median(los, axis=0).tolist(), np.median(his, axis=0).tolist(), spacing,
-                       str(train["modality"].iloc[0]), train["study_id"].tolist(), dict(cat.label_names))
+                       str(train["modality"].iloc[0]), train["study_id"].tolist(), dict(cat.label_names),
+                       label_ids=label_ids)
+
+
+def compact_labels(labels: torch.Tensor, names: dict[int, str]) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """(N, *spatial) dataset label ids -> compact ids 0..K-1 over the vocabulary (the ids named and the ids present),
+    and the vocabulary (the dataset id of each compact id; 0..K-1 itself for most datasets, left unchanged)."""
+    ids = vocabulary(names, torch.unique(labels).tolist())
+    if list(ids) == list(range(len(ids))):
+        return labels.to(torch.uint8), ids
+    spec = ConditionSpec(num_labels=len(ids), label_ids=ids)
+    return torch.from_numpy(spec.compact(labels.numpy()).astype(np.int64)).to(torch.uint8 if len(ids) <= 256
+                                                                              else torch.int16), ids
 
 
 def intensity_stats(ts: TrainingSet) -> dict:

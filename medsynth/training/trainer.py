@@ -201,6 +201,7 @@ def checkpoint_meta(cfg: Config, ts: TrainingSet, fingerprint: str, source: str)
         "catalog_fingerprint": fingerprint, "data_source": source, "seed": cfg.train.seed,
         "class_names": list(ts.class_names), "class_counts": counts, "num_labels": ts.num_labels,
         "label_names": {str(k): v for k, v in ts.label_names.items()} if ts.num_labels else {},
+        **({"label_ids": list(ts.label_ids)} if ts.label_ids else {}),
         "image_channels": int(ts.images.shape[1]), "modality": ts.modality, "spacing": ts.spacing,
         "shape": list(cfg.data.shape), "intensity_lo": ts.intensity_lo, "intensity_hi": ts.intensity_hi,
         "intensity_stats": intensity_stats(ts),
