@@ -178,3 +178,11 @@ def test_the_stages_are_functions_on_the_package():
 
 def test_demo_resume_needs_an_interrupted_demo(tmp_path):
     assert_user_error(run_cli("demo", "--quick", "--resume", "--out", tmp_path / "none"), "no interrupted demo")
+
+
+def test_bad_options_get_the_same_one_sentence_as_every_other_error(tmp_path):
+    for args, fragment in ((["phantom", tmp_path / "p", "--cases", "abc"], "Invalid value for '--cases'"),
+                           (["generate"], "Missing argument"), (["no-such-command"], "No such command"),
+                           (["export", tmp_path / "s", "--out", tmp_path / "o", "--colour", "red"], "--colour")):
+        assert_user_error(run_cli(*args), fragment, "--help")
+    assert not (tmp_path / "p").exists()
