@@ -229,6 +229,10 @@ def evaluate(
     pairs: Optional[int] = typer.Option(None, "--pairs", help="Random pairs per group for MS-SSIM diversity. Default 100."),
     utility: Optional[bool] = typer.Option(None, "--utility/--no-utility", help="Train downstream models on real, "
                                            "synthetic and real + synthetic studies (the slow part; default on)."),
+    family: Optional[bool] = typer.Option(None, "--family/--no-family", help="Also measure utility over the family "
+                                          "of downstream recipes (MONAI Classifier with and without class weights, at "
+                                          "fixed steps and fixed epochs, resnet18; UNet and SegResNet) with a verdict "
+                                          "helps / neutral / hurts. Several times slower; default off."),
     boost: Optional[int] = typer.Option(None, "--boost", help="Synthetic studies of the rarest class added to real ones "
                                         "for the real + synthetic utility set (0, the default: up to the commonest "
                                         "class's count)."),
@@ -245,7 +249,7 @@ def evaluate(
 
     settings = load_stage_config("evaluate", config, set_, dict(
         seeds=seeds, steps=steps, encoder_steps=encoder_steps, slices=slices, pairs=pairs, utility=utility,
-        boost=boost, seed=seed))
+        boost=boost, seed=seed, family=family))
     result = run_evaluate(run, synth, out, settings, device=device, overwrite=overwrite)
     print_evaluation(result)
 
@@ -265,6 +269,8 @@ def print_evaluation(result) -> None:
         if key.startswith("utility_"):
             typer.echo(f"  utility ({key[8:].replace('_', ' ')} on real holdout): "
                        + "; ".join(f"{n} {v:.3f}" for n, v in values.items()))
+        if key.startswith("recipes_verdict_"):
+            typer.echo(f"  over every downstream recipe ({key[16:]}): the synthetic set {values}")
     typer.echo(f"report: {result.out / 'report.html'}")
 
 

@@ -105,6 +105,7 @@ class EvaluateConfig:
     utility: bool = True
     boost: int = 0             # synthetic rare-class studies in "real + synthetic": 0 = up to the commonest class's count
     seed: int = 0
+    family: bool = False       # utility over the family of downstream recipes (evaluation/recipes.py), with a verdict
 
     def __post_init__(self) -> None:
         require_each("evaluate", self, {"seeds": POSITIVE, "steps": POSITIVE, "encoder_steps": POSITIVE,

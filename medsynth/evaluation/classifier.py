@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.networks.nets import Classifier
+from monai.networks.nets import Classifier, resnet18
 from torch import nn
 
 FEATURES = 32  # width of the feature layer that Frechet distances are measured in
@@ -27,16 +27,38 @@ class FeatureClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def train_classifier(images: np.ndarray, labels: np.ndarray, classes: int, seed: int = 0, epochs: int = 40,
-                     batch_size: int = 64, lr: float = 1e-3, steps: int | None = None) -> FeatureClassifier:
-    """Class-balanced cross-entropy, Adam, random flips; images (N, C, *spatial) in [-1, 1].
+class ResNetClassifier(nn.Module):
+    """MONAI's resnet18 (2D or 3D) as a downstream classifier: 512-d pooled features -> linear class head."""
 
-    `epochs` passes over the data, or with `steps` exactly that many random batches (the same cost for any set size)."""
+    def __init__(self, in_shape: tuple[int, ...], classes: int) -> None:
+        super().__init__()
+        self.trunk = resnet18(spatial_dims=len(in_shape) - 1, n_input_channels=in_shape[0], num_classes=classes,
+                              feed_forward=False)
+        self.head = nn.Linear(512, classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+NETWORKS = {"classifier": FeatureClassifier, "resnet18": ResNetClassifier}
+
+
+def train_classifier(images: np.ndarray, labels: np.ndarray, classes: int, seed: int = 0, epochs: int = 40,
+                     batch_size: int = 64, lr: float = 1e-3, steps: int | None = None, balanced: bool = True,
+                     network: str = "classifier") -> nn.Module:
+    """Cross-entropy (class-balanced unless `balanced` is off), Adam, random flips; images (N, C, *spatial) in [-1, 1].
+
+    `epochs` passes over the data, or with `steps` exactly that many random batches (the same cost for any set size).
+    `network`: a MONAI Classifier trunk ("classifier") or MONAI resnet18."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = FeatureClassifier(images.shape[1:], classes)
+    model = NETWORKS[network](images.shape[1:], classes)
     counts = np.bincount(labels, minlength=classes).astype(float)
-    weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / classes, dtype=torch.float32)
+    weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / classes if balanced else np.ones(classes),
+                           dtype=torch.float32)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     x_all, y_all = torch.from_numpy(images.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
 

@@ -25,7 +25,7 @@ from medsynth import provenance
 from medsynth.config import EvaluateConfig, as_dict
 from medsynth.errors import MedsynthError
 from medsynth.evaluation import classifier as cls
-from medsynth.evaluation import metrics, report, segmenter
+from medsynth.evaluation import metrics, recipes, report, segmenter
 from medsynth.models import encoder
 from medsynth.outputs import atomic_output_dir, check_output_dir
 from medsynth.progress import progress_iter, stage
@@ -234,6 +234,17 @@ def segmentation(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded
     return conditioning, utility
 
 
+def utility_family(train, holdout, synthetic, loaded, s: EvaluateConfig, show_progress: bool) -> dict:
+    """The recipe family (evaluation/recipes.py) for each kind of conditioning the run has."""
+    stage(f"evaluate: utility over the recipe family ({s.seeds} seeds per recipe and set)", show_progress)
+    family = {}
+    if loaded.class_names and synthetic.classes is not None:
+        family["class"] = recipes.classification_family(train, holdout, synthetic, loaded.class_names, s, show_progress)
+    if loaded.num_labels:
+        family["mask"] = recipes.segmentation_family(train, holdout, synthetic, loaded.num_labels - 1, s, show_progress)
+    return family
+
+
 def headline(payload: dict) -> dict:
     fid = payload["fidelity"]
     summary = {"frechet_synthetic": float(np.mean([p["frechet_synthetic"] for p in fid.values()])),
@@ -251,6 +262,8 @@ def headline(payload: dict) -> dict:
     for util in payload["utility"].values():
         first = util["metrics"][0]
         summary[f"utility_{first}"] = {name: d[first]["mean"] for name, d in util["sets"].items()}
+    for kind, family in payload.get("utility_family", {}).items():
+        summary[f"recipes_verdict_{kind}"] = family["verdict"]   # helps / neutral / hurts over every recipe
     return summary
 
 
@@ -294,6 +307,8 @@ def _evaluate(run, synth, out, s: EvaluateConfig, device: str, overwrite: bool, 
         payload["conditioning"]["mask"], payload["utility"]["mask"] = segmentation(
             train, holdout, synthetic, loaded, s, show_progress)
     payload["utility"] = {k: v for k, v in payload["utility"].items() if v}
+    if s.family and s.utility:
+        payload["utility_family"] = utility_family(train, holdout, synthetic, loaded, s, show_progress)
     payload["summary"] = headline(payload)
     payload["judged_files"] = judged
     payload["provenance"] = provenance.record("evaluation", as_dict(s), {

@@ -80,6 +80,17 @@ def sample_grid(real, synthetic, class_names: list[str], columns: int = 6) -> st
     return png(fig)
 
 
+def family_table(family: dict) -> str:
+    """Per recipe: the metric of each training set and the paired lift (real + synthetic minus real only)."""
+    metric = family["metric"]
+    shown = lambda d: "-" if d["mean"] is None else f"{d['mean']:.3f} ({d['interval'][0]:.3f} to {d['interval'][1]:.3f})"  # noqa: E731
+    names = [n for n in next(iter(family["recipes"].values())) if n != "lift"]
+    rows = [[recipe, *[shown(d[n][metric]) for n in names], shown(d["lift"])] for recipe, d in family["recipes"].items()]
+    return (f"<p>{html.escape(metric)} on real holdout, mean and 95% t interval over {family['seeds']} seeds; the lift is "
+            "paired by seed. The verdict says helps only when every recipe's lift interval lies above zero.</p>"
+            + table(rows, ["recipe", *names, "lift"]))
+
+
 def section(title: str, body: str) -> str:
     return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
 
@@ -155,6 +166,8 @@ def write_html(path: Path, payload: dict, train, holdout, synthetic, class_names
                      for n, d in util["sets"].items()], ["training set"] + util["metrics"]))))
     if not payload["utility"]:
         parts.append(section("Utility", "<p>Not measured (unconditional run, or --no-utility).</p>"))
+    for kind, family in payload.get("utility_family", {}).items():
+        parts.append(section(f"Utility over every downstream recipe ({kind}): {family['verdict']}", family_table(family)))
     prov = payload["provenance"]
     parts.append(section("Settings and provenance", (
         table([[k, html.escape(str(v))] for k, v in prov["inputs"].items()], ["input", "value"])

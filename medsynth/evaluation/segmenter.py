@@ -6,20 +6,23 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
-from monai.networks.nets import UNet
+from monai.networks.nets import SegResNet, UNet
 from monai.networks.utils import one_hot
 
 from medsynth.progress import progress_iter
 
 
-def build_segmenter(spatial_dims: int, labels: int) -> UNet:
-    """`labels` counts the foreground labels; the network predicts background plus each of them."""
+def build_segmenter(spatial_dims: int, labels: int, network: str = "unet") -> torch.nn.Module:
+    """`labels` counts the foreground labels; the network (MONAI UNet or SegResNet) predicts background plus each."""
+    if network == "segresnet":
+        return SegResNet(spatial_dims=spatial_dims, in_channels=1, out_channels=labels + 1, init_filters=8)
     return UNet(spatial_dims=spatial_dims, in_channels=1, out_channels=labels + 1, channels=(16, 32, 64),
                 strides=(2, 2), num_res_units=1, norm="batch")
 
 
 def train_segmenter(images: np.ndarray, labels: np.ndarray, num_labels: int, steps: int = 300, batch_size: int = 8,
-                    lr: float = 2e-3, seed: int = 0, name: str = "segmenter", show_progress: bool = False) -> UNet:
+                    lr: float = 2e-3, seed: int = 0, name: str = "segmenter", show_progress: bool = False,
+                    network: str = "unet") -> torch.nn.Module:
     """Dice + cross-entropy, Adam, light gain/offset/noise augmentation (no flips: label meaning may be sided).
 
     images (N, 1, *spatial) in model units; labels (N, *spatial) integer label maps."""
@@ -27,7 +30,7 @@ def train_segmenter(images: np.ndarray, labels: np.ndarray, num_labels: int, ste
     g = torch.Generator().manual_seed(seed)
     x_all = torch.from_numpy(np.ascontiguousarray(images, np.float32))
     y_all = torch.from_numpy(np.ascontiguousarray(labels, np.int64))[:, None]
-    model = build_segmenter(x_all.ndim - 2, num_labels)
+    model = build_segmenter(x_all.ndim - 2, num_labels, network)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
     model.train()

@@ -129,3 +129,47 @@ def test_evaluate_a_2d_class_run_through_the_python_api(tmp_path):
     sets = report["utility"]["class"]["sets"]
     assert list(sets)[2].startswith("real + 4 synthetic ") and all(d["balanced_accuracy"]["n"] == 2 for d in sets.values())
     assert 0 <= result.summary["class_accuracy_synthetic"] <= 1
+
+
+def test_the_verdict_helps_only_when_every_recipe_lifts_and_hurts_when_one_drops():
+    from medsynth.evaluation.recipes import lift, verdict
+
+    up = lift([0.8, 0.82, 0.79], [0.6, 0.61, 0.58])
+    crossing = lift([0.7, 0.5, 0.66], [0.6, 0.61, 0.58])
+    down = lift([0.4, 0.41, 0.39], [0.6, 0.61, 0.58])
+    assert up["interval"][0] > 0 and crossing["interval"][0] < 0 < crossing["interval"][1]
+    assert verdict({"a": up, "b": up}) == "helps"
+    assert verdict({"a": up, "b": crossing}) == "neutral"          # one recipe's interval crosses zero: not "helps"
+    assert verdict({"a": up, "b": down}) == "hurts"
+
+
+def test_the_recipe_family_runs_end_to_end_and_reports_each_recipe(tmp_path):
+    import medsynth
+    from medsynth.evaluation.recipes import CLASSIFIERS, MIXES
+
+    data = medsynth.write_phantom_dataset(tmp_path / "data", medsynth.PhantomSpec(dims=2, size=16, cases=30,
+                                                                                  prevalence=0.3), show_progress=False)
+    medsynth.train(medsynth.load_config("tiny_2d.yaml", ["data.holdout=0.4", "train.max_steps=10"]), data,
+                   tmp_path / "run", show_progress=False)
+    medsynth.generate(tmp_path / "run", tmp_path / "syn", classes=["lesion=6", "normal=4"], steps=2, max_attempts=1,
+                      show_progress=False)
+    result = medsynth.evaluate(tmp_path / "run", tmp_path / "syn", tmp_path / "eval",
+                               medsynth.EvaluateConfig(seeds=2, steps=5, encoder_steps=5, pairs=5, family=True),
+                               show_progress=False)
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    family = report["utility_family"]["class"]
+    assert set(family["recipes"]) == {f"{r}, {m}" for r in CLASSIFIERS for m in MIXES}
+    for row in family["recipes"].values():
+        assert row["lift"]["n"] == 2 and row["real only"][family["metric"]]["n"] == 2
+    assert family["verdict"] in ("helps", "neutral", "hurts") and result.summary["recipes_verdict_class"] == family["verdict"]
+    assert "Utility over every downstream recipe (class)" in (tmp_path / "eval" / "report.html").read_text()
+
+
+def test_the_recipe_family_on_a_mask_run_has_both_segmenters_and_the_cli_prints_its_verdicts(tiny_run, tmp_path):
+    result = run_cli("evaluate", tiny_run / "run", tiny_run / "syn", "--out", tmp_path / "e", "--family", "--seeds", "1",
+                     "--steps", "5", "--encoder-steps", "5", "--slices", "2", "--pairs", "5")
+    assert result.returncode == 0, result.stderr
+    family = json.loads((tmp_path / "e" / "report.json").read_text())["utility_family"]
+    assert set(family) == {"class", "mask"} and set(family["mask"]["recipes"]) == {"unet", "segresnet"}
+    assert "over every downstream recipe (class): the synthetic set" in result.stdout
+    assert "over every downstream recipe (mask)" in result.stdout

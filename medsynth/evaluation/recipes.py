@@ -1,0 +1,98 @@
+"""Utility over a family of downstream recipes: does the synthetic set help a user's own model, whichever they run?
+
+A recipe is a downstream model and how it trains: for classification a MONAI Classifier with and without a
+class-balanced loss, at a fixed number of steps or a fixed number of epochs, and MONAI's resnet18; synthetic studies
+of the rare class join the real ones up to class balance or as a fixed count (`boost`). For segmentation, MONAI UNet
+and SegResNet on real + all synthetic studies. The lift of a recipe is the paired (same seed) difference between
+real + synthetic and real only in rare-class recall (segmentation: mean Dice), with a t interval over seeds. The
+verdict is "helps" only when every recipe's interval lies above zero, "hurts" when any lies below, else "neutral".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medsynth.evaluation import classifier as cls
+from medsynth.evaluation import metrics, segmenter
+from medsynth.progress import progress_iter
+
+CLASSIFIERS = {  # name -> (network, class-balanced loss, budget)
+    "monai-classifier": ("classifier", True, "steps"),
+    "monai-classifier-unweighted": ("classifier", False, "steps"),
+    "monai-classifier-epochs": ("classifier", True, "epochs"),
+    "resnet18": ("resnet18", True, "steps"),
+}
+SEGMENTERS = ("unet", "segresnet")
+MIXES = ("balance", "fixed")
+BATCH = 16
+
+
+def lift(with_synthetic: list[float], real_only: list[float]) -> dict:
+    """Mean paired difference (seed by seed) with its 95% t interval."""
+    return metrics.mean_interval(np.asarray(with_synthetic, float) - np.asarray(real_only, float), bounds=(-1, 1))
+
+
+def verdict(lifts: dict[str, dict]) -> str:
+    """helps: every recipe's lift interval above zero; hurts: some recipe's interval below zero; else neutral."""
+    intervals = [d["interval"] for d in lifts.values() if d["mean"] is not None]
+    if not intervals:
+        return "neutral"
+    if any(high < 0 for _, high in intervals):
+        return "hurts"
+    return "helps" if all(low > 0 for low, _ in intervals) else "neutral"
+
+
+def mixed(train, synthetic, rare: int, mix: str, boost: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real training studies plus synthetic ones of the rare class: up to class balance, or `boost` of them (all the
+    set has when boost is 0)."""
+    counts = np.bincount(train.classes, minlength=rare + 1)
+    pool = synthetic.images[synthetic.classes == rare]
+    extra = pool[: max(counts.max() - counts[rare], 1)] if mix == "balance" else pool[: boost or len(pool)]
+    return np.concatenate([train.images, extra]), np.concatenate([train.classes, np.full(len(extra), rare)])
+
+
+def classification_family(train, holdout, synthetic, names: list[str], s, show_progress: bool) -> dict:
+    """Every classification recipe: real only, synthetic only and real + synthetic (each mix), over s.seeds seeds."""
+    k = len(names)
+    counts = np.bincount(train.classes, minlength=k)
+    rare = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+    epochs = max(1, round(s.steps * BATCH / len(train.images)))   # real only then costs what the steps budget does
+    sets = {"real only": (train.images, train.classes), "synthetic only": (synthetic.images, synthetic.classes),
+            **{f"real + synthetic ({m})": mixed(train, synthetic, rare, m, s.boost) for m in MIXES}}
+    runs = [(r, n, seed) for r in CLASSIFIERS for n in sets for seed in range(s.seeds)]
+    recall: dict[tuple[str, str], list[float]] = {}
+    balanced: dict[tuple[str, str], list[float]] = {}
+    for recipe, name, seed in progress_iter(runs, "utility recipes", enabled=show_progress):
+        network, weighted, budget = CLASSIFIERS[recipe]
+        model = cls.train_classifier(*sets[name], k, seed=s.seed + seed, batch_size=BATCH, balanced=weighted,
+                                     network=network, **({"steps": s.steps} if budget == "steps" else {"epochs": epochs}))
+        predicted = cls.predict(model, holdout.images)[0]
+        recall.setdefault((recipe, name), []).append(float(metrics.recall_per_class(predicted, holdout.classes, k)[rare]))
+        balanced.setdefault((recipe, name), []).append(metrics.balanced_accuracy(predicted, holdout.classes, k))
+    recipes = {}
+    for recipe in CLASSIFIERS:
+        row = {name: {f"recall_{names[rare]}": metrics.mean_interval(recall[recipe, name], (0, 1)),
+                      "balanced_accuracy": metrics.mean_interval(balanced[recipe, name], (0, 1))} for name in sets}
+        for m in MIXES:
+            recipes[f"{recipe}, {m}"] = {**row, "lift": lift(recall[recipe, f"real + synthetic ({m})"],
+                                                             recall[recipe, "real only"])}
+    return {"rare_class": names[rare], "metric": f"recall_{names[rare]}", "seeds": s.seeds, "epochs": epochs,
+            "recipes": recipes, "verdict": verdict({r: d["lift"] for r, d in recipes.items()})}
+
+
+def segmentation_family(train, holdout, synthetic, labels: int, s, show_progress: bool) -> dict:
+    """UNet and SegResNet on real only, synthetic only and real + synthetic; the lift in mean Dice."""
+    sets = {"real only": (train.images, train.labels), "synthetic only": (synthetic.images, synthetic.labels),
+            "real + synthetic": (np.concatenate([train.images, synthetic.images]),
+                                 np.concatenate([train.labels, synthetic.labels]))}
+    runs = [(r, n, seed) for r in SEGMENTERS for n in sets for seed in range(s.seeds)]
+    dice: dict[tuple[str, str], list[float]] = {}
+    for network, name, seed in progress_iter(runs, "utility recipes", enabled=show_progress):
+        model = segmenter.train_segmenter(*sets[name], labels, steps=s.steps, seed=s.seed + seed, network=network)
+        per_label = segmenter.dice_per_label(segmenter.segment(model, holdout.images), holdout.labels, labels)
+        dice.setdefault((network, name), []).append(float(np.nanmean(np.nanmean(per_label, 0))))
+    recipes = {network: {**{name: {"mean_dice": metrics.mean_interval(dice[network, name], (0, 1))} for name in sets},
+                         "lift": lift(dice[network, "real + synthetic"], dice[network, "real only"])}
+               for network in SEGMENTERS}
+    return {"metric": "mean_dice", "seeds": s.seeds, "recipes": recipes,
+            "verdict": verdict({r: d["lift"] for r, d in recipes.items()})}
