@@ -151,16 +151,6 @@ def diversity(train: StudySet, holdout: StudySet, synthetic: StudySet, names: li
     return out
 
 
-def boosted(train: StudySet, synthetic: StudySet, boost: int = 0) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Real training studies plus `boost` synthetic studies of the rarest class (0: up to the most common class's
-    count), or all the set has if fewer."""
-    counts = np.bincount(train.classes, minlength=int(max(train.classes.max(), synthetic.classes.max())) + 1)
-    rare = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
-    extra = synthetic.images[synthetic.classes == rare][: boost or max(counts.max() - counts[rare], 1)]
-    return (np.concatenate([train.images, extra]), np.concatenate([train.classes, np.full(len(extra), rare)]),
-            rare, len(extra))
-
-
 def fit_each(sets: dict[str, tuple[np.ndarray, np.ndarray]], s: EvaluateConfig, fit, predict, holdout: np.ndarray,
              description: str, show_progress: bool) -> tuple[dict[str, list[np.ndarray]], object]:
     """Train `fit(x, y, seed)` on every set for every seed (without utility: only the real-only model of seed 0) and
@@ -180,7 +170,7 @@ def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, name
                    show_progress: bool) -> tuple[dict, dict | None]:
     """Conditioning fidelity (judge = the real-only model of seed 0) and utility, for class-conditioned runs."""
     k = len(names)
-    mixed_x, mixed_y, rare, added = boosted(train, synthetic, s.boost)
+    mixed_x, mixed_y, rare, added = recipes.boosted(train, synthetic, s.boost)
     sets = {"real only": (train.images, train.classes), "synthetic only": (synthetic.images, synthetic.classes),
             f"real + {added} synthetic {names[rare]}": (mixed_x, mixed_y)}
     predictions, judge = fit_each(

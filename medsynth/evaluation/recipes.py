@@ -42,23 +42,31 @@ def verdict(lifts: dict[str, dict]) -> str:
     return "helps" if all(low > 0 for low, _ in intervals) else "neutral"
 
 
-def mixed(train, synthetic, rare: int, mix: str, boost: int) -> tuple[np.ndarray, np.ndarray]:
-    """Real training studies plus synthetic ones of the rare class: up to class balance, or `boost` of them (all the
-    set has when boost is 0)."""
-    counts = np.bincount(train.classes, minlength=rare + 1)
-    pool = synthetic.images[synthetic.classes == rare]
-    extra = pool[: max(counts.max() - counts[rare], 1)] if mix == "balance" else pool[: boost or len(pool)]
-    return np.concatenate([train.images, extra]), np.concatenate([train.classes, np.full(len(extra), rare)])
+def boosted(train, synthetic, boost: int = 0) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Real training studies plus `boost` synthetic studies of the rarest class (0: up to the most common class's
+    count), or all the set has if fewer; and the rare class and how many were added."""
+    counts = np.bincount(train.classes, minlength=int(max(train.classes.max(), synthetic.classes.max())) + 1)
+    rare = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+    extra = synthetic.images[synthetic.classes == rare][: boost or max(counts.max() - counts[rare], 1)]
+    return (np.concatenate([train.images, extra]), np.concatenate([train.classes, np.full(len(extra), rare)]),
+            rare, len(extra))
+
+
+def mixed(train, synthetic, mix: str, boost: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The real + synthetic set of a mix: up to class balance, or `boost` studies (all the set has when 0)."""
+    if mix == "balance":
+        return boosted(train, synthetic, 0)
+    return boosted(train, synthetic, boost or len(synthetic.images))
 
 
 def classification_family(train, holdout, synthetic, names: list[str], s, show_progress: bool) -> dict:
     """Every classification recipe: real only, synthetic only and real + synthetic (each mix), over s.seeds seeds."""
     k = len(names)
-    counts = np.bincount(train.classes, minlength=k)
-    rare = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
     epochs = max(1, round(s.steps * BATCH / len(train.images)))   # real only then costs what the steps budget does
+    mixes = {f"real + synthetic ({m})": mixed(train, synthetic, m, s.boost) for m in MIXES}
+    rare = next(iter(mixes.values()))[2]
     sets = {"real only": (train.images, train.classes), "synthetic only": (synthetic.images, synthetic.classes),
-            **{f"real + synthetic ({m})": mixed(train, synthetic, rare, m, s.boost) for m in MIXES}}
+            **{name: (x, y) for name, (x, y, _, _) in mixes.items()}}
     runs = [(r, n, seed) for r in CLASSIFIERS for n in sets for seed in range(s.seeds)]
     recall: dict[tuple[str, str], list[float]] = {}
     balanced: dict[tuple[str, str], list[float]] = {}

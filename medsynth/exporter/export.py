@@ -94,9 +94,10 @@ def export(synth: str | Path, out: str | Path, formats: list[str] | None = None,
     c = with_keys(config or ExportConfig(), {**keys, **({"formats": formats} if formats is not None else {})})
     sset = read_synthetic_set(synth)
     report, evaluated = read_report(audit, "audit"), read_report(evaluation, "evaluation")
+    current = sset.file_hashes() if report is not None or evaluated is not None else None
     for payload, source, what in ((report, audit, "audit"), (evaluated, evaluation, "evaluation")):
-        if payload is not None:
-            check_bound(payload, sset, source, what)    # even with --force: a card never cites another set's report
+        if payload is not None:   # even with --force: a card never cites another set's report
+            check_bound(payload, sset, source, what, current)
     formats = list(dict.fromkeys(c.formats))
     _check(sset, formats, report, c.force)
     if not re.fullmatch(r"[A-Z0-9 _]{1,16}", c.body_part):

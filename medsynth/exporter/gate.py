@@ -33,14 +33,15 @@ def read_report(report: str | Path | None, what: str) -> dict | None:
     return payload
 
 
-def check_bound(report: dict, sset: SyntheticSet, source: str | Path, what: str) -> None:
-    """Refuse a report that did not judge exactly the files `sset` holds now."""
+def check_bound(report: dict, sset: SyntheticSet, source: str | Path, what: str,
+                current: dict[str, str] | None = None) -> None:
+    """Refuse a report that did not judge exactly the files `sset` holds now (`current`: their hashes, if known)."""
     judged = report.get("judged_files")
     if not isinstance(judged, dict) or not judged:
         raise MedsynthError(f"--{what} {source} does not list the files it judged (an older medsynth or another tool "
                             f"wrote it), so it cannot vouch for this set; run `{REMAKE[what]}` again and pass the new "
                             "report.")
-    current = sset.file_hashes()
+    current = current or sset.file_hashes()
     table = next(iter(current))                        # samples.csv: which studies the set holds
     if set(judged) != set(current) or judged.get(table) != current[table]:
         raise MedsynthError(f"--{what} {source} judged another synthetic set ({len(judged)} files) than {sset.folder} "

@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from medsynth import provenance
-from medsynth.data.catalog import CATALOG_FILE, SPLIT_FILE, read_catalog
+from medsynth.data.catalog import CATALOG_FILE, SPLIT_FILE, read_catalog, save_catalog_folder
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,7 @@ class RunFolder:
         """A new run: the samples folder, config.yaml, split.csv, catalog.csv and run.json."""
         (self.path / "samples").mkdir(parents=True)
         self.write_config(config)
-        catalog[["study_id", "split"]].to_csv(self.split, index=False)
-        catalog.to_csv(self.catalog, index=False)
+        save_catalog_folder(self.path, catalog)
         provenance.write_json(self.record, record)
 
     def save_mask_bank(self, labels: np.ndarray, study_ids: list[str], classes: list[str]) -> None:

@@ -161,8 +161,7 @@ def compact_labels(labels: torch.Tensor, names: dict[int, str]) -> tuple[torch.T
     if list(ids) == list(range(len(ids))):
         return labels.to(torch.uint8), ids
     spec = ConditionSpec(num_labels=len(ids), label_ids=ids)
-    return torch.from_numpy(spec.compact(labels.numpy()).astype(np.int64)).to(torch.uint8 if len(ids) <= 256
-                                                                              else torch.int16), ids
+    return torch.from_numpy(spec.compact(labels.numpy())), ids     # uint8 (int16 past 256 labels)
 
 
 def intensity_stats(ts: TrainingSet) -> dict:
