@@ -39,7 +39,9 @@ from medsynth.runs.real import RealSplit, load_real as load_real_split
 from medsynth.runs.synthset import SyntheticSet, open_with_run, studies_on_grid
 from medsynth.runtime import resolve_device
 
-CHANNELS = ("pixel", "structure", "texture", "embedding")
+CHANNELS = ("pixel", "smooth", "structure", "texture", "embedding")
+SMOOTH_VOXELS = 2.0   # the smooth channel compares aligned pairs after this Gaussian blur: finds blurred, re-noised copies
+MAX_SHIFT = 3         # voxels of shift the exact search tries along each axis
 @dataclass
 class AuditResult:
     out: Path
@@ -77,6 +79,16 @@ def residual(volume: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
     means = np.bincount(inverse.ravel(), volume.ravel()) / np.bincount(inverse.ravel())
     border = ndimage.grey_dilation(labels, size=(3,) * labels.ndim) != ndimage.grey_erosion(labels, size=(3,) * labels.ndim)
     return np.where(border, 0.0, volume - means[inverse.reshape(volume.shape)]).astype(np.float32)
+
+
+def smooth_score(query: np.ndarray, source: np.ndarray) -> float:
+    """NCC of an aligned pair after both are blurred by SMOOTH_VOXELS: a copy that was blurred and re-noised (what
+    a generator that regenerates its training image looks like) agrees with its source at this scale although its
+    fine detail is gone; voxels a shift or rotation filled in (constant) are left out."""
+    keep = (query != query.flat[0]) | (source != source.flat[0])
+    a, b = (ndimage.gaussian_filter(np.asarray(v, np.float32), SMOOTH_VOXELS)[keep] for v in (query, source))
+    a, b = a - a.mean(), b - b.mean()
+    return float(a @ b / max(np.sqrt((a @ a) * (b @ b)), 1e-12))
 
 
 def unit_range(volume: np.ndarray) -> np.ndarray:
@@ -118,7 +130,7 @@ class Gallery:
         self.ssim_ready = [unit_range(v) for v in self.volumes]
         self.dims = self.volumes[0].ndim
         self.ssim = SSIMMetric(spatial_dims=self.dims, data_range=1.0, win_size=min(7, *self.volumes[0].shape) // 2 * 2 + 1)
-        self.k = s.k
+        self.k, self.refine = s.k, 2 * s.k
         self.encoder = None
         if s.embedding:
             stack = np.stack(self.raw)[:, None]
@@ -135,19 +147,22 @@ class Gallery:
     def score(self, queries: list[np.ndarray]) -> tuple[list[list[Match]], dict[str, np.ndarray]]:
         """Each query's top pixel matches and its score in every channel (higher: more alike)."""
         smooth = [self.smoothed(q) for q in queries]
-        matches = ranked(smooth, self.volumes, k=self.k, keep=3, gallery_descriptors=self.descriptors)
-        structure, texture = [], []
+        matches = ranked(smooth, self.volumes, k=self.k, max_shift=MAX_SHIFT, keep=3, gallery_descriptors=self.descriptors,
+                         refine=self.refine)
+        structure, texture, smooth_ = [], [], []
         for query, raw, found in zip(smooth, queries, matches):
-            best, fine = -1.0, -1.0
+            best, fine, blurred = -1.0, -1.0, -1.0
             for m in found:
                 a = torch.from_numpy(unit_range(align(query, m)))[None, None]
                 b = torch.from_numpy(self.ssim_ready[m.index])[None, None]
                 best = max(best, float(self.ssim(a, b).item()))
                 fine = max(fine, texture_score(align(raw, m), self.raw[m.index]))
+                blurred = max(blurred, smooth_score(align(raw, m), self.raw[m.index]))
             structure.append(best)
             texture.append(fine)
-        scores = {"pixel": np.array([f[0].score for f in matches]), "structure": np.array(structure),
-                  "texture": np.array(texture)}
+            smooth_.append(blurred)
+        scores = {"pixel": np.array([f[0].score for f in matches]), "smooth": np.array(smooth_),
+                  "structure": np.array(structure), "texture": np.array(texture)}
         if self.encoder is not None:
             z = encoder.embed(self.encoder, np.stack(queries)[:, None], flips=True)   # (Q, flips, D)
             scores["embedding"] = (z @ self.embeddings.T).max(axis=(1, 2))

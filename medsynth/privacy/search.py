@@ -73,6 +73,7 @@ def spectrum(volume: np.ndarray) -> np.ndarray:
 
 
 MAX_DESCRIPTOR_VOXELS = 32**3
+MAX_SHIFTED_VOXELS = 20**3   # the tiny descriptor, searched under every one-voxel shift of the query
 
 
 def coarse(volume: np.ndarray, max_voxels: int = MAX_DESCRIPTOR_VOXELS) -> np.ndarray:
@@ -101,7 +102,7 @@ def flip_axes(ndim: int) -> list[tuple[int, ...]]:
 class Index:
     """A set's stage-1 descriptors (rows: studies, unit norm) and the coarse grid they live on."""
 
-    search: tuple[np.ndarray, np.ndarray, np.ndarray]   # pixel (the z-scored coarse volume), pose, spectrum
+    search: tuple[np.ndarray, ...]   # pixel (the z-scored coarse volume), pose, spectrum, tiny (searched shifted)
     shape: tuple[int, ...]
 
     def coarse_volume(self, row: int) -> np.ndarray:
@@ -114,7 +115,30 @@ def descriptors(volumes: Sequence[np.ndarray]) -> Index:
     pixel = pixel_descriptors(small)
     pose = np.stack([zscore(canonical_pose(v)).ravel() for v in small]).astype(np.float32)
     spec = np.stack([zscore(spectrum(v)).ravel() for v in small]).astype(np.float32)
-    return Index((pixel, pose, spec), small[0].shape)
+    tiny = pixel_descriptors([coarse(v, MAX_SHIFTED_VOXELS) for v in small])
+    return Index((pixel, pose, spec, tiny), small[0].shape)
+
+
+def shifted_versions(descriptor: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(versions, voxels): the z-scored tiny volume moved by every offset in {-1, 0, 1} per axis (edges repeated)."""
+    v = descriptor.reshape(shape)
+    padded = np.pad(v, 1, mode="edge")
+    out = [zscore(padded[tuple(slice(1 + o, 1 + o + n) for o, n in zip(offset, shape))]).ravel()
+           for offset in itertools.product((-1, 0, 1), repeat=len(shape))]
+    return np.stack(out).astype(np.float32)
+
+
+def top_k_shifted(queries: np.ndarray, gallery: np.ndarray, shape: tuple[int, ...], k: int, chunk: int = 64) -> np.ndarray:
+    """top_k with each query's similarity the best over its shifted versions: finds copies moved by a few voxels,
+    which the unshifted descriptors rank low."""
+    k = min(k, len(gallery))
+    out = np.empty((len(queries), k), np.int64)
+    for start in range(0, len(queries), chunk):
+        versions = np.stack([shifted_versions(q, shape) for q in queries[start : start + chunk]])   # (q, V, D)
+        sims = (versions @ gallery.T).max(1)
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        out[start : start + chunk] = np.take_along_axis(part, np.argsort(-np.take_along_axis(sims, part, 1), 1), 1)
+    return out
 
 
 def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
@@ -189,7 +213,9 @@ def ranked(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int 
             raise ValueError(f"all studies must share one grid to be compared, got shapes {sorted(shapes)}")
         found = descriptors(part)
         # (queries, k, descriptors): read row by row, candidates come in order of their best rank in any descriptor
-        candidates = np.stack([top_k(q, g, k) for q, g in zip(found.search, index.search)], axis=2)
+        tiny = coarse(np.zeros(index.shape), MAX_SHIFTED_VOXELS).shape
+        candidates = np.stack([top_k(q, g, k) for q, g in zip(found.search[:3], index.search[:3])]
+                              + [top_k_shifted(found.search[3], index.search[3], tiny, k)], axis=2)
         for n, (query, ranks) in enumerate(zip(part, candidates)):
             shortlist = list(dict.fromkeys(ranks.ravel().tolist()))[: max(refine, keep)]
             factor = np.shape(query)[0] / index.shape[0]
