@@ -26,6 +26,8 @@ LabelsOpt = typer.Option(None, "--labels", help="CSV of study-level labels: case
                          "or covariate (a 'subject_id' column groups studies per person). Default: DATA/labels.csv if present.")
 ModalityOpt = typer.Option(None, "--modality", help="Override the modality the files state: CT, MR or OT (other).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files.")
+SplitOpt = typer.Option(None, "--split", help="CSV of study_id,split (train, or holdout / test / val): a split made "
+                        "elsewhere, honoured exactly instead of drawing one (--holdout and --seed are then not used).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 
 
@@ -72,13 +74,15 @@ def ingest(
     class_names: Optional[str] = typer.Option(None, "--class-names", help="Names for a class column whose values are "
                                               "ids, e.g. 0=malignant,1=benign (MedMNIST's `class`), or "
                                               "COLUMN:0=name,1=name; used wherever a class is shown or requested."),
+    split: Optional[Path] = SplitOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Read and validate a dataset, print a summary, and (with --out) write its catalog and split."""
     from medsynth.console import print_ingest
     from medsynth.data.ingest import ingest as run_ingest
 
-    result = run_ingest(data, out, labels, _modality(modality), holdout, seed, overwrite, class_names=class_names)
+    result = run_ingest(data, out, labels, _modality(modality), holdout, seed, overwrite, class_names=class_names,
+                        split=split)
     print_ingest(result, list_all=list_all)
 
 
@@ -171,20 +175,31 @@ def generate(
 
 @app.command()
 def audit(
-    run: Path = typer.Argument(..., help="The training run that made SYNTH (medsynth train --out)."),
-    synth: Path = typer.Argument(..., help="The synthetic set to audit (medsynth generate --out)."),
+    first: Path = typer.Argument(..., metavar="RUN_OR_SYNTH", help="The training run that made SYNTH (medsynth train "
+                                 "--out); or, with --train, the synthetic studies to audit (any generator's: NIfTI, "
+                                 "MSD / nnU-Net, DICOM, or a medsynth set)."),
+    synth: Optional[Path] = typer.Argument(None, help="The synthetic set the RUN made (medsynth generate --out)."),
     out: Path = typer.Option(..., "--out", help="Report folder: report.html, report.json, pairs.csv."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Family-wise error over the whole set: the chance that "
-                                          "a set with no copy gets any study flagged. Default 0.05."),
-    copies: Optional[int] = typer.Option(None, "--copies-per-kind", help="Planted copies per kind (exact, flip, shift, "
-                                         "rotation, noise, intensity, elastic, blur_noise) to measure detection power. "
-                                         "Default 10."),
-    min_recall: Optional[float] = typer.Option(None, "--min-recall", help="Planted-copy recall needed per kind; below "
-                                               "it the verdict is INCONCLUSIVE. Default 0.9."),
+    train: Optional[Path] = typer.Option(None, "--train", help="Run-less audit: the studies the generator was trained "
+                                         "on (any dataset ingest reads, or an ingest folder with its split.csv)."),
+    holdout: Optional[Path] = typer.Option(None, "--holdout", help="Run-less audit: real studies of the same kind that "
+                                           "were never trained on (the audit calibrates on them)."),
+    split: Optional[Path] = typer.Option(None, "--split", help="Run-less audit: CSV of study_id,split saying which "
+                                         "--train studies were trained on (train) and which held out (holdout)."),
+    modality: Optional[str] = ModalityOpt,
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Set level: a set without copies fails at most this "
+                                          "often. Default 0.05."),
+    study_rate: Optional[float] = typer.Option(None, "--study-rate", help="Study level: a real study that was never "
+                                               "trained on is flagged at most this often. Default 0.02."),
+    copies: Optional[int] = typer.Option(None, "--copies-per-kind", help="Planted copies per rung of the ladder (exact, "
+                                         "flip, shifts of 1-3 voxels, rotations of 5 and 10 degrees, noise, intensity, "
+                                         "warps of 1.5 and 3 voxels, blur of 1-2 voxels with 2.5-5% noise). Default 10."),
+    min_recall: Optional[float] = typer.Option(None, "--min-recall", help="Planted-copy recall needed on every required "
+                                               "rung (audit.required); below it the verdict is INCONCLUSIVE. Default 0.9."),
     embedding: Optional[bool] = typer.Option(None, "--embedding/--no-embedding", help="Train the contrastive encoder "
                                              "for the embedding channel (default on)."),
     membership: Optional[bool] = typer.Option(None, "--membership/--no-membership", help="Run the loss-based "
-                                              "membership attack (default on)."),
+                                              "membership attack (default on; needs a RUN)."),
     max_auc: Optional[float] = typer.Option(None, "--max-membership-auc", help="FAIL when the membership AUC's 95% "
                                             "interval lies above this. Default 0.6."),
     redact: Optional[bool] = typer.Option(None, "--redact", help="Also write report_redacted.html, without training "
@@ -196,16 +211,30 @@ def audit(
     device: str = DeviceOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Privacy audit: are any synthetic studies copies of training studies? Verdict PASS / FAIL / INCONCLUSIVE."""
+    """Privacy audit: are any synthetic studies copies of training studies? Verdict PASS / FAIL / INCONCLUSIVE.
+
+    medsynth audit RUN SYNTH --out REPORT (a medsynth run and its set), or medsynth audit SYNTH --train DATA
+    --holdout DATA --out REPORT (any generator's studies against its training data)."""
     from medsynth.config import load_stage_config
-    from medsynth.privacy.audit import audit as run_audit
+    from medsynth.errors import MedsynthError
+    from medsynth.privacy.audit import audit as run_audit, audit_data
 
     settings = load_stage_config("audit", config, set_, dict(
-        alpha=alpha, copies_per_kind=copies, min_recall=min_recall, embedding=embedding, membership=membership,
-        max_membership_auc=max_auc, seed=seed, redact=redact))
-    result = run_audit(run, synth, out, settings, device=device, overwrite=overwrite)
+        alpha=alpha, study_rate=study_rate, copies_per_kind=copies, min_recall=min_recall, embedding=embedding,
+        membership=membership, max_membership_auc=max_auc, seed=seed, redact=redact))
+    if train is None:
+        if synth is None or holdout is not None or split is not None:
+            raise MedsynthError("give RUN and SYNTH (medsynth audit RUN SYNTH --out REPORT), or SYNTH with --train "
+                                "(and --holdout or --split) for a set made elsewhere.")
+        result = run_audit(first, synth, out, settings, device=device, overwrite=overwrite)
+    else:
+        if synth is not None:
+            raise MedsynthError("with --train, give only the synthetic studies (medsynth audit SYNTH --train DATA "
+                                "--holdout DATA --out REPORT); a RUN is audited as medsynth audit RUN SYNTH.")
+        result = audit_data(first, train, out, holdout, split, settings, modality=_modality(modality),
+                            overwrite=overwrite)
     typer.echo(f"audit {result.verdict}: {result.flagged} of {result.studies} synthetic studies flagged; lowest "
-               f"planted-copy recall {result.min_recall:.0%}"
+               f"planted-copy recall on a required rung {result.min_recall:.0%}"
                + (f"; membership AUC {result.membership_auc:.2f}" if result.membership_auc is not None else "")
                + f" ({result.seconds:.0f} s)")
     for reason in result.reasons:

@@ -69,13 +69,21 @@ class GenerateConfig:
                                         "tile": NOT_NEGATIVE, "tile_overlap": NOT_NEGATIVE})
 
 
+# The planted-copy rungs an audit must find for its verdict to vouch for the set (medsynth.privacy.plant names them):
+# the mild copies. 3-voxel shifts, 10-degree rotations and 3-voxel warps are planted and reported, not required.
+REQUIRED_RUNGS = ("exact", "flip", "shift1", "shift2", "rotation5", "noise", "intensity", "elastic1.5",
+                  "blur1_noise2.5", "blur1_noise5", "blur2_noise2.5", "blur2_noise5", "mismatched")
+
+
 @dataclass(frozen=True)
 class AuditConfig:
     """`medsynth audit`: the flagging rule, detection power, channels, membership attack."""
 
-    alpha: float = 0.05             # family-wise error over the whole set
-    copies_per_kind: int = 10
-    min_recall: float = 0.9         # planted-copy recall below this (any kind) -> INCONCLUSIVE
+    alpha: float = 0.05             # set level: a set without copies fails at most this often
+    study_rate: float = 0.02        # study level: a real study never trained on is flagged at most this often
+    copies_per_kind: int = 10       # planted copies per rung of the ladder
+    min_recall: float = 0.9         # planted-copy recall below this on a required rung -> INCONCLUSIVE
+    required: tuple[str, ...] = REQUIRED_RUNGS   # the rungs the verdict vouches for (privacy.plant.RUNGS)
     k: int = 10                     # plain-search candidates per descriptor
     embedding: bool = True
     encoder_steps: int = 150
@@ -87,7 +95,8 @@ class AuditConfig:
 
     def __post_init__(self) -> None:
         require_each("audit", self, {
-            "alpha": (lambda v: 0 < v < 1, "between 0 and 1"), "min_recall": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+            "alpha": (lambda v: 0 < v < 1, "between 0 and 1"), "study_rate": (lambda v: 0 < v < 0.5, "between 0 and 0.5"),
+            "min_recall": (lambda v: 0 <= v <= 1, "between 0 and 1"),
             "copies_per_kind": POSITIVE, "k": POSITIVE, "encoder_steps": POSITIVE,
             "membership_studies": (lambda v: v >= 2, "at least 2"),
             "max_membership_auc": (lambda v: 0.5 <= v <= 1, "between 0.5 and 1")})

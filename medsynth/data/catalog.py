@@ -112,9 +112,45 @@ def ingest_record(folder: Path) -> dict:
 
 
 def read_catalog_folder(folder: Path) -> tuple[pd.DataFrame, dict[int, str]]:
-    """An ingest output folder's catalog and label-map names."""
+    """An ingest output folder's catalog (its split taken from split.csv beside it) and label-map names."""
     names = ingest_record(folder).get("label_names", {})
-    return read_catalog(folder / CATALOG_FILE), {int(k): v for k, v in names.items()}
+    return with_split_file(read_catalog(folder / CATALOG_FILE), folder), {int(k): v for k, v in names.items()}
+
+
+def with_split_file(catalog: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """The catalog with the split that `folder`'s split.csv records: the one source of truth for which studies were
+    trained on, so a split edited there is the split every stage uses."""
+    path = Path(folder) / SPLIT_FILE
+    return apply_split(catalog, path) if path.is_file() else catalog
+
+
+HOLDOUT_NAMES = {"holdout", "test", "val", "validation"}   # a given split's names for "never trained on"
+
+
+def apply_split(catalog: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    """The catalog with its split given by a CSV of study_id and split (train, or holdout / test / val), honoured
+    exactly; refused in one sentence when the file names studies the catalog lacks or leaves some out."""
+    path = Path(path)
+    try:
+        given = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot read the split file {path} ({exc}); give a CSV with columns study_id,split.") from None
+    if not {"study_id", "split"} <= set(given.columns):
+        raise DataError(f"the split file {path} needs the columns study_id and split (it has {list(given.columns)}).")
+    values = given["split"].str.strip().str.lower()
+    bad = sorted(set(values) - HOLDOUT_NAMES - {"train"})
+    if bad:
+        raise DataError(f"the split file {path} has split values {bad}; use train, or holdout (test / val).")
+    split = dict(zip(given["study_id"].str.strip(), np.where(values == "train", "train", "holdout")))
+    unknown = sorted(set(split) - set(catalog["study_id"]))
+    missing = sorted(set(catalog["study_id"]) - set(split))
+    if unknown or missing:
+        what = (f"names {len(unknown)} studies the data does not hold ({', '.join(unknown[:3])})" if unknown else
+                f"leaves out {len(missing)} studies of the data ({', '.join(missing[:3])})")
+        raise DataError(f"the split file {path} {what}; give exactly one row per study.")
+    out = catalog.copy()
+    out["split"] = out["study_id"].map(split)
+    return out
 
 
 def read_catalog(path: str | Path) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from medsynth import provenance
-from medsynth.data.catalog import (INGEST_FILE, build_catalog, catalog_fingerprint, categorical_columns, make_split,
+from medsynth.data.catalog import (INGEST_FILE, apply_split, build_catalog, catalog_fingerprint, categorical_columns, make_split,
                                    save_catalog_folder)
 from medsynth.data.labels import read_labels_csv
 from medsynth.data.readers import Scan, load_study, refuse_mixed, scan
@@ -104,11 +104,13 @@ def ingest(
     overwrite: bool = False,
     show_progress: bool = True,
     class_names: str | None = None,
+    split: str | Path | None = None,
 ) -> IngestResult:
     """Read and validate every study under `data`; with `out`, write catalog.csv, split.csv and ingest.json there.
 
     `class_names` ('0=malignant,1=benign', or 'COLUMN:0=...') names the values of a class column whose labels are
-    ids (MedMNIST's `class` by default). Raises DataError with one sentence on the first study that cannot be used.
+    ids (MedMNIST's `class` by default). `split` (a CSV of study_id, split) is honoured exactly instead of drawing
+    one. Raises DataError with one sentence on the first study that cannot be used.
     """
     data = Path(data).expanduser().resolve()
     found: Scan = scan(data, modality)
@@ -141,7 +143,9 @@ def ingest(
     if empty_labels:
         problems.append(f"{empty_labels} label map(s) hold background only")
     stratum = pick_stratum(catalog)
-    if "source_split" in catalog.columns:  # MedMNIST: keep the official split; val and test are never trained on
+    if split is not None:
+        catalog = apply_split(catalog, split)
+    elif "source_split" in catalog.columns:  # MedMNIST: keep the official split; val and test are never trained on
         catalog["split"] = np.where(catalog["source_split"] == "train", "train", "holdout")
         problems.append("kept the file's own train/val/test split (val and test are the holdout); --holdout is not used")
     else:
@@ -150,7 +154,8 @@ def ingest(
                           labels_path, problems)
     if out is not None:
         result.out = _write(result, out, overwrite, data, dict(holdout=holdout, seed=seed, modality=modality, stratify=stratum,
-                                                               class_names=class_names))
+                                                               class_names=class_names,
+                                                               split=str(split) if split else None))
     return result
 
 

@@ -4,9 +4,13 @@ A study's similarity to its nearest training study is the maximum over a gallery
 an extreme-value law; a Gumbel fitted to the holdout's z gives p-values far into the tail, where the empirical
 p-value of a small holdout cannot reach (with 80 holdout studies it stops at 1/81). The report shows both.
 
-Flag rule (family-wise error `alpha` over the whole set, Bonferroni over channels and studies): a study is
-flagged when, in some channel, its Gumbel p-value is at most alpha / (channels x studies) and its score exceeds
-every holdout score in that channel. Fresh studies are then flagged with probability about alpha / studies each.
+The rule (Rule), in words: each channel gives a study a p-value (how often a real study that was never trained on
+scores this high against the training set); the study's combined p-value is the smallest of them times the number
+of channels (Bonferroni over channels, so the combination never overstates the evidence). A study is flagged when
+its combined p-value is at most `study_rate`: a real study that was never trained on is flagged that often at most.
+The set fails when some study is beyond doubt (combined p-value at most alpha / studies: a set without copies has
+one with probability at most alpha) or when more studies are flagged than chance explains (binomial tail at most
+alpha given the set's size and `study_rate`).
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ class NullModel:
         return (1 + (self.scores[None, :] >= s[:, None]).sum(1)) / (1 + len(self.scores))
 
     def threshold(self, level: float) -> float:
-        """The score whose p-value is `level`, never below the highest holdout score."""
-        return float(max(np.tanh(stats.gumbel_r.isf(level, self.loc, self.scale)), self.scores.max()))
+        """The score whose p-value is `level`."""
+        return float(np.tanh(stats.gumbel_r.isf(level, self.loc, self.scale)))
 
     def summary(self, level: float) -> dict:
         return {"holdout_studies": len(self.scores), "holdout_median": float(np.median(self.scores)),
@@ -58,6 +62,39 @@ def fit_null(channel: str, scores) -> NullModel:
     return NullModel(channel, scores, float(loc), float(max(scale, 1e-6)))
 
 
-def study_level(alpha: float, channels: int, studies: int) -> float:
-    """Per-channel, per-study p-value level that keeps the set's family-wise error at `alpha`."""
-    return alpha / (channels * max(studies, 1))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The flagging and verdict rule (see the module's docstring)."""
+
+    study_rate: float      # a never-trained-on study is flagged at most this often
+    alpha: float           # the set-level error: a set without copies fails at most this often
+    channels: int
+
+    def p_values(self, scores: dict[str, np.ndarray], nulls: dict[str, NullModel]) -> np.ndarray:
+        """Each study's combined p-value: the smallest over channels, times the number of channels (at most 1)."""
+        smallest = np.min([nulls[c].p_value(s) for c, s in scores.items()], axis=0)
+        return np.minimum(1.0, self.channels * smallest)
+
+    def flagged(self, p: np.ndarray) -> np.ndarray:
+        return p <= self.study_rate
+
+    def certain(self, p: np.ndarray) -> np.ndarray:
+        """Beyond doubt: at this p-value a set of this size without copies holds such a study at most alpha often."""
+        return p <= self.alpha / max(len(p), 1)
+
+    def excess_p(self, flagged: int, studies: int) -> float:
+        """How often chance alone flags at least this many of `studies` (binomial tail at `study_rate`)."""
+        return float(stats.binom.sf(flagged - 1, studies, self.study_rate)) if flagged else 1.0
+
+    @property
+    def channel_level(self) -> float:
+        """The p-value at which one channel alone flags a study."""
+        return self.study_rate / self.channels
+
+    def describe(self) -> str:
+        return (f"a study is flagged when its combined p-value (the smallest channel p-value, from a Gumbel fitted to "
+                f"the held-out real studies, times the {self.channels} channels) is at most {self.study_rate}; the set "
+                f"fails when a study's combined p-value is at most alpha / studies (alpha {self.alpha}) or when more "
+                f"studies are flagged than chance explains (binomial tail at most {self.alpha})")

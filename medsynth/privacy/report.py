@@ -26,12 +26,12 @@ class Views:
     train: object
     synthetic: object
     matches: list
-    p_min: np.ndarray        # each synthetic study's smallest p-value over the channels
+    p_min: np.ndarray        # each synthetic study's combined p-value
     null_scores: dict
     scores: dict
     planted_scores: dict
     nulls: dict
-    level: float
+    level: float             # the p-value at which one channel alone flags a study
     channels: tuple[str, ...]
 
 
@@ -85,7 +85,8 @@ def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:
                  + "".join(f"<li>{html.escape(r)}</li>" for r in payload["reasons"]) + "</ul>"
                  + f"<p>{payload['summary']['synthetic_studies']} synthetic studies audited against "
                  f"{payload['train_studies']} training studies, calibrated on {payload['holdout_studies']} held-out studies; "
-                 f"compared on the {html.escape(payload['compared_on'])}, grid {payload['grid']}.</p></section>")
+                 f"compared on the {html.escape(payload['compared_on'])}, grid {payload['grid']} "
+                 f"({html.escape(str(payload.get('audit_grid', {}).get('from', '')))}).</p></section>")
     parts.append("<section><h2>Thresholds and how they were calibrated</h2><p>" + html.escape(cal["rule"]) + ". Each "
                  "channel scores a study by its similarity to its nearest training study; the held-out real studies' "
                  "scores against the same training gallery are the null for 'not a copy'.</p>"
@@ -93,12 +94,14 @@ def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:
                           for c, d in cal["channels"].items()],
                          ["channel", "holdout studies", "holdout median", "holdout max", "threshold"])
                  + f'<img alt="similarity histograms" src="{histograms(v)}"></section>')
-    parts.append("<section><h2>Detection power (planted copies, this run)</h2><p>"
-                 f"{power['copies_per_kind']} copies of random training studies per kind were planted and audited at "
-                 f"the threshold above; recall below {power['min_recall']:.0%} makes the verdict INCONCLUSIVE.</p>"
-                 + table([[k, f"{d['recall']:.0%}", f"{d['source_found']:.0%}"] + [fmt(d[f"min_{c}"]) for c in v.channels]
-                          for k, d in power["kinds"].items()],
-                         ["kind", "recall", "source found"] + [f"lowest {c}" for c in v.channels]) + "</section>")
+    parts.append("<section><h2>Detection power (planted copies, this audit)</h2><p>"
+                 f"{power['copies_per_rung']} copies of random training studies per rung of the ladder were planted and "
+                 f"judged by the same rule; a required rung found less than {power['min_recall']:.0%} of the time makes "
+                 "the verdict INCONCLUSIVE. The other rungs show how far a copy may drift before it is missed.</p>"
+                 + table([[k, "yes" if d["required"] else "", f"{d['recall']:.0%}", f"{d['source_found']:.0%}"]
+                          + [fmt(d[f"min_{c}"]) for c in v.channels] for k, d in power["rungs"].items()],
+                         ["rung", "required", "recall", "source found"] + [f"lowest {c}" for c in v.channels])
+                 + "</section>")
     parts.append("<section><h2>Closest pairs</h2><p>The synthetic studies with the smallest p-values, aligned to their "
                  "nearest training study (middle slice of the compared volumes).</p>"
                  f'<img alt="closest pairs" src="{closest_pairs(v, redact)}"></section>')
@@ -114,7 +117,8 @@ def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:
                ["median loss, members / holdout", f"{mia['member_loss_median']:.4f} / {mia['holdout_loss_median']:.4f}", ""]],
               ["loss attack at intermediate noise levels", "value", "95% bootstrap interval"])
         + f"<p>{mia['members']} training and {mia['holdout']} held-out studies. AUC 0.5: the model's loss does not "
-        "tell its training studies apart.</p>" if mia else "<p>Not run (--no-membership).</p>") + "</section>")
+        "tell its training studies apart.</p>" if mia else
+        f"<p>{html.escape(str(payload.get('membership_not_measured') or 'not run'))}.</p>") + "</section>")
     masks = payload.get("mask_sources")
     if masks:
         parts.append("<section><h2>Mask sources</h2><p>" + f"{masks['from_training_masks']} synthetic label maps were drawn "

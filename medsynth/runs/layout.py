@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from medsynth import provenance
-from medsynth.data.catalog import CATALOG_FILE, SPLIT_FILE, read_catalog, save_catalog_folder
+from medsynth.data.catalog import CATALOG_FILE, SPLIT_FILE, read_catalog, save_catalog_folder, with_split_file
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ class RunFolder:
     # reading
 
     def read_catalog(self) -> pd.DataFrame:
-        return read_catalog(self.catalog)
+        """The studies the run saw, split as its split.csv says (the file every stage reads the split from)."""
+        return with_split_file(read_catalog(self.catalog), self.path)
 
     def read_record(self) -> dict:
         return json.loads(self.record.read_text())

@@ -92,6 +92,13 @@ def read_synthetic_set(folder: str | Path) -> SyntheticSet:
     table = pd.read_csv(files.table, dtype={"study_id": str, "class": str, "label": str}, keep_default_na=False)
     if table.empty:
         raise MedsynthError(f"{folder} holds no synthetic studies.")
+    missing = [c for c in ("study_id", "image") if c not in table.columns]
+    if missing:
+        raise MedsynthError(f"{files.table} has no {' or '.join(missing)} column; samples.csv lists one study per row "
+                            "with at least study_id and image (label and class are optional).")
+    for optional in ("label", "class"):
+        if optional not in table.columns:
+            table[optional] = ""
     missing = [f for f in table["image"] if not (folder / f).is_file()]
     if missing:
         raise MedsynthError(f"{folder} lists {missing[0]} in samples.csv but the file is missing; regenerate the set.")

@@ -9,14 +9,20 @@ import torch
 
 from medsynth.privacy import calibrate, membership
 from medsynth.config import AuditConfig
-from medsynth.privacy.audit import Gallery, Volumes, flags, load_real, membership_attack
-from medsynth.privacy.plant import KINDS, plant_copy
+from medsynth.privacy.audit import load_real, membership_attack
+from medsynth.privacy.gallery import Gallery, Volumes, plant_ladder
+from medsynth.privacy.plant import LADDER, ladder
 from medsynth.data.phantom import PhantomSpec, make_phantom
 from medsynth.runs.loaded import load_run
 
 from conftest import assert_user_error, run_cli
 
-PER_KIND = 20
+PER_RUNG = 10
+# On 32^3 phantoms (10 mm voxels, smooth procedural anatomy) a 2-voxel blur removes what tells one phantom from
+# another, and 3-voxel shifts or warps and 10-degree turns move most of a study: those rungs are measured on real
+# MRI (scripts/bench_audit.py), not asserted here.
+FOUND_ON_PHANTOMS = ("exact", "flip", "shift1", "shift2", "rotation5", "noise", "intensity", "elastic1.5",
+                     "blur1_noise2.5", "blur1_noise5")
 
 
 def _unit(study):
@@ -25,30 +31,42 @@ def _unit(study):
 
 @pytest.fixture(scope="module")
 def phantom_audit():
-    """Image-mode audit of 40 training phantoms, calibrated on 30 held-out ones; 60 fresh phantoms and
-    PER_KIND planted copies of every kind scored at the threshold for a 60-study set."""
+    """Image-mode audit of 40 training phantoms, calibrated on 30 held-out ones; 60 fresh phantoms and PER_RUNG
+    planted copies at every rung of the ladder, judged by the audit's rule."""
     vols = lambda seed, n: [_unit(make_phantom(PhantomSpec(size=32, seed=seed), k, k % 5 == 0)) for k in range(n)]  # noqa: E731
     train, holdout, fresh = vols(0, 40), vols(1, 30), vols(2, 60)
-    gallery = Gallery(Volumes([str(i) for i in range(40)], train), AuditConfig(embedding=False), False)
+    s = AuditConfig(embedding=False)
+    gallery = Gallery(Volumes([str(i) for i in range(40)], train), s, False)
     _, null = gallery.score(holdout)
     nulls = {c: calibrate.fit_null(c, null[c]) for c in gallery.channels}
-    level = calibrate.study_level(0.05, len(gallery.channels), len(fresh))
-    fresh_flagged, _ = flags(gallery.score(fresh)[1], nulls, level)
-    rng = np.random.default_rng(0)
-    sources = rng.choice(len(train), PER_KIND * len(KINDS))
-    planted = [plant_copy(train[s], KINDS[n // PER_KIND], rng, -1.0)[0].astype(np.float32) for n, s in enumerate(sources)]
-    planted_flagged, _ = flags(gallery.score(planted)[1], nulls, level)
-    recall = {k: planted_flagged[n * PER_KIND : (n + 1) * PER_KIND].mean() for n, k in enumerate(KINDS)}
-    return fresh_flagged, recall
+    rule = calibrate.Rule(s.study_rate, s.alpha, len(gallery.channels))
+    fresh_p = rule.p_values(gallery.score(fresh)[1], nulls)
+    planted = plant_ladder(gallery, Volumes([str(i) for i in range(40)], train), PER_RUNG, 0)
+    flagged = rule.flagged(rule.p_values(planted.scores, nulls))
+    names = np.array([r.name for r in planted.rungs])
+    recall = {n: flagged[names == n].mean() for n in dict.fromkeys(names)}
+    return rule, fresh_p, recall
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_mildly_changed_copies_are_flagged_at_the_calibrated_threshold(phantom_audit, kind):
-    assert phantom_audit[1][kind] >= 0.95, phantom_audit[1]
+@pytest.mark.parametrize("rung", FOUND_ON_PHANTOMS)
+def test_mildly_changed_copies_are_flagged_by_the_rule(phantom_audit, rung):
+    assert phantom_audit[2][rung] >= 0.9, phantom_audit[2]
 
 
-def test_fresh_phantoms_are_rarely_flagged(phantom_audit):
-    assert phantom_audit[0].mean() <= 0.02
+def test_every_rung_of_the_ladder_is_planted(phantom_audit):
+    assert set(phantom_audit[2]) == {r.name for r in LADDER}
+    assert {r.name for r in ladder(True)} == {r.name for r in LADDER} | {"mismatched"}
+
+
+def test_fresh_phantoms_are_rarely_flagged_and_never_beyond_doubt(phantom_audit):
+    rule, p, _ = phantom_audit
+    assert rule.flagged(p).mean() <= 0.05 and not rule.certain(p).any()
+
+
+def test_the_set_rule_fails_on_excess_flags_and_on_one_certain_copy():
+    rule = calibrate.Rule(0.02, 0.05, 4)
+    assert rule.excess_p(2, 100) > 0.05 and rule.excess_p(8, 100) < 0.05 and rule.excess_p(0, 100) == 1.0
+    assert rule.certain(np.array([1e-4] + [0.5] * 99)).sum() == 1 and not rule.certain(np.array([1e-3] * 100)).any()
 
 
 def test_gumbel_p_values_reach_past_the_holdout_and_empirical_ones_do_not():
@@ -56,7 +74,7 @@ def test_gumbel_p_values_reach_past_the_holdout_and_empirical_ones_do_not():
     null = calibrate.fit_null("pixel", np.tanh(rng.gumbel(1.0, 0.05, 40)))
     assert null.empirical_p([0.99])[0] == pytest.approx(1 / 41)
     assert null.p_value([0.99])[0] < 1e-6 < null.p_value([np.tanh(1.0)])[0]
-    assert null.threshold(1e-3) >= null.scores.max()
+    assert null.p_value([null.threshold(1e-3)])[0] == pytest.approx(1e-3)
 
 
 def test_membership_statistics_on_known_separations():
@@ -73,12 +91,12 @@ def test_audit_writes_a_verdict_pairs_and_pages(tiny_run):
     assert result.returncode == 0, result.stderr
     report = json.loads((tiny_run / "rep" / "report.json").read_text())
     assert report["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE") and report["reasons"]
-    assert set(report["detection_power"]["kinds"]) == set(KINDS)
+    assert set(report["detection_power"]["rungs"]) == {r.name for r in ladder(True)}
     assert 0 <= report["membership"]["auc"] <= 1 and report["provenance"]["inputs"]["run_hash"]
     pairs = pd.read_csv(tiny_run / "rep" / "pairs.csv", dtype={"study_id": str})
     samples = pd.read_csv(tiny_run / "syn" / "samples.csv", dtype={"study_id": str})
     assert list(pairs["study_id"]) == list(samples["study_id"]) and pairs["flagged"].dtype == bool
-    assert {"nearest_1", "pixel_1", "p_min", "mask_source"} <= set(pairs.columns)
+    assert {"nearest_1", "pixel_1", "p_combined", "image", "mask_source"} <= set(pairs.columns)
     page = (tiny_run / "rep" / "report.html").read_text()
     assert report["verdict"] in page and "shows training images" in page and "data:image/png;base64," in page
     assert "shows training images" not in (tiny_run / "rep" / "report_redacted.html").read_text()
