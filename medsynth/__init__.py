@@ -7,6 +7,7 @@ The stages as functions (imported on first use, so `import medsynth` stays light
     medsynth.generate(run, synth, classes=["lesion=20"])    -> GenerateResult (studies, QC flags)
     medsynth.generate(run, synth, medsynth.load_stage_config("generate", "gen.yaml"))   (the same settings from YAML)
     medsynth.audit(run, synth, report)                      -> AuditResult (verdict, reasons, planted recall, membership AUC)
+    medsynth.audit_data(synth, train, report, holdout=h)    -> AuditResult (any generator's set, no run; or split=CSV)
     medsynth.evaluate(run, synth, out)                      -> EvaluateResult (fidelity, diversity, conditioning, utility)
     medsynth.export(synth, out, ["nifti", "dicom"], audit=report) -> ExportResult
     medsynth.run_demo(out, quick=True)                      -> DemoResult
@@ -32,6 +33,7 @@ _API = {
     "AuditSettings": ("medsynth.config", "AuditConfig"),         # the names of earlier releases
     "EvaluateSettings": ("medsynth.config", "EvaluateConfig"),
     "audit": ("medsynth.privacy.audit", "audit"),
+    "audit_data": ("medsynth.privacy.audit", "audit_data"),
     "evaluate": ("medsynth.evaluation.evaluate", "evaluate"),
     "export": ("medsynth.exporter.export", "export"),
     "write_phantom_dataset": ("medsynth.data.phantom", "write_phantom_dataset"),
