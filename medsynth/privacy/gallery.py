@@ -4,6 +4,9 @@ Channels (higher: more alike the nearest training study):
   - pixel: NCC under axis flips and shifts of up to MAX_SHIFT voxels (medsynth.privacy.search);
   - smooth: the aligned pair's NCC after a SMOOTH_VOXELS blur (finds copies that were blurred and re-noised, as a
     generator that regenerates a training image makes them);
+  - distinct: the pixel score of the nearest training study minus that of the second nearest (a copy sits next to
+    one patient, a new study between many: where every study looks alike, as in procedural phantoms, this is what
+    tells a blurred copy from a new study);
   - structure: SSIM (MONAI) of the aligned pair;
   - texture: block NCC of the high-passed pair with local shifts (finds warped and rotated copies);
   - embedding: cosine in a contrastive encoder trained on the training studies;
@@ -27,7 +30,7 @@ from medsynth.models import encoder
 from medsynth.privacy.plant import Rung, ladder, plant_copy
 from medsynth.privacy.search import Match, align, descriptors, ranked, texture_score
 
-CHANNELS = ("pixel", "smooth", "structure", "texture", "embedding")
+CHANNELS = ("pixel", "smooth", "distinct", "structure", "texture", "embedding")
 SMOOTH_VOXELS = 2.0   # the smooth channel compares aligned pairs after this Gaussian blur
 MAX_SHIFT = 3         # voxels of shift the exact search tries along each axis
 
@@ -70,8 +73,14 @@ def ncc(a: np.ndarray, b: np.ndarray) -> float:
 
 def smooth_score(query: np.ndarray, source: np.ndarray) -> float:
     """NCC of an aligned pair after both are blurred by SMOOTH_VOXELS: a blurred, re-noised copy agrees with its
-    source at this scale although its fine detail is gone."""
-    return ncc(*(ndimage.gaussian_filter(np.asarray(v, np.float32), SMOOTH_VOXELS) for v in (query, source)))
+    source at this scale although its fine detail is gone. Voxels that are background in both (each volume's corner
+    value: padding, air, what a shift filled in) are left out: every pair agrees there, which would lift unrelated
+    studies' scores towards a copy's."""
+    keep = (query != query.flat[0]) | (source != source.flat[0])
+    if not keep.any():
+        return 0.0
+    a, b = (ndimage.gaussian_filter(np.asarray(v, np.float32), SMOOTH_VOXELS)[keep] for v in (query, source))
+    return ncc(a, b)
 
 
 class Gallery:
@@ -101,7 +110,7 @@ class Gallery:
 
     @property
     def channels(self) -> tuple[str, ...]:
-        names = CHANNELS if self.encoder is not None else CHANNELS[:4]
+        names = CHANNELS if self.encoder is not None else CHANNELS[:-1]
         return names + (("image",) if self.labels is not None else ())
 
     def search(self, queries: list[np.ndarray], index, gallery) -> list[list[Match]]:
@@ -125,7 +134,8 @@ class Gallery:
                 best["smooth"] = max(best["smooth"], smooth_score(align(raw, m), self.raw[m.index]))
             for c in pair:
                 pair[c].append(best[c])
-        scores = {"pixel": np.array([f[0].score for f in matches]), **{c: np.array(v) for c, v in pair.items()}}
+        scores = {"pixel": np.array([f[0].score for f in matches]), **{c: np.array(v) for c, v in pair.items()},
+                  "distinct": np.array([f[0].score - (f[1].score if len(f) > 1 else -1.0) for f in matches])}
         if self.encoder is not None:
             z = encoder.embed(self.encoder, np.stack(queries)[:, None], flips=True)   # (Q, flips, D)
             scores["embedding"] = (z @ self.embeddings.T).max(axis=(1, 2))

@@ -18,11 +18,7 @@ from medsynth.runs.loaded import load_run
 from conftest import assert_user_error, run_cli
 
 PER_RUNG = 10
-# On 32^3 phantoms (10 mm voxels, smooth procedural anatomy) a 2-voxel blur removes what tells one phantom from
-# another, and 3-voxel shifts or warps and 10-degree turns move most of a study: those rungs are measured on real
-# MRI (scripts/bench_audit.py), not asserted here.
-FOUND_ON_PHANTOMS = ("exact", "flip", "shift1", "shift2", "rotation5", "noise", "intensity", "elastic1.5",
-                     "blur1_noise2.5", "blur1_noise5")
+REQUIRED = [r for r in AuditConfig().required if r != "mismatched"]   # (mask sets only)
 
 
 def _unit(study):
@@ -48,9 +44,11 @@ def phantom_audit():
     return rule, fresh_p, recall
 
 
-@pytest.mark.parametrize("rung", FOUND_ON_PHANTOMS)
+@pytest.mark.parametrize("rung", REQUIRED)
 def test_mildly_changed_copies_are_flagged_by_the_rule(phantom_audit, rung):
-    assert phantom_audit[2][rung] >= 0.9, phantom_audit[2]
+    # 2-voxel blurs sit closest to the null; with this fixture's 30 held-out phantoms (the benchmark's 70 find all of
+    # them) the Gumbel tail is looser, so they are held to 70% here
+    assert phantom_audit[2][rung] >= (0.7 if rung.startswith("blur2") else 0.9), phantom_audit[2]
 
 
 def test_every_rung_of_the_ladder_is_planted(phantom_audit):
