@@ -25,11 +25,12 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from medsynth.privacy import calibrate
 from medsynth.config import AuditConfig
-from medsynth.privacy.gallery import Gallery, Volumes, plant_ladder
+from medsynth.privacy.gallery import Gallery, Volumes, plant_ladder, residual
 from medsynth.privacy.membership import roc_auc
 from medsynth.privacy.search import descriptors, ranked
 from medsynth.data.catalog import ref_from_row
@@ -38,20 +39,29 @@ from medsynth.data.preprocess import PreprocessSpec, preprocess
 from medsynth.data.readers import load_study
 
 
+def side(ready: dict, ids, masked: bool) -> Volumes:
+    """One side on the grid: the image (or, --masked, its residual under its own label map, as a mask-conditioned
+    audit compares), with images and label maps for the image channel and the mismatched rung."""
+    ids = list(ids)
+    images = torch.stack([ready[i].image for i in ids])
+    labels = np.stack([ready[i].label[0].numpy().astype(np.uint8) for i in ids]) if masked else None
+    vols = [residual(images[k, 0].numpy(), labels[k] if masked else None) for k in range(len(ids))]
+    return Volumes(ids, vols, images, labels)
+
+
 def power(args) -> None:
     start = time.perf_counter()
     catalog = ingest(args.data, holdout=args.holdout, seed=args.seed, show_progress=False).catalog
     spec = PreprocessSpec(spacing=tuple(args.spacing), shape=tuple(args.shape))
-    volumes = {r["study_id"]: preprocess(load_study(ref_from_row(r)), spec).image[0].numpy() for _, r in catalog.iterrows()}
-    train = Volumes(list(catalog.loc[catalog["split"] == "train", "study_id"]),
-                    [volumes[s] for s in catalog.loc[catalog["split"] == "train", "study_id"]])
-    holdout = [volumes[s] for s in catalog.loc[catalog["split"] == "holdout", "study_id"]]
+    ready = {r["study_id"]: preprocess(load_study(ref_from_row(r)), spec) for _, r in catalog.iterrows()}
+    train, held = (side(ready, catalog.loc[catalog["split"] == name, "study_id"], args.masked) for name in ("train", "holdout"))
+    holdout = held.volumes
     prepared = time.perf_counter()
     s = AuditConfig(embedding=args.embedding, k=args.k, study_rate=args.study_rate, alpha=args.alpha)
-    gallery = Gallery(train, s, show_progress=False)
+    gallery = Gallery(train, s, show_progress=False, smooth=0.0 if args.masked else 1.0)
     trained = time.perf_counter()
     planted = plant_ladder(gallery, train, args.copies, args.seed)
-    _, null = gallery.score(holdout)
+    _, null = gallery.score(holdout, [im[0].numpy() for im in held.images] if args.masked else None)
     searched = time.perf_counter()
     names = np.array([r.name for r in planted.rungs])
     rule = calibrate.Rule(s.study_rate, s.alpha, len(gallery.channels))
@@ -63,7 +73,7 @@ def power(args) -> None:
         flagged = rule.flagged(rule.p_values(planted.scores, nulls))
         recalls.append({n: flagged[names == n].mean() for n in dict.fromkeys(names)})
         false.append(rule.flagged(rule.p_values({c: null[c][test] for c in gallery.channels}, nulls)).mean())
-    print(f"{args.data}: {len(train.ids)} train / {len(holdout)} holdout on grid {args.shape} at {args.spacing} mm; "
+    print(f"{args.data}{' (mask-conditioned: residuals)' if args.masked else ''}: {len(train.ids)} train / {len(holdout)} holdout on grid {args.shape} at {args.spacing} mm; "
           f"{args.copies} planted copies per rung; k={args.k}; channels {', '.join(gallery.channels)}")
     print(f"rule: {rule.describe()}; calibrated on half the holdout, {args.repeats} random halvings")
     for n in dict.fromkeys(names):
@@ -139,6 +149,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10, help="plain-search candidates per query and descriptor")
     parser.add_argument("--refine", type=int, default=10, help="(candidate, flip) pairs aligned exactly per query")
     parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--masked", action="store_true", help="compare as a mask-conditioned audit does (residuals, the "
+                        "image channel, the mismatched rung); needs label maps")
     parser.add_argument("--embedding", action="store_true", help="also train and use the contrastive encoder")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -33,6 +33,7 @@ from medsynth.privacy.search import Match, align, descriptors, ranked, texture_s
 CHANNELS = ("pixel", "smooth", "distinct", "structure", "texture", "embedding")
 SMOOTH_VOXELS = 2.0   # the smooth channel compares aligned pairs after this Gaussian blur
 MAX_SHIFT = 3         # voxels of shift the exact search tries along each axis
+INTENSITY_ONLY = ("exact", "noise", "intensity", "blur_noise")   # rungs that leave every voxel where it was
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Gallery:
         if self.labels is not None:    # the image channel: the training images themselves, searched plainly
             self.images = [ndimage.gaussian_filter(im[0].numpy(), 1.0) for im in train.images]
             self.image_index = descriptors(self.images)
+            self.image_residuals = [residual(im, lab) for im, lab in zip(self.images, self.labels)]
         self.encoder = None
         if s.embedding:
             stack = np.stack(self.raw)[:, None]
@@ -145,14 +147,16 @@ class Gallery:
 
     def image_scores(self, images: list[np.ndarray], residual_matches: list[list[Match]]) -> np.ndarray:
         """Per query, the best over candidates (nearest by the image itself, and by residual) of the NCC between the
-        query's residual under the candidate's own label map and the candidate's residual."""
-        found = self.search([ndimage.gaussian_filter(im, 1.0) for im in images], self.image_index, self.images)
+        query's residual under the candidate's own label map and the candidate's residual (both images smoothed by
+        one voxel, as the image-mode pixel channel compares them)."""
+        smoothed = [ndimage.gaussian_filter(im, 1.0) for im in images]
+        found = self.search(smoothed, self.image_index, self.images)
         out = []
-        for image, by_image, by_residual in zip(images, found, residual_matches):
+        for image, by_image, by_residual in zip(smoothed, found, residual_matches):
             best = -1.0
             for m in [*by_image, *by_residual]:
-                aligned = align(image, m, fill=-1.0)
-                best = max(best, ncc(residual(aligned, self.labels[m.index]), self.raw[m.index]))
+                aligned = align(image, m, fill=float(image.flat[0]))
+                best = max(best, ncc(residual(aligned, self.labels[m.index]), self.image_residuals[m.index]))
             out.append(best)
         return np.array(out)
 
@@ -181,7 +185,9 @@ def plant_ladder(gallery: Gallery, train: Volumes, copies: int, seed: int) -> Pl
             if rung.kind == "mismatched":
                 other = int(rng.integers(len(train.volumes) - 1))
                 queries.append(residual(images[-1], train.labels[other + (other >= i)]))
-            else:
+            elif rung.kind in INTENSITY_ONLY:   # the mask stays where it was: the changed image under it
+                queries.append(residual(images[-1], train.labels[i]))
+            else:                               # the mask moves with the image: the residual moved alike
                 rng.bit_generator.state = state
                 queries.append(plant_copy(train.volumes[i], rung, rng, 0.0)[0].astype(np.float32))
         else:

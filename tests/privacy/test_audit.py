@@ -168,3 +168,28 @@ def test_audit_refuses_settings_outside_their_range(tiny_run, tmp_path):
     assert_user_error(run_cli("audit", tiny_run / "run", tiny_run / "syn", "--out", tmp_path / "rep", "--alpha", "2"),
                       "--alpha")
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_copied_image_that_ignores_its_mask_is_found(tiny_run, tmp_path):
+    """A mask-conditioned set where one synthetic image is replaced by a training image (its own synthetic label map
+    left beside it): a model that memorises need not obey its mask, and the image channel finds the copy."""
+    import shutil
+
+    import nibabel as nib
+
+    syn = tmp_path / "syn"
+    shutil.copytree(tiny_run / "syn", syn)
+    loaded = load_run(tiny_run / "run", torch.device("cpu"))
+    train, _ = load_real(loaded, True, False)
+    samples = pd.read_csv(syn / "samples.csv", dtype={"study_id": str})
+    target = syn / samples.loc[0, "image"]
+    source = 5
+    physical = loaded.intensity.to_physical(train.images[source].numpy())[0]
+    nib.save(nib.Nifti1Image(physical.astype(np.float32), nib.load(target).affine), target)
+    result = run_cli("audit", tiny_run / "run", syn, "--out", tmp_path / "rep", "--copies-per-kind", "2",
+                     "--no-membership", "--no-embedding")
+    assert result.returncode == 0, result.stderr
+    pairs = pd.read_csv(tmp_path / "rep" / "pairs.csv", dtype={"study_id": str, "nearest_1": str})
+    row = pairs.iloc[0]
+    assert row["copy_beyond_doubt"] and row["p_image"] < 1e-4, row.to_dict()
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["verdict"] == "FAIL"
