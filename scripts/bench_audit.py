@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from medsynth.privacy import calibrate
 from medsynth.config import AuditConfig
-from medsynth.privacy.gallery import Gallery, Volumes, plant_ladder, residual
+from medsynth.privacy.gallery import MAX_SHIFT, Gallery, Volumes, plant_ladder, residual
 from medsynth.privacy.membership import roc_auc
 from medsynth.privacy.search import descriptors, ranked
 from medsynth.data.catalog import ref_from_row
@@ -123,7 +123,7 @@ def scale(n: int, k: int, refine: int, seed: int) -> None:
     index = descriptors(gallery)
     indexed = time.perf_counter()
     queries = SmoothVolumes(n, seed + 1, gallery, plant_every=100)
-    found = ranked(queries, gallery, k=k, keep=1, gallery_descriptors=index, refine=refine)
+    found = ranked(queries, gallery, k=k, max_shift=MAX_SHIFT, keep=3, gallery_descriptors=index, refine=refine)
     searched = time.perf_counter()
     planted = [i for i in range(n) if queries.source(i) is not None]
     hits = sum(found[i][0].index == queries.source(i) and found[i][0].score > 0.95 for i in planted)
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="random halvings of the holdout (calibration / novel)")
     parser.add_argument("--study-rate", type=float, default=0.02)
     parser.add_argument("--k", type=int, default=10, help="plain-search candidates per query and descriptor")
-    parser.add_argument("--refine", type=int, default=10, help="(candidate, flip) pairs aligned exactly per query")
+    parser.add_argument("--refine", type=int, default=20, help="candidates aligned per query (the audit: 2 k)")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--masked", action="store_true", help="compare as a mask-conditioned audit does (residuals, the "
                         "image channel, the mismatched rung); needs label maps")

@@ -1,27 +1,33 @@
 """Copy search: each query's nearest training study under axis flips and small shifts, at about the cost of a
 plain correlation search.
 
-Stage 1, a plain search: three descriptors per study, on a grid of at most 32^3 voxels (block means of larger
+Stage 1, a plain search: four descriptors per study, on a grid of at most 32^3 voxels (block means of larger
 volumes), compared by dot products in memory-bounded chunks:
   - pixel: the z-scored volume (finds noisy, rescaled, rotated, elastically warped and blurred copies);
   - pose: the volume in a canonical pose, its intensity centroid moved to the grid centre and each axis
     flipped so that its third moment is positive (finds flipped copies);
-  - spectrum: the log Fourier magnitude symmetrised over axis flips (finds shifted copies of noise-like texture).
+  - spectrum: the log Fourier magnitude symmetrised over axis flips (finds shifted copies of noise-like texture);
+  - tiny: the z-scored volume on a grid of at most 20^3, each query tried at every one-voxel shift of that grid
+    (finds copies shifted by a few voxels along every axis, which the others rank low).
   The candidates of a query are the union of the descriptors' top k.
 Stage 2, the shortlist: the `refine` candidates ranked highest in any descriptor.
 Stage 3, exact on the shortlist only: the maximum over every axis flip and every shift of at most `max_shift`
 voxels of the normalised cross-correlation on the overlap, means removed (the cross term by FFT, Lewis 1995; the
 overlap's sums from integral images). A shifted copy scores 1 against its source although most of its content
-moved. Volumes larger than the coarse grid are aligned there first (all
-flips, shifts scaled down), and only the best (at least 2) go on to full resolution with the flip found.
+moved. Volumes larger than the coarse grid are aligned there first (all flips, shifts scaled down), and only the
+best (at least 2) go on to full resolution with the flip found. A query's flips, their FFTs and overlap sums are
+computed once for its whole shortlist (Aligner); queries run on several threads.
 Cost: stage 1 grows with queries x gallery (a matrix product), stages 2-3 with queries x k only.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from dataclasses import dataclass
-from typing import Sequence
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import fft as sfft, ndimage
@@ -73,6 +79,7 @@ def spectrum(volume: np.ndarray) -> np.ndarray:
 
 
 MAX_DESCRIPTOR_VOXELS = 32**3
+WORKERS = max(1, min(4, os.cpu_count() or 1))   # threads of the exact stage
 MAX_SHIFTED_VOXELS = 20**3   # the tiny descriptor, searched under every one-voxel shift of the query
 
 
@@ -104,9 +111,14 @@ class Index:
 
     search: tuple[np.ndarray, ...]   # pixel (the z-scored coarse volume), pose, spectrum, tiny (searched shifted)
     shape: tuple[int, ...]
+    prepared: dict = field(default_factory=dict, compare=False, repr=False)   # coarse sources' FFTs and sums, by need
 
     def coarse_volume(self, row: int) -> np.ndarray:
         return self.search[0][row].reshape(self.shape)
+
+    @property
+    def tiny_shape(self) -> tuple[int, ...]:
+        return coarse(np.zeros(self.shape, np.float32), MAX_SHIFTED_VOXELS).shape
 
 
 def descriptors(volumes: Sequence[np.ndarray]) -> Index:
@@ -152,22 +164,86 @@ def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 256) ->
     return out
 
 
-def box_sums(volume: np.ndarray, max_shift: int, query_side: bool) -> np.ndarray:
-    """Sums of `volume` over the overlap of a volume with itself moved by every offset |o| <= max_shift (per axis,
-    in the order 0..m, -m..-1), from one integral image: the query side covers [max(0, o), min(n, n + o)), the
-    source side [max(0, -o), min(n, n - o))."""
+def integral_image(volume: np.ndarray) -> np.ndarray:
     integral = np.pad(np.asarray(volume, np.float64), [(1, 0)] * volume.ndim)
     for axis in range(volume.ndim):
         integral = integral.cumsum(axis)
+    return integral
+
+
+def box_sums(volume: np.ndarray, max_shift: int, query_side: bool | Sequence[bool],
+             integral: np.ndarray | None = None) -> np.ndarray:
+    """Sums of `volume` over the overlap of a volume with itself moved by every offset |o| <= max_shift (per axis,
+    in the order 0..m, -m..-1), from one integral image: the query side covers [max(0, o), min(n, n + o)), the
+    source side [max(0, -o), min(n, n - o)). `query_side` may differ per axis: the query side of a volume flipped
+    along an axis is the source side of the unflipped one, so one integral image serves every flip."""
+    integral = integral_image(volume) if integral is None else integral
+    sides = [query_side] * volume.ndim if isinstance(query_side, bool) else list(query_side)
     offsets = np.r_[0 : max_shift + 1, -max_shift:0]
-    sign = 1 if query_side else -1
-    lo = [np.maximum(0, sign * offsets) for _ in volume.shape]
-    hi = [np.minimum(n, n + sign * offsets) for n in volume.shape]
+    lo = [np.maximum(0, (1 if side else -1) * offsets) for side in sides]
+    hi = [np.minimum(n, n + (1 if side else -1) * offsets) for n, side in zip(volume.shape, sides)]
     total = 0.0
     for corner in itertools.product((0, 1), repeat=volume.ndim):
         index = np.ix_(*[low if c else high for c, low, high in zip(corner, lo, hi)])
         total = total + (-1) ** sum(corner) * integral[index]
     return total
+
+
+@functools.lru_cache(maxsize=16)
+def overlap_count(shape: tuple[int, ...], max_shift: int) -> np.ndarray:
+    """Voxels in the overlap at every offset (box_sums of ones)."""
+    return box_sums(np.ones(shape), max_shift, False)
+
+
+class Aligner:
+    """One query, ready to be aligned against many sources: its z-scored flips, their FFTs and their overlap sums are
+    computed once, so a shortlist costs one FFT product per (source, flip). A source's side can be kept too
+    (`prepare`, reused through `cache`). `dtype` float32 halves the cost where only a ranking is needed."""
+
+    def __init__(self, query: np.ndarray, max_shift: int, dtype=np.float64) -> None:
+        self.query, self.max_shift, self.dtype = np.asarray(query), max_shift, dtype
+        self.shape = tuple(sfft.next_fast_len(n + max_shift, real=True) for n in self.query.shape)  # no wrap-around
+        self.window = np.ix_(*[np.r_[0 : max_shift + 1, -max_shift:0]] * self.query.ndim)
+        self.offsets = np.r_[0 : max_shift + 1, -max_shift:0]
+        self.count = overlap_count(self.query.shape, max_shift)
+        self.flips: dict[tuple[int, ...], tuple] = {}
+        self.z = zscore(self.query)
+        self.integrals = (integral_image(self.z), integral_image(self.z * self.z))
+
+    def flipped(self, axes: tuple[int, ...]) -> tuple:
+        if axes not in self.flips:
+            q = np.flip(self.z, axes) if axes else self.z
+            sides = [axis not in axes for axis in range(q.ndim)]
+            sum_q, sum_q2 = (box_sums(q, self.max_shift, sides, integral) for integral in self.integrals)
+            self.flips[axes] = (sfft.rfftn(q.astype(self.dtype), s=self.shape), sum_q, sum_q2 - sum_q**2 / self.count)
+        return self.flips[axes]
+
+    def sums(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sum_g, sum_g2 = box_sums(g, self.max_shift, False), box_sums(g * g, self.max_shift, False)
+        return sum_g, sum_g2 - sum_g**2 / self.count
+
+    def best(self, source: np.ndarray, flips: Sequence[tuple[int, ...]] | None = None, cache: dict | None = None,
+             key=None, keep_fft: bool = False) -> tuple[float, tuple[int, ...], tuple[int, ...]]:
+        """Max over axis flips of the query (all, or those given) and shifts |s| <= max_shift of the overlap NCC.
+        With `cache`, the source's overlap sums (and, `keep_fft`, its FFT) are kept under `key` for the next query."""
+        g = zscore(source)
+        if cache is None or key not in cache:
+            G = np.conj(sfft.rfftn(g.astype(self.dtype), s=self.shape))
+            prepared = (G if keep_fft else None, *self.sums(g))
+            if cache is not None:
+                cache[key] = prepared
+        prepared = cache[key] if cache is not None else prepared
+        G = prepared[0] if prepared[0] is not None else np.conj(sfft.rfftn(g.astype(self.dtype), s=self.shape))
+        _, sum_g, var_g = prepared
+        best = (-1.0, (), (0,) * source.ndim)
+        for axes in flip_axes(source.ndim) if flips is None else flips:
+            Q, sum_q, var_q = self.flipped(tuple(axes))
+            cross = sfft.irfftn(Q * G, s=self.shape)[self.window]
+            ncc = (cross - sum_q * sum_g / self.count) / np.sqrt(np.maximum(var_q * var_g, 1e-12))
+            at = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
+            if ncc[at] > best[0]:
+                best = (float(ncc[at]), tuple(axes), tuple(int(self.offsets[i]) for i in at))
+        return best
 
 
 def best_alignment(query: np.ndarray, source: np.ndarray, max_shift: int = 2, flips: Sequence[tuple[int, ...]] | None = None,
@@ -176,57 +252,53 @@ def best_alignment(query: np.ndarray, source: np.ndarray, max_shift: int = 2, fl
 
     The cross term is one FFT correlation per flip; the overlap's sums and sums of squares come from integral images.
     """
-    shape = tuple(sfft.next_fast_len(n + max_shift, real=True) for n in source.shape)   # no wrap-around within the window
-    window = np.ix_(*[np.r_[0 : max_shift + 1, -max_shift:0]] * source.ndim)
-    offsets = np.r_[0 : max_shift + 1, -max_shift:0]
-    g = zscore(source)
-    G = np.conj(sfft.rfftn(g, s=shape))
-    count = box_sums(np.ones(source.shape), max_shift, False)
-    sum_g, sum_g2 = box_sums(g, max_shift, False), box_sums(g * g, max_shift, False)
-    best = (-1.0, (), (0,) * source.ndim)
-    for axes in flip_axes(source.ndim) if flips is None else flips:
-        q = zscore(np.flip(query, axes) if axes else query)
-        sum_q, sum_q2 = box_sums(q, max_shift, True), box_sums(q * q, max_shift, True)
-        cross = sfft.irfftn(sfft.rfftn(q, s=shape) * G, s=shape)[window]
-        cov = cross - sum_q * sum_g / count
-        var = (sum_q2 - sum_q**2 / count) * (sum_g2 - sum_g**2 / count)
-        ncc = cov / np.sqrt(np.maximum(var, 1e-12))
-        at = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
-        if ncc[at] > best[0]:
-            best = (float(ncc[at]), tuple(axes), tuple(int(offsets[i]) for i in at))
-    return best
+    return Aligner(query, max_shift).best(source, flips)
 
 
 def ranked(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int = 20, max_shift: int = 2, keep: int = 3,
-           gallery_descriptors: Index | None = None, refine: int = 10, chunk: int = 256) -> list[list[Match]]:
+           gallery_descriptors: Index | None = None, refine: int = 10, chunk: int = 256,
+           on_chunk: Callable[[int], None] | None = None) -> list[list[Match]]:
     """The `keep` best training matches of every query, best first (volumes on one grid, any intensity units).
 
-    Queries are described `chunk` at a time, so memory holds the gallery's index and one chunk, not every query."""
+    Queries are described `chunk` at a time, so memory holds the gallery's index and one chunk, not every query;
+    the exact stage runs on WORKERS threads (FFTs release the GIL). `on_chunk(done)` is told after each chunk."""
     grid = {np.shape(v) for v in gallery}
     index = gallery_descriptors or descriptors(gallery)
-    axes = flip_axes(np.ndim(gallery[0]))
     out = []
-    for start in range(0, len(queries), chunk):
-        part = queries[start : start + chunk]
-        shapes = grid | {np.shape(v) for v in part}
-        if len(shapes) != 1:
-            raise ValueError(f"all studies must share one grid to be compared, got shapes {sorted(shapes)}")
-        found = descriptors(part)
-        # (queries, k, descriptors): read row by row, candidates come in order of their best rank in any descriptor
-        tiny = coarse(np.zeros(index.shape), MAX_SHIFTED_VOXELS).shape
-        candidates = np.stack([top_k(q, g, k) for q, g in zip(found.search[:3], index.search[:3])]
-                              + [top_k_shifted(found.search[3], index.search[3], tiny, k)], axis=2)
-        for n, (query, ranks) in enumerate(zip(part, candidates)):
-            shortlist = list(dict.fromkeys(ranks.ravel().tolist()))[: max(refine, keep)]
-            factor = np.shape(query)[0] / index.shape[0]
-            flips = {row: None for row in shortlist}
-            if factor > 1:   # flips and a first score on the coarse grid; the best go on to full resolution
-                shift = int(np.ceil(max_shift / factor))
-                on_coarse = {row: best_alignment(found.coarse_volume(n), index.coarse_volume(row), shift) for row in shortlist}
-                flips = {row: [on_coarse[row][1]] for row in sorted(shortlist, key=lambda r: -on_coarse[r][0])[: max(keep, 2)]}
-            best = [Match(int(row), *best_alignment(query, gallery[row], max_shift, tried)) for row, tried in flips.items()]
-            out.append(sorted(best, key=lambda m: -m.score)[:keep])
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for start in range(0, len(queries), chunk):
+            part = queries[start : start + chunk]
+            shapes = grid | {np.shape(v) for v in part}
+            if len(shapes) != 1:
+                raise ValueError(f"all studies must share one grid to be compared, got shapes {sorted(shapes)}")
+            found = descriptors(part)
+            # (queries, k, descriptors): read row by row, candidates come in order of their best rank in any descriptor
+            candidates = np.stack([top_k(q, g, k) for q, g in zip(found.search[:3], index.search[:3])]
+                                  + [top_k_shifted(found.search[3], index.search[3], index.tiny_shape, k)], axis=2)
+            shortlists = [list(dict.fromkeys(ranks.ravel().tolist()))[: max(refine, keep)] for ranks in candidates]
+            exact = lambda n: exact_stage(part[n], n, shortlists[n], found, index, gallery, max_shift, keep)  # noqa: E731
+            out += list(pool.map(exact, range(len(part))))
+            if on_chunk:
+                on_chunk(start + len(part))
     return out
+
+
+def exact_stage(query: np.ndarray, n: int, shortlist: list[int], found: Index, index: Index, gallery, max_shift: int,
+                keep: int) -> list[Match]:
+    """The shortlist's flips and a first score on the coarse grid (when it is smaller than the volumes); the best
+    (at least 2) go on to full resolution with the flip found there."""
+    flips = {row: None for row in shortlist}
+    factor = np.shape(query)[0] / index.shape[0]
+    if factor > 1:
+        shift = int(np.ceil(max_shift / factor))
+        small = Aligner(found.coarse_volume(n), shift, np.float32)
+        on_coarse = {row: small.best(index.coarse_volume(row), cache=index.prepared, key=(row, shift), keep_fft=True)
+                     for row in shortlist}
+        flips = {row: [on_coarse[row][1]] for row in sorted(shortlist, key=lambda r: -on_coarse[r][0])[: max(keep, 2)]}
+    full = Aligner(query, max_shift, np.float32)
+    best = [Match(int(row), *full.best(gallery[row], tried, index.prepared, (row, max_shift, "full")))
+            for row, tried in flips.items()]
+    return sorted(best, key=lambda m: -m.score)[:keep]
 
 
 def nearest(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int = 20, max_shift: int = 2,
