@@ -29,6 +29,7 @@ from medsynth.config import AuditConfig
 from medsynth.models import encoder
 from medsynth.privacy.plant import Rung, ladder, plant_copy
 from medsynth.privacy.search import Match, align, descriptors, ranked, texture_score
+from medsynth.progress import LogLines, progress_iter
 
 CHANNELS = ("pixel", "smooth", "distinct", "structure", "texture", "embedding")
 SMOOTH_VOXELS = 2.0   # the smooth channel compares aligned pairs after this Gaussian blur
@@ -89,7 +90,7 @@ class Gallery:
 
     def __init__(self, train: Volumes, s: AuditConfig, show_progress: bool, smooth: float = 1.0) -> None:
         self.raw = train.volumes
-        self.sigma = smooth
+        self.sigma, self.show_progress = smooth, show_progress
         self.volumes = [self.smoothed(v) for v in self.raw]
         self.descriptors = descriptors(self.volumes)
         self.ssim_ready = [unit_range(v) for v in self.volumes]
@@ -115,9 +116,13 @@ class Gallery:
         names = CHANNELS if self.encoder is not None else CHANNELS[:-1]
         return names + (("image",) if self.labels is not None else ())
 
-    def search(self, queries: list[np.ndarray], index, gallery) -> list[list[Match]]:
-        return ranked(queries, gallery, k=self.k, max_shift=MAX_SHIFT, keep=3, gallery_descriptors=index,
-                      refine=self.refine)
+    def search(self, queries: list[np.ndarray], index, gallery, what: str = "searching") -> list[list[Match]]:
+        lines = LogLines(f"audit: {what}", len(queries), unit="studies") if self.show_progress else None
+        found = ranked(queries, gallery, k=self.k, max_shift=MAX_SHIFT, keep=3, gallery_descriptors=index,
+                       refine=self.refine, chunk=64, on_chunk=lines.update if lines else None)
+        if lines:
+            lines.close()
+        return found
 
     def score(self, queries: list[np.ndarray], images: list[np.ndarray] | None = None
               ) -> tuple[list[list[Match]], dict[str, np.ndarray]]:
@@ -126,7 +131,8 @@ class Gallery:
         smooth = [self.smoothed(q) for q in queries]
         matches = self.search(smooth, self.descriptors, self.volumes)
         pair = {c: [] for c in ("smooth", "structure", "texture")}
-        for query, raw, found in zip(smooth, queries, matches):
+        for query, raw, found in progress_iter(list(zip(smooth, queries, matches)), "audit: comparing aligned pairs",
+                                               enabled=self.show_progress):
             best = {c: -1.0 for c in pair}
             for m in found:
                 a = torch.from_numpy(unit_range(align(query, m)))[None, None]
