@@ -127,9 +127,10 @@ def with_split_file(catalog: pd.DataFrame, folder: Path) -> pd.DataFrame:
 HOLDOUT_NAMES = {"holdout", "test", "val", "validation"}   # a given split's names for "never trained on"
 
 
-def apply_split(catalog: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+def apply_split(catalog: pd.DataFrame, path: str | Path, complete: bool = True) -> pd.DataFrame:
     """The catalog with its split given by a CSV of study_id and split (train, or holdout / test / val), honoured
-    exactly; refused in one sentence when the file names studies the catalog lacks or leaves some out."""
+    exactly; refused in one sentence when the file names studies the catalog lacks or (`complete`) leaves some out.
+    Without `complete`, studies the file leaves out get no split (an empty string) and take no part."""
     path = Path(path)
     try:
         given = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -143,13 +144,13 @@ def apply_split(catalog: pd.DataFrame, path: str | Path) -> pd.DataFrame:
         raise DataError(f"the split file {path} has split values {bad}; use train, or holdout (test / val).")
     split = dict(zip(given["study_id"].str.strip(), np.where(values == "train", "train", "holdout")))
     unknown = sorted(set(split) - set(catalog["study_id"]))
-    missing = sorted(set(catalog["study_id"]) - set(split))
+    missing = sorted(set(catalog["study_id"]) - set(split)) if complete else []
     if unknown or missing:
         what = (f"names {len(unknown)} studies the data does not hold ({', '.join(unknown[:3])})" if unknown else
                 f"leaves out {len(missing)} studies of the data ({', '.join(missing[:3])})")
         raise DataError(f"the split file {path} {what}; give exactly one row per study.")
     out = catalog.copy()
-    out["split"] = out["study_id"].map(split)
+    out["split"] = out["study_id"].map(split).fillna("")
     return out
 
 

@@ -48,7 +48,8 @@ def read_studies(path: str | Path, modality: str | None, show_progress: bool, wh
 
 def split_studies(path: str | Path, split: str | Path | None, modality: str | None,
                   show_progress: bool) -> tuple[list[Study], list[Study]]:
-    """One dataset's training and holdout studies: by the split file given, or by an ingest folder's own split."""
+    """One dataset's training and holdout studies: by the split file given (studies it does not list take no part),
+    or by an ingest folder's own split."""
     path = Path(path).expanduser()
     if split is None and is_catalog_folder(path):
         catalog, _ = read_catalog_folder(path)
@@ -56,7 +57,7 @@ def split_studies(path: str | Path, split: str | Path | None, modality: str | No
     elif split is not None:
         studies = read_studies(path, modality, show_progress, "studies")
         ids = pd.DataFrame({"study_id": [str(s.study_id) for s in studies]})
-        assigned = dict(zip(ids["study_id"], apply_split(ids, split)["split"]))
+        assigned = dict(zip(ids["study_id"], apply_split(ids, split, complete=False)["split"]))
     else:
         raise MedsynthError("the audit needs held-out real studies to calibrate on: give --holdout DATA, or --split "
                             "CSV (study_id,split) for the --train data, or an ingest folder with its split.csv.")
