@@ -226,15 +226,16 @@ class Aligner:
              key=None, keep_fft: bool = False) -> tuple[float, tuple[int, ...], tuple[int, ...]]:
         """Max over axis flips of the query (all, or those given) and shifts |s| <= max_shift of the overlap NCC.
         With `cache`, the source's overlap sums (and, `keep_fft`, its FFT) are kept under `key` for the next query."""
-        g = zscore(source)
-        if cache is None or key not in cache:
-            G = np.conj(sfft.rfftn(g.astype(self.dtype), s=self.shape))
-            prepared = (G if keep_fft else None, *self.sums(g))
+        fft = lambda g: np.conj(sfft.rfftn(g.astype(self.dtype), s=self.shape))  # noqa: E731
+        cached = cache.get(key) if cache is not None else None
+        if cached is None:
+            g = zscore(source)
+            G, (sum_g, var_g) = fft(g), self.sums(g)
             if cache is not None:
-                cache[key] = prepared
-        prepared = cache[key] if cache is not None else prepared
-        G = prepared[0] if prepared[0] is not None else np.conj(sfft.rfftn(g.astype(self.dtype), s=self.shape))
-        _, sum_g, var_g = prepared
+                cache[key] = (G if keep_fft else None, sum_g, var_g)
+        else:
+            G, sum_g, var_g = cached
+            G = fft(zscore(source)) if G is None else G
         best = (-1.0, (), (0,) * source.ndim)
         for axes in flip_axes(source.ndim) if flips is None else flips:
             Q, sum_q, var_q = self.flipped(tuple(axes))
