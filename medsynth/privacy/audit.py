@@ -130,8 +130,6 @@ def mask_sources(sources: list[str] | None, matches: list[list[Match]], train: V
             "distinct_sources": len(set(sources)), "nearest_image_is_mask_source": int(same)}
 
 
-
-
 @dataclass
 class Sides:
     """What an audit compares, however it was loaded."""

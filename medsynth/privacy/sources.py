@@ -51,17 +51,16 @@ def split_studies(path: str | Path, split: str | Path | None, modality: str | No
     """One dataset's training and holdout studies: by the split file given (studies it does not list take no part),
     or by an ingest folder's own split."""
     path = Path(path).expanduser()
-    if split is None and is_catalog_folder(path):
-        catalog, _ = read_catalog_folder(path)
-        assigned = dict(zip(catalog["study_id"], catalog["split"]))
-    elif split is not None:
-        studies = read_studies(path, modality, show_progress, "studies")
-        ids = pd.DataFrame({"study_id": [str(s.study_id) for s in studies]})
-        assigned = dict(zip(ids["study_id"], apply_split(ids, split, complete=False)["split"]))
-    else:
+    if split is None and not is_catalog_folder(path):
         raise MedsynthError("the audit needs held-out real studies to calibrate on: give --holdout DATA, or --split "
                             "CSV (study_id,split) for the --train data, or an ingest folder with its split.csv.")
-    studies = read_studies(path, modality, show_progress, "studies") if split is None else studies
+    studies = read_studies(path, modality, show_progress, "studies")
+    if split is None:
+        catalog, _ = read_catalog_folder(path)
+        assigned = dict(zip(catalog["study_id"], catalog["split"]))
+    else:
+        ids = pd.DataFrame({"study_id": [str(s.study_id) for s in studies]})
+        assigned = dict(zip(ids["study_id"], apply_split(ids, split, complete=False)["split"]))
     parts = [[s for s in studies if assigned.get(str(s.study_id)) == name] for name in ("train", "holdout")]
     return parts[0], parts[1]
 
