@@ -25,6 +25,8 @@ _API = {
     "load_config": ("medsynth.config", "load_config"),
     "train": ("medsynth.training.trainer", "train"),
     "generate": ("medsynth.synthesis.generate", "generate"),
+    "edit": ("medsynth.synthesis.edit", "edit"),
+    "EditConfig": ("medsynth.config", "EditConfig"),
     "load_stage_config": ("medsynth.config", "load_stage_config"),
     "GenerateConfig": ("medsynth.config", "GenerateConfig"),
     "AuditConfig": ("medsynth.config", "AuditConfig"),

@@ -44,3 +44,26 @@ def save_grid(path: str | Path, images: np.ndarray, titles: Sequence[str], masks
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
+
+
+def save_edit_grid(path: str | Path, rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, str]]) -> Path:
+    """One row per edit: the real slice, the edited slice with the lesion's contour, and their difference.
+
+    rows: (before 2D, after 2D, lesion 2D bool, title) in physical units, shown on the real slice's 1st-99th
+    percentiles."""
+    fig, axes = plt.subplots(len(rows), 3, figsize=(6.0, 2.1 * len(rows)), squeeze=False)
+    for (before, after, lesion, title), (a, b, c) in zip(rows, axes):
+        vmin, vmax = np.percentile(before, [1, 99]) if before.size else (0.0, 1.0)
+        spread = float(np.abs(after - before).max()) or 1.0
+        a.imshow(before.T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax)
+        b.imshow(after.T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax)
+        if lesion.any():
+            b.contour(lesion.T.astype(float), levels=[0.5], linewidths=0.8, colors="orange")
+        c.imshow((after - before).T, cmap="coolwarm", origin="lower", vmin=-spread, vmax=spread)
+        for ax, name in ((a, f"{title}: real"), (b, "edited, lesion contour"), (c, "difference")):
+            ax.set_title(name, fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -1,4 +1,4 @@
-"""Settings of the stages after training: generate, audit, evaluate and export, one section each of one schema.
+"""Settings of the stages after training: generate, edit, audit, evaluate and export, one section each of one schema.
 
 A stage file (`medsynth generate RUN --config gen.yaml`) holds any of the sections; each command reads its own,
 after checking every section in the file. `--set section.key=value` overrides a key, and the CLI flags are
@@ -21,6 +21,7 @@ from medsynth.config.schema import ConfigError, apply_overrides, build, located,
 
 
 FLAGS = {("generate", "max_attempts"): "--qc-attempts", ("generate", "classes"): "--class",
+         ("edit", "lesion_class"): "--class", ("edit", "margin_mm"): "--margin", ("edit", "cases"): "--case",
          ("export", "formats"): "--format"}   # where a key's CLI flag is not --key-with-dashes
 
 
@@ -67,6 +68,34 @@ class GenerateConfig:
                                         "max_attempts": POSITIVE, "guidance": (lambda v: v >= 0, "0 or more (1 turns "
                                                                               "guidance off)"),
                                         "tile": NOT_NEGATIVE, "tile_overlap": NOT_NEGATIVE})
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """`medsynth edit`: which real studies, where the lesion goes, and the inpainting sampler (None: the run's own)."""
+
+    cases: tuple[str, ...] = ()          # study ids to edit (default: every study, after `where`)
+    where: tuple[str, ...] = ()          # COLUMN=VALUE filters on the studies' labels, e.g. pathology=normal
+    per_study: int = 1                   # edits of each study
+    lesions: str | None = None           # folder of the user's lesion masks, <study_id>.nii.gz on each study's grid
+    inside: str | None = None            # host label (name or id) the whole lesion lies in; None: the structure
+                                         # at its centre
+    size_mm: tuple[float, float] | None = None   # range of the lesion's equivalent diameter; None: the bank's sizes
+    margin_mm: float | None = None       # edit region = lesion dilated by this; None: 1.5 model voxels
+    lesion_label: str | None = None      # the run's lesion label (name or id); None: the label named lesion/tumour
+    lesion_class: str | None = None      # class the edit is conditioned on; None: the class named like the label
+    steps: int | None = None             # sampler steps; None: the run's diffusion.sample_steps
+    guidance: float | None = None
+    resample: int = 3                    # RePaint passes per step (1: no jumps back)
+    seed: int = 0
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        require_each("edit", self, {"per_study": POSITIVE, "steps": POSITIVE, "resample": POSITIVE,
+                                    "batch_size": POSITIVE, "margin_mm": NOT_NEGATIVE,
+                                    "guidance": (lambda v: v >= 0, "0 or more (1 turns guidance off)"),
+                                    "size_mm": (lambda v: 0 < v[0] <= v[1], "two sizes in mm, smallest first "
+                                                                            "(e.g. 10,25)")})
 
 
 # The planted-copy rungs an audit must find for its verdict to vouch for the set (medsynth.privacy.plant names them):
@@ -142,9 +171,10 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class StageConfig:
-    """A stage settings file: any of the four sections."""
+    """A stage settings file: any of its sections."""
 
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -155,7 +185,7 @@ SECTIONS = tuple(f.name for f in dataclasses.fields(StageConfig))
 
 def load_stage_config(section: str, path: str | Path | None = None, overrides: list[str] | None = None,
                       flags: dict[str, Any] | None = None) -> Any:
-    """The resolved `section` (generate, audit, evaluate or export): defaults, then the file's section, then the
+    """The resolved `section` (generate, edit, audit, evaluate or export): defaults, then the file's section, then the
     `--set` overrides, then the CLI flags that were given (None: not given). Every section in the file is checked."""
     where, values = "", {}
     if path is not None:

@@ -62,6 +62,21 @@ class Trajectory:
     def step(self, prediction: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor | None, x: torch.Tensor):
         raise NotImplementedError
 
+    def arrival(self, t: torch.Tensor, t_next: torch.Tensor | None) -> float:
+        """The time one step from `t` lands on (what `marginal` takes)."""
+        raise NotImplementedError
+
+    def marginal(self, time: float) -> tuple[float, float]:
+        """(a, b) of the forward process at `time`: x_time = a x_0 + b eps (a = 1, b = 0 when clean)."""
+        raise NotImplementedError
+
+    def renoise(self, x: torch.Tensor, time_from: float, time_to: float, noise: torch.Tensor) -> torch.Tensor:
+        """x at `time_from` taken forward to the noisier `time_to` with fresh `noise` (RePaint's jump back)."""
+        a_from, b_from = self.marginal(time_from)
+        a_to, b_to = self.marginal(time_to)
+        ratio = a_to / a_from
+        return ratio * x + max(b_to**2 - (ratio * b_from) ** 2, 0.0) ** 0.5 * noise
+
 
 class DDIMTrajectory(Trajectory):
     def model_time(self, t: torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
@@ -70,10 +85,24 @@ class DDIMTrajectory(Trajectory):
     def step(self, prediction, t, t_next, x):
         return self.scheduler.step(prediction, int(t), x)[0]
 
+    def arrival(self, t, t_next) -> float:
+        return float(int(t) - self.scheduler.num_train_timesteps // self.scheduler.num_inference_steps)
+
+    def marginal(self, time: float) -> tuple[float, float]:
+        alpha = self.scheduler.alphas_cumprod[int(time)] if time >= 0 else self.scheduler.final_alpha_cumprod
+        return float(alpha) ** 0.5, float(1.0 - alpha) ** 0.5
+
 
 class EulerTrajectory(Trajectory):
     def step(self, prediction, t, t_next, x):
         return self.scheduler.step(prediction, float(t), x, float(t_next))[0]
+
+    def arrival(self, t, t_next) -> float:
+        return float(t_next)
+
+    def marginal(self, time: float) -> tuple[float, float]:
+        s = time / self.scheduler.num_train_timesteps   # MONAI's rectified flow: x_t = (1 - s) x_0 + s eps
+        return 1.0 - s, s
 
 
 class DDPM(NoiseProcess):

@@ -29,6 +29,7 @@ from medsynth.progress import progress_iter
 from medsynth.runs.synthset import SyntheticSet, read_synthetic_set
 
 FORMATS = ("nifti", "dicom", "nnunet", "msd", "monai")
+EDITED_VERDICT = "NOT APPLICABLE (edited real studies, not de-identified)"
 
 
 @dataclass
@@ -76,6 +77,15 @@ def _check(sset: SyntheticSet, formats: list[str], audit: dict | None, force: bo
     if {"nnunet", "msd"} & set(formats) and not sset.has_labels:
         raise MedsynthError("nnU-Net and MSD layouts need label maps, and this synthetic set has none "
                             "(a class-conditioned run); export it as nifti, dicom or monai.")
+    if sset.holds_real_anatomy:
+        if "dicom" in formats:
+            raise MedsynthError("this is an edited-real set (real patients' anatomy with a synthetic lesion painted in) "
+                                "and medsynth writes DICOM only for synthetic studies, which it gives new identities "
+                                "and marks synthetic; export it as nifti, nnunet, msd or monai.")
+        if audit is not None:
+            raise MedsynthError("an edited-real set gets no privacy audit (it holds real patients' anatomy); export it "
+                                "without --audit, for use under the source data's own governance.")
+        return
     verdict = (audit or {}).get("verdict")
     if verdict != "PASS" and not force:
         raise MedsynthError(("this synthetic set has no privacy audit" if audit is None else f"its audit verdict is {verdict}")
@@ -104,7 +114,7 @@ def export(synth: str | Path, out: str | Path, formats: list[str] | None = None,
         raise MedsynthError(f"--body-part must be a DICOM defined term such as ABDOMEN, CHEST, HEAD or BRAIN, got {c.body_part!r}.")
     real = ingest(with_real, labels=real_labels, show_progress=False).catalog if with_real else None
     name = layouts.dataset_name(c.name or f"MedSynth {sset.modality}")
-    verdict = (report or {}).get("verdict", "NOT AUDITED")
+    verdict = EDITED_VERDICT if sset.holds_real_anatomy else (report or {}).get("verdict", "NOT AUDITED")
     with atomic_output_dir(out, overwrite) as tmp:
         files = _write_layouts(tmp, sset, real, [f for f in formats if f != "dicom"], c.dataset_id, name, show_progress)
         if "dicom" in formats:
@@ -148,7 +158,8 @@ def _write_index(root: Path, sset: SyntheticSet, files: list[dict], formats: lis
     for item in files:
         study = per_study.get(item["study_id"])
         if study is not None:
-            item.update({"class": study["class"], "seed": study["seed"], "run_hash": run_hash, "synthetic": True,
+            item.update({"class": study["class"], "seed": study["seed"], "run_hash": run_hash,
+                         "synthetic": not sset.holds_real_anatomy,
                          "audit_verdict": verdict})
     table = manifest_table(root, files)
     table.to_csv(root / "manifest.csv", index=False)
@@ -179,7 +190,8 @@ def _write_layouts(root: Path, sset: SyntheticSet, real, formats: list[str], dat
     files: list[dict] = []
     max_label, channels = max(sset.label_names, default=0), [sset.modality]
     cases: dict[str, list[tuple[str, str]]] = {f: [] for f in formats}
-    studies = [(row["study_id"], "synthetic", row["class"], lambda row=row: sset.load(row)) for _, row in sset.table.iterrows()]
+    descrip, description = layouts.texts(sset.holds_real_anatomy)
+    studies = [(row["study_id"], sset.kind, row["class"], lambda row=row: sset.load(row)) for _, row in sset.table.iterrows()]
     if real is not None:
         studies += [(f"real_{row['study_id']}", "real", "", lambda row=row: load_study(ref_from_row(row)))
                     for _, row in real.iterrows()]
@@ -192,7 +204,7 @@ def _write_layouts(root: Path, sset: SyntheticSet, real, formats: list[str], dat
             image_dir, label_dir, suffix = layouts.label_folders(fmt)
             written = layouts.write_nifti_files(layouts.layout_root(root, fmt, dataset_id, name),
                                                 consecutive(study, sset) if fmt in ("nnunet", "msd") else study, case,
-                                                image_dir, label_dir, suffix)
+                                                image_dir, label_dir, suffix, descrip if source != "real" else "")
             labels_present = ",".join(str(v) for v in np.unique(study.label)) if study.label is not None else ""
             channels = sset.channel_names(study.channels)
             for k, path in enumerate(written["images"]):
@@ -213,14 +225,14 @@ def _write_layouts(root: Path, sset: SyntheticSet, real, formats: list[str], dat
         elif sset.has_labels:
             names = layouts.label_table(sset.label_names, max_label)
         if fmt == "nnunet":
-            layouts.nnunet_dataset_json(root_fmt, len(entries), sset.modality, names, name, channels)
+            layouts.nnunet_dataset_json(root_fmt, len(entries), sset.modality, names, name, channels, description)
         elif fmt == "msd":
             layouts.msd_dataset_json(root_fmt, [c for c, _ in entries], sset.modality, names, name,
-                                     len(sset.meta["training_config"]["data"]["shape"]), channels)
+                                     len(sset.meta["training_config"]["data"]["shape"]), channels, description)
         elif fmt == "monai":
             layouts.monai_datalist(root_fmt, [
                 {"image": f"images/{c}.nii.gz", **({"label": f"labels/{c}.nii.gz"} if sset.has_labels else {}),
-                 "class": k, "source": "real" if c.startswith("real_") else "synthetic"} for c, k in entries])
+                 "class": k, "source": "real" if c.startswith("real_") else sset.kind} for c, k in entries])
         if fmt in ("nnunet", "msd", "monai"):
             files.append({"path": root_fmt / ("datalist.json" if fmt == "monai" else "dataset.json"), "study_id": "",
                           "source": "index", "format": fmt, "role": "index"})

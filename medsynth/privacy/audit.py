@@ -36,7 +36,7 @@ from medsynth.privacy.sources import load_inputs
 from medsynth.progress import stage
 from medsynth.runs.loaded import LoadedRun
 from medsynth.runs.real import RealSplit, load_real as load_real_split
-from medsynth.runs.synthset import open_with_run, studies_on_grid
+from medsynth.runs.synthset import open_with_run, refuse_edited, studies_on_grid
 from medsynth.runtime import resolve_device
 
 
@@ -160,6 +160,7 @@ def audit(run: str | Path, synth: str | Path, out: str | Path, settings: AuditCo
     `audit` config section; `redact` (when given) overrides its `redact` key."""
     start, s = time.monotonic(), settings_with(settings, redact)
     check_output_dir(out, overwrite)
+    refuse_edited(synth, "audit")
     loaded, sset = open_with_run(run, synth, resolve_device(device), "audit")
     masked = loaded.num_labels > 0
     train, holdout = load_real(loaded, masked, show_progress)
@@ -179,6 +180,7 @@ def audit_data(synth: str | Path, train: str | Path, out: str | Path, holdout: s
     """Audit any synthetic studies against any training data (`holdout` studies, or `split` of `train`)."""
     start, s = time.monotonic(), settings_with(settings, redact)
     check_output_dir(out, overwrite)
+    refuse_edited(synth, "audit")
     found = load_inputs(synth, train, holdout, split, modality, show_progress)
     if len(found.holdout.ids) < calibrate.MIN_HOLDOUT:
         raise MedsynthError(f"the audit calibrates on held-out real studies and needs at least {calibrate.MIN_HOLDOUT}; "

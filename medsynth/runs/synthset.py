@@ -18,6 +18,28 @@ from medsynth.runs.layout import SetFolder
 from medsynth.runs.loaded import LoadedRun, load_run
 
 
+EDITED_REAL = "edited-real"
+
+
+def is_edited_set(path: str | Path) -> bool:
+    """Whether `path` is a set `medsynth edit` wrote (its record says set_kind edited-real)."""
+    files = SetFolder(Path(path).expanduser())
+    if not files.is_set():
+        return False
+    try:
+        return json.loads(files.record.read_text()).get("set_kind") == EDITED_REAL
+    except (OSError, ValueError):
+        return False
+
+
+def refuse_edited(path: str | Path, verb: str) -> None:
+    """The audit gives an edited set no sharing verdict: one sentence saying why."""
+    if is_edited_set(path):
+        raise MedsynthError(f"{Path(path).name} is an edited-real set (real patients' anatomy with a synthetic lesion "
+                            f"painted in), not synthetic data, so medsynth does not {verb} it for sharing; use it only "
+                            "under the source data's own governance.")
+
+
 @dataclass
 class SyntheticSet:
     folder: Path
@@ -27,6 +49,16 @@ class SyntheticSet:
     @property
     def modality(self) -> str:
         return self.meta["modality"]
+
+    @property
+    def kind(self) -> str:
+        """'synthetic' (medsynth generate, or another generator's set), or 'edited-real' (medsynth edit: real
+        patients' anatomy with a synthetic lesion painted in)."""
+        return str(self.meta.get("set_kind", "synthetic"))
+
+    @property
+    def holds_real_anatomy(self) -> bool:
+        return self.kind == EDITED_REAL
 
     @property
     def label_names(self) -> dict[int, str]:
