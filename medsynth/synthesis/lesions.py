@@ -82,7 +82,8 @@ class LesionBank:
         warp = Augmentation((), tuple(float(v) for v in rng.uniform(-180, 180, planes)), 1.0, (0.0,) * shape.ndim,
                             2.0, float(rng.uniform(0.0, 1.0)))
         warped = warp.apply(np.pad(shape, pad).astype(np.uint8), rng).astype(bool)
-        warped = warped if warped.any() else np.pad(shape, pad)
+        warped = warped if warped.any() else shape
+        warped = warped[ndimage.find_objects(warped.astype(np.uint8))[0]]     # trimmed to the shape itself
         native = equivalent_diameter(int(warped.sum()), self.spacing)
         target = rng.uniform(*size_mm) if size_mm else native * rng.uniform(0.8, 1.2)
         return warped, float(target / native), {"kind": "mask bank", "study_id": study_id, "component": pick,
