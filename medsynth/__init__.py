@@ -6,6 +6,7 @@ The stages as functions (imported on first use, so `import medsynth` stays light
     medsynth.train(medsynth.load_config(cfg), data, run)    -> TrainResult (run folder, steps, loss)
     medsynth.generate(run, synth, classes=["lesion=20"])    -> GenerateResult (studies, QC flags)
     medsynth.generate(run, synth, medsynth.load_stage_config("generate", "gen.yaml"))   (the same settings from YAML)
+    medsynth.edit(run, data, edited, inside="liver")        -> EditResult (edited count, skipped and why)
     medsynth.audit(run, synth, report)                      -> AuditResult (verdict, reasons, planted recall, membership AUC)
     medsynth.audit_data(synth, train, report, holdout=h)    -> AuditResult (any generator's set, no run; or split=CSV)
     medsynth.evaluate(run, synth, out)                      -> EvaluateResult (fidelity, diversity, conditioning, utility)

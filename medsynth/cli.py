@@ -436,7 +436,7 @@ def main() -> None:
     """Entry point: user errors (bad options included) print one sentence and exit 2; Ctrl-C and SIGTERM remove what
     was unfinished, say what was kept, and exit 130."""
     from medsynth import provenance
-    from medsynth.console import err
+    from medsynth.console import err, os_sentence, usage_sentence
     from medsynth.runtime import stop_on_sigterm
 
     provenance.set_command(sys.argv[1:])
@@ -458,21 +458,3 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {os_sentence(error)}", highlight=False)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-def usage_sentence(error: Exception) -> str:
-    """typer's complaint about the command line as one sentence, pointing at the command's --help."""
-    text = " ".join(error.format_message().split()) if hasattr(error, "format_message") else str(error)
-    context = getattr(error, "ctx", None)
-    where = f"{context.command_path} --help" if context is not None else "medsynth --help"
-    return f"{text.rstrip('.')}; see `{where}`."
-
-
-def os_sentence(error: OSError) -> str:
-    """A disk-full, permission or missing-file error in words, with the path involved."""
-    import errno
-
-    hint = {errno.ENOSPC: "free some space or choose another --out", errno.EACCES: "check the folder's permissions",
-            errno.EROFS: "choose a writable --out"}.get(error.errno, "")
-    what = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
-    return what + (f" ({hint})." if hint else ".")

@@ -1,4 +1,5 @@
-"""Terminal presentation: the rich tables commands print. No computation lives here."""
+"""Terminal presentation: the rich tables commands print and errors as the one sentence a user reads. No
+computation lives here."""
 
 from __future__ import annotations
 
@@ -63,3 +64,21 @@ def print_ingest(result: IngestResult, list_all: bool = False, head: int = 10) -
         out.print(f"  - {problem}")
     if result.out is not None:
         out.print(f"wrote {result.out}/catalog.csv, split.csv, ingest.json")
+
+
+def usage_sentence(error: Exception) -> str:
+    """typer's complaint about the command line as one sentence, pointing at the command's --help."""
+    text = " ".join(error.format_message().split()) if hasattr(error, "format_message") else str(error)
+    context = getattr(error, "ctx", None)
+    where = f"{context.command_path} --help" if context is not None else "medsynth --help"
+    return f"{text.rstrip('.')}; see `{where}`."
+
+
+def os_sentence(error: OSError) -> str:
+    """A disk-full, permission or missing-file error in words, with the path involved."""
+    import errno
+
+    hint = {errno.ENOSPC: "free some space or choose another --out", errno.EACCES: "check the folder's permissions",
+            errno.EROFS: "choose a writable --out"}.get(error.errno, "")
+    what = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+    return what + (f" ({hint})." if hint else ".")

@@ -43,6 +43,7 @@ class PhantomSpec:
     prevalence: float = 0.2   # share of cases with a liver lesion (the rare class)
     seed: int = 0
     fov_mm: float = 320.0
+    lesion_radius: tuple[float, float] = (0.06, 0.1)   # range of the lesion's radius, in units of half the field of view
 
     def __post_init__(self) -> None:
         if self.dims not in (2, 3):
@@ -53,6 +54,8 @@ class PhantomSpec:
             raise MedsynthError(f"--modality must be CT or MR, got {self.modality!r}.")
         if self.cases < 1:
             raise MedsynthError(f"--cases must be a positive integer, got {self.cases}.")
+        if not 0.0 < self.lesion_radius[0] <= self.lesion_radius[1] < 0.5:
+            raise MedsynthError(f"lesion_radius must be two radii in (0, 0.5), smallest first, got {self.lesion_radius}.")
         if not 0.0 <= self.prevalence <= 1.0:
             raise MedsynthError(f"--prevalence must be between 0 and 1, got {self.prevalence}.")
 
@@ -110,7 +113,7 @@ def phantom_anatomy(spec: PhantomSpec, rng: np.random.Generator, lesion: bool, s
     if lesion:
         offset = rng.uniform(-0.45, 0.45, 3) * np.array(liver_r)
         offset[2] = offset[2] if spec.dims == 3 else 0.0
-        radius = rng.uniform(0.06, 0.1)
+        radius = rng.uniform(*spec.lesion_radius)
         center = np.array(liver_c) + offset
         if spec.dims == 2:
             center[2] = 0.0

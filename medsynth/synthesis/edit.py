@@ -28,7 +28,7 @@ from medsynth.outputs import atomic_output_dir, check_output_dir
 from medsynth.progress import progress_iter
 from medsynth.runs.loaded import LoadedRun, load_run
 from medsynth.runtime import resolve_device, seeded_generator
-from medsynth.synthesis.edit_inputs import candidates, select, stored
+from medsynth.synthesis.edit_inputs import candidates, in_run_ids, select, stored
 from medsynth.synthesis.edit_outputs import EditWriter
 from medsynth.synthesis.lesions import (LesionBank, Placement, default_lesion_label, place, resolve_label,
                                         user_lesion)
@@ -139,11 +139,11 @@ def plan_job(loaded: LoadedRun, study, intensity, placement: Placement, t: Targe
     if not grid.fits(index):
         return "the lesion with its margin is larger than the model's field of view"
     known = intensity.to_unit(grid.take(study.image, order=1))
-    edit = grid.take(region.astype(np.float32), order=1, cval=0.0) > 0
+    edit = grid.take(region, order=1, cval=0.0) > 0
     keep = ~ndimage.binary_dilation(edit, iterations=1)   # a voxel's worth of slack around the region
     labels = grid.take(study.label, order=0, cval=0) if study.label is not None else np.zeros(grid.shape, np.uint8)
     labels = loaded.spec.compact(labels.astype(np.int64)).astype(np.int64)
-    lesion_patch = grid.take(placement.lesion.astype(np.float32), order=1, cval=0.0) >= 0.5
+    lesion_patch = grid.take(placement.lesion, order=1, cval=0.0) >= 0.5
     if not lesion_patch.any():     # a lesion finer than the model's grid: its nearest model voxel
         lesion_patch[tuple(np.round(grid.phys_to_patch(frame.to_phys(index.mean(1, keepdims=True)))[:, 0])
                            .astype(int))] = True
@@ -205,6 +205,8 @@ def edit_study(loaded, study, found, number: int, s: EditConfig, t: Target, bank
     """Every edit of one study, written; returns the edits skipped and why."""
     base, dtype = stored(found.ref, study)
     intensity = intensity_map(study, PreprocessSpec.from_config(loaded.cfg.data))
+    own = study                                            # its label map in its own ids: what the output keeps
+    study = in_run_ids(study, found.label_names, t.names, t.lesion)
     jobs, skipped = [], []
     for k in range(s.per_study):
         rng = np.random.default_rng([s.seed, number, k, 17])
@@ -219,5 +221,5 @@ def edit_study(loaded, study, found, number: int, s: EditConfig, t: Target, bank
     for i in range(0, len(jobs), s.batch_size):
         batch = jobs[i : i + s.batch_size]
         for job, unit in zip(batch, paint(loaded, batch, t, s, dev)):
-            writer.write(study, base, dtype, intensity, job, unit)
+            writer.write(own, base, dtype, intensity, job, unit)
     return skipped

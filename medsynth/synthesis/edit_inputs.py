@@ -3,6 +3,7 @@ how each one's voxels are stored, so that the edited file keeps the input's dtyp
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,3 +89,23 @@ def stored(ref: StudyRef, study: Study) -> tuple[np.ndarray, np.dtype]:
     values = study.image
     integral = np.all(values == np.round(values)) and values.min() >= -32768 and values.max() <= 32767
     return values, np.dtype(np.int16 if integral else np.float32)
+
+
+def in_run_ids(study: Study, names: dict[int, str] | None, run_names: dict[int, str], lesion: int) -> Study:
+    """The study with its label map in the run's label ids, matched by name when the data names its labels (a DICOM
+    SEG's 'Liver' is the run's 'liver' whatever their ids); labels the run does not know become background. Refused
+    when the run's lesion id is already one of the study's own labels under another name."""
+    if study.label is None or not names:
+        return study
+    by_name = {v.strip().lower(): k for k, v in run_names.items()}
+    mapping = {int(k): by_name.get(str(v).strip().lower(), 0) for k, v in names.items()}
+    clash = names.get(lesion)
+    if clash is not None and mapping.get(lesion) != lesion and int(np.sum(study.label == lesion)):
+        raise MedsynthError(f"study {study.study_id} already uses label id {lesion} for {clash!r}, which the run's "
+                            f"lesion label would overwrite; relabel the study's label maps.")
+    if all(k == v for k, v in mapping.items()):
+        return study
+    lookup = np.zeros(max(int(study.label.max()), max(mapping)) + 1, np.int64)
+    for k, v in mapping.items():
+        lookup[k] = v
+    return dataclasses.replace(study, label=lookup[study.label].astype(np.uint8))

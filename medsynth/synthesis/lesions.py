@@ -92,8 +92,8 @@ class LesionBank:
 
 def stamp(shape: np.ndarray, factor: float, spacing: np.ndarray, frame: Frame, study_shape: tuple[int, ...],
           centre: np.ndarray) -> np.ndarray | None:
-    """The shape scaled by `factor` and centred on study voxel `centre`, on the study's grid (None: it would cross
-    the study's border)."""
+    """The study voxels (dims, M) of the shape scaled by `factor` and centred on study voxel `centre` (None: it would
+    cross the study's border)."""
     reach_mm = factor * float(np.linalg.norm(np.asarray(shape.shape) * spacing)) / 2.0
     reach = np.ceil(reach_mm / frame.spacing).astype(int) + 1
     lo, hi = centre - reach, centre + reach + 1
@@ -103,9 +103,7 @@ def stamp(shape: np.ndarray, factor: float, spacing: np.ndarray, frame: Frame, s
     offset = frame.to_phys(window.astype(float)) - frame.to_phys(centre[:, None].astype(float))
     coords = offset / (factor * spacing[:, None]) + (np.asarray(shape.shape)[:, None] - 1) / 2.0
     inside = ndimage.map_coordinates(shape.astype(np.uint8), coords, order=0, mode="constant", cval=0).astype(bool)
-    lesion = np.zeros(study_shape, bool)
-    lesion[tuple(window[:, inside])] = True
-    return lesion
+    return window[:, inside]
 
 
 def place(bank: LesionBank, study: Study, host: int | None, names: dict[int, str], lesion_id: int,
@@ -124,11 +122,13 @@ def place(bank: LesionBank, study: Study, host: int | None, names: dict[int, str
     for _ in range(TRIES):
         shape, factor, source = bank.draw(rng, size_mm)
         centre = candidates[rng.integers(len(candidates))]
-        lesion = stamp(shape, factor, bank.spacing, frame, study.spatial_shape, centre)
-        if lesion is None or not lesion.any():
+        voxels = stamp(shape, factor, bank.spacing, frame, study.spatial_shape, centre)
+        if voxels is None or not voxels.shape[1]:
             continue
         where = labels[tuple(centre)] if labels is not None else None
-        if where is None or np.all(labels[lesion] == where):
+        if where is None or np.all(labels[tuple(voxels)] == where):
+            lesion = np.zeros(study.spatial_shape, bool)
+            lesion[tuple(voxels)] = True
             return Placement(lesion, names.get(int(where), str(where)) if where is not None else "", source)
     inside = names.get(host, str(host)) if host is not None else "one structure"
     return f"no position was found where the whole lesion lies inside {inside} (tried {TRIES})"

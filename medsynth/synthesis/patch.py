@@ -73,13 +73,22 @@ class PatchGrid:
 
     def take(self, volume: np.ndarray, order: int, cval: float | None = None) -> np.ndarray:
         """A study array (*spatial) or (C, *spatial) resampled onto the patch: linear for images (edge values past
-        the study's border), nearest for label maps (background past the border)."""
+        the study's border), nearest for label maps (background past the border, `cval`). Only the block of the
+        study under the patch is read, so a large study costs no more than its patch."""
         coords = self.study_coords()
         if volume.ndim == len(self.shape) + 1:
             return np.stack([self.take(channel, order, cval) for channel in volume])
-        mode, fill = ("nearest", 0.0) if cval is None else ("constant", cval)
-        return ndimage.map_coordinates(np.asarray(volume, np.float64 if order else volume.dtype), coords, order=order,
-                                       mode=mode, cval=fill)
+        size = np.asarray(volume.shape)
+        lo = np.clip(np.floor(coords.reshape(len(size), -1).min(1)).astype(int) - 1, 0, size - 1)
+        hi = np.clip(np.ceil(coords.reshape(len(size), -1).max(1)).astype(int) + 2, lo + 1, size)
+        block = volume[tuple(slice(a, b) for a, b in zip(lo, hi))]
+        local = coords - lo.reshape(-1, *([1] * len(self.shape)))
+        values = ndimage.map_coordinates(np.asarray(block, np.float64 if order else block.dtype), local, order=order,
+                                         mode="nearest")
+        if cval is None:
+            return values
+        past = (coords < -0.5) | (coords > (size - 0.5).reshape(-1, *([1] * len(self.shape))))   # beyond the study
+        return np.where(np.any(past, axis=0), cval, values)
 
     def give(self, patch: np.ndarray, index: np.ndarray) -> np.ndarray:
         """Patch values (C, *shape) at study voxels `index` (dims, M), linear: (C, M)."""

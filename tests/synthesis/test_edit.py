@@ -161,3 +161,25 @@ def test_runs_that_cannot_edit_are_refused_naming_the_config_key():
                                 meta={"label_names": {"1": "liver", "2": "kidney"}, "spacing": [2.0, 2.0, 2.0]})
     with pytest.raises(MedsynthError, match="--lesion-label"):
         target(no_lesion, EditConfig())
+
+
+def test_a_two_d_ddpm_run_edits_too(tmp_path):
+    """2D studies (positions in the study's own index axes) and the DDPM process (DDIM steps with RePaint)."""
+    data = write_phantom_dataset(tmp_path / "data", PhantomSpec(dims=2, size=16, cases=10, seed=2, prevalence=0.5),
+                                 show_progress=False)
+    cfg = load_config("tiny_2d.yaml", ["conditioning.mask=true", "diffusion.process=ddpm", "train.max_steps=10"])
+    train(cfg, data, tmp_path / "run", show_progress=False)
+    spec = PhantomSpec(dims=2, size=24, seed=5, fov_mm=480.0)
+    folder = tmp_path / "real"
+    folder.mkdir()
+    study = make_phantom(spec, 0, lesion=False)
+    affine = np.diag([20.0, 20.0, 1.0, 1.0])
+    save_nifti(folder / "one.nii.gz", study.image[0][..., None].astype(np.float32), affine)
+    save_nifti(folder / "one_label.nii.gz", study.label[..., None].astype(np.uint8), affine)
+    out = edit(tmp_path / "run", folder, tmp_path / "e", inside="liver", margin_mm=20.0, **FAST).out
+    before = np.asarray(nib.load(folder / "one.nii.gz").dataobj)
+    _, after, label, record = edited(out, 0)
+    lesion = label.reshape(before.shape) == LESION
+    region = distance_mm(lesion[..., 0], np.array([20.0, 20.0])) <= 20.0
+    assert after.dtype == np.float32 and record["sampler"].startswith("ddim")
+    assert lesion.any() and np.array_equal(after.reshape(before.shape)[~region], before[~region])
