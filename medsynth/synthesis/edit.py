@@ -49,6 +49,7 @@ class Target:
     """What the run paints: its lesion label (dataset id), the class it conditions on, the host, the margin."""
 
     lesion: int
+    lesion_index: int        # its id in the run's compact ids (the mask channel, the mask bank's value)
     class_name: str | None
     host: int | None
     names: dict[int, str]
@@ -90,7 +91,7 @@ def target(loaded: LoadedRun, s: EditConfig) -> Target:
                             "background.")
     spacing = float(max(loaded.meta["spacing"]))
     margin = 1.5 * spacing if s.margin_mm is None else float(s.margin_mm)
-    return Target(lesion, lesion_class(loaded, s, names[lesion]), host, names, margin)
+    return Target(lesion, list(ids).index(lesion), lesion_class(loaded, s, names[lesion]), host, names, margin)
 
 
 def lesion_class(loaded: LoadedRun, s: EditConfig, lesion_name: str) -> str | None:
@@ -147,7 +148,7 @@ def plan_job(loaded: LoadedRun, study, intensity, placement: Placement, t: Targe
     if not lesion_patch.any():     # a lesion finer than the model's grid: its nearest model voxel
         lesion_patch[tuple(np.round(grid.phys_to_patch(frame.to_phys(index.mean(1, keepdims=True)))[:, 0])
                            .astype(int))] = True
-    labels[lesion_patch] = list(loaded.spec.dataset_ids).index(t.lesion)
+    labels[lesion_patch] = t.lesion_index
     return Job(number, study_number, k, placement, index, blend_weight(distance, t.margin_mm), grid, known,
                keep[None].astype(np.float32), labels)
 
@@ -188,8 +189,7 @@ def edit(run: str | Path, data: str | Path, out: str | Path, config: EditConfig 
     if lesions is not None and not lesions.is_dir():
         raise MedsynthError(f"--lesions {lesions} is not a folder of lesion masks (<study_id>.nii.gz).")
     chosen = select(candidates(data, modality), s.cases, s.where)
-    bank = None if lesions else LesionBank(loaded.folder, list(loaded.spec.dataset_ids).index(t.lesion),
-                                           tuple(loaded.meta["spacing"]))
+    bank = None if lesions else LesionBank(loaded.folder, t.lesion_index, tuple(loaded.meta["spacing"]))
     skipped: list[tuple[str, str]] = []
     with atomic_output_dir(out, overwrite) as tmp:
         writer = EditWriter(tmp, loaded, s, t)
@@ -203,7 +203,7 @@ def edit(run: str | Path, data: str | Path, out: str | Path, config: EditConfig 
 
 def edit_study(loaded, study, found, number: int, s: EditConfig, t: Target, bank, lesions, writer, dev):
     """Every edit of one study, written; returns the edits skipped and why."""
-    base, dtype = stored(found.ref, study)
+    base = stored(found.ref, study)
     intensity = intensity_map(study, PreprocessSpec.from_config(loaded.cfg.data))
     own = study                                            # its label map in its own ids: what the output keeps
     study = in_run_ids(study, found.label_names, t.names, t.lesion)
@@ -221,5 +221,5 @@ def edit_study(loaded, study, found, number: int, s: EditConfig, t: Target, bank
     for i in range(0, len(jobs), s.batch_size):
         batch = jobs[i : i + s.batch_size]
         for job, unit in zip(batch, paint(loaded, batch, t, s, dev)):
-            writer.write(own, base, dtype, intensity, job, unit)
+            writer.write(own, base, intensity, job, unit)
     return skipped

@@ -75,8 +75,8 @@ def select(found: list[Candidate], cases: tuple[str, ...], where: tuple[str, ...
     return chosen
 
 
-def stored(ref: StudyRef, study: Study) -> tuple[np.ndarray, np.dtype]:
-    """The study's voxels exactly as the input holds them (C, *spatial) and the dtype to write them in: a NIfTI
+def stored(ref: StudyRef, study: Study) -> np.ndarray:
+    """The study's voxels exactly as the input holds them (C, *spatial), already in the dtype to write: a NIfTI
     file's own array and dtype (float32 for scaled integers); otherwise int16 for integer-valued data in range
     (CT in HU from DICOM), else float32."""
     if len(ref.images) == 1 and Path(ref.images[0]).is_file() and is_nifti(Path(ref.images[0])):
@@ -85,10 +85,10 @@ def stored(ref: StudyRef, study: Study) -> tuple[np.ndarray, np.dtype]:
         unscaled = slope is None or (float(slope) == 1.0 and float(inter or 0.0) == 0.0)
         data = image_to_channels_first(np.asanyarray(image.dataobj), ref.images[0])
         if data.shape == study.image.shape:
-            return (data, data.dtype) if unscaled else (data.astype(np.float32), np.dtype(np.float32))
+            return data if unscaled else data.astype(np.float32)
     values = study.image
     integral = np.all(values == np.round(values)) and values.min() >= -32768 and values.max() <= 32767
-    return values, np.dtype(np.int16 if integral else np.float32)
+    return values.astype(np.int16) if integral else values
 
 
 def in_run_ids(study: Study, names: dict[int, str] | None, run_names: dict[int, str], lesion: int) -> Study:

@@ -64,16 +64,17 @@ class EditWriter:
     def count(self) -> int:
         return len(self.rows)
 
-    def write(self, study, base: np.ndarray, dtype: np.dtype, intensity, job, unit: np.ndarray) -> None:
-        """One edit: the model's patch back onto the study inside the edit region only, then its files."""
+    def write(self, study, base: np.ndarray, intensity, job, unit: np.ndarray) -> None:
+        """One edit: the model's patch back onto the study inside the edit region only, then its files. `base` holds
+        the study's voxels as stored (C, *spatial), in the dtype the edit is written in."""
         painted = job.grid.give(intensity.to_physical(unit), job.index)        # (C, M)
         where = (slice(None), *job.index)
         real = base[where].astype(np.float64)
-        image = base.astype(dtype, copy=True)
-        image[where] = cast(real + job.weight[None] * (painted - real), dtype)
+        image = base.copy()
+        image[where] = cast(real + job.weight[None] * (painted - real), base.dtype)
         region = np.zeros(study.spatial_shape, bool)
         region[tuple(job.index)] = True
-        changed = np.any(image != base.astype(dtype), axis=0)
+        changed = np.any(image != base, axis=0)
         outside = int((changed & ~region).sum())
         self.changed_outside += outside
         labels = np.zeros(study.spatial_shape, np.uint8) if study.label is None else study.label.copy()
@@ -83,7 +84,7 @@ class EditWriter:
         source = provenance.sha256_bytes(np.ascontiguousarray(base).tobytes())
         write_nifti(self.folder / self.files.image_name(study_id), nifti_order(image), study.affine, descrip=DESCRIP)
         write_nifti(self.folder / self.files.label_name(study_id), labels, study.affine, label=True, descrip=DESCRIP)
-        record = self.record(study, job, study_id, source, image, base, outside, dtype)
+        record = self.record(study, job, study_id, source, image, base, outside)
         self.files.study_record(study_id).write_text(json.dumps(record, indent=2, default=str) + "\n")
         self.sources.append(source)
         self.rows.append({"study_id": study_id, "index": job.number, "class": self.t.class_name or "",
@@ -94,7 +95,7 @@ class EditWriter:
         if len(self.previews) < PREVIEWS:
             self.previews.append(preview(base, image, job.placement.lesion, job.index, study_id))
 
-    def record(self, study, job, study_id: str, source: str, image, base, outside: int, dtype) -> dict:
+    def record(self, study, job, study_id: str, source: str, image, base, outside: int) -> dict:
         lesion = job.placement.lesion
         centre = Frame(study.affine, study.spatial_dims).to_phys(np.argwhere(lesion).mean(0)[:, None])[:, 0]
         spacing = np.asarray(study.spacing)
@@ -115,7 +116,7 @@ class EditWriter:
                           "centre_mm": [round(float(v), 2) for v in job.grid.centre]},
                 "sampler": f"{self.loaded.process.sampler} + RePaint", "steps": self.s.steps,
                 "guidance": self.s.guidance, "resample": self.s.resample, "qc": qc, "modality": study.modality,
-                "shape": list(study.spatial_shape), "spacing_mm": list(study.spacing), "dtype": str(dtype),
+                "shape": list(study.spatial_shape), "spacing_mm": list(study.spacing), "dtype": str(base.dtype),
                 "versions": provenance.versions()}
 
     def finish(self, skipped: list[tuple[str, str]]) -> None:
