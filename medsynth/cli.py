@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -96,6 +97,8 @@ def train(
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Override train.max_minutes (0: no limit)."),
     set_: list[str] = typer.Option([], "--set", help="Override any config key: --set train.lr=1e-4 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last checkpoint."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights of another finished "
+                                             "run (fine-tuning; sets train.init_from)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda. Multi-GPU: launch with torchrun."),
     stage: str = typer.Option("all", "--stage", help="Latent runs: all, or one stage of autoencoder, diffusion, "
                               "controlnet (each later stage continues the run in OUT)."),
@@ -107,7 +110,8 @@ def train(
     from medsynth.training.trainer import train as run_train
 
     overrides = list(set_) + ([f"train.max_steps={max_steps}"] if max_steps is not None else []) \
-        + ([f"train.max_minutes={max_minutes}"] if max_minutes is not None else [])
+        + ([f"train.max_minutes={max_minutes}"] if max_minutes is not None else []) \
+        + ([f"train.init_from={json.dumps(str(init_from))}"] if init_from is not None else [])
     cfg = load_config(config, overrides)
     result = run_train(cfg, data, out, labels=labels, resume=resume, overwrite=overwrite, device=device,
                        config_source=str(config), stage=stage)

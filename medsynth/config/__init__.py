@@ -5,11 +5,12 @@ from medsynth.config.schema import BUNDLED, ConfigError, apply_overrides, as_dic
 from medsynth.config.stages import (SECTIONS, AuditConfig, EditConfig, EvaluateConfig, ExportConfig, GenerateConfig,
                                     StageConfig, load_stage_config, with_keys)
 from medsynth.config.training import (LEGACY_DECODING, Config, ConditioningConfig, DataConfig, DiffusionConfig,
+                                      DPConfig,
                                       LatentConfig, ModelConfig, TrainConfig, config_from_dict, legacy_decoding,
                                       load_config, without_legacy_decoding)
 
 __all__ = ["BUNDLED", "LEGACY_DECODING", "SECTIONS", "AuditConfig", "Config", "ConditioningConfig", "ConfigError", "DataConfig",
-           "DiffusionConfig", "EditConfig", "EvaluateConfig", "ExportConfig", "GenerateConfig", "LatentConfig", "ModelConfig",
+           "DiffusionConfig", "DPConfig", "EditConfig", "EvaluateConfig", "ExportConfig", "GenerateConfig", "LatentConfig", "ModelConfig",
            "StageConfig", "TrainConfig", "apply_overrides", "as_dict", "config_from_dict", "load_config",
            "legacy_decoding", "load_stage_config", "with_keys",
            "without_legacy_decoding"]

@@ -87,14 +87,19 @@ def build(cls: type, values: Any, where: str = "") -> Any:
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `section.key=value` overrides (values parsed as YAML) to a raw config mapping."""
+    """Apply `section.key=value` (or `section.sub.key=value`) overrides, values parsed as YAML, to a raw mapping."""
     values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or key.count(".") != 1:
+        parts = key.split(".")
+        if not sep or len(parts) < 2 or not all(parts):
             raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.lr=1e-4.")
-        section, name = key.split(".")
-        values.setdefault(section, {})[name] = yaml.safe_load(raw)
+        node = values
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(raw)
     return values
 
 

@@ -53,6 +53,19 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
+class DPConfig:
+    """Differentially private training (DP-SGD through Opacus): a guarantee on the trained weights for every training
+    study, spent over the run's max_steps; see medsynth/training/private.py for what a private run keeps."""
+    enabled: bool = False
+    epsilon: float = 10.0               # target privacy budget for the whole run
+    delta: float = 0.0                  # 0: 0.1 / (training studies), below 1/N as DP needs
+    max_grad_norm: float = 1.0          # per-example clipping norm
+    accountant: str = "rdp"             # 'rdp' or 'prv' (Opacus accountants)
+    multiplicity: int = 1               # noise levels and noises each example's loss is averaged over before clipping
+    intensity_range: tuple[float, ...] = ()   # physical (lo, hi) mapped to [-1, 1] instead of the data's median range
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 8
     lr: float = 2e-4
@@ -68,6 +81,10 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 0         # torch CPU threads; 0 keeps torch's default
     flip_axes: tuple[int, ...] = ()  # spatial axes each training image (and mask) is mirrored along, at random
+    init_from: str | None = None     # a finished run folder whose weights this run starts from (fine-tuning)
+    init_weights: str = "ema"        # which of the parent's weights: 'ema' (what it generates with) or 'raw'
+    init_fresh_layers: bool = False  # parent layers that do not fit (other classes, mask labels) start fresh
+    dp: DPConfig = field(default_factory=DPConfig)
 
 
 @dataclass(frozen=True)
@@ -148,6 +165,7 @@ class Config:
             if getattr(self.train, name) < 1:
                 raise ConfigError(f"train.{name} must be a positive integer.")
         self.check_ranges()
+        self.check_private()
 
     def check_ranges(self) -> None:
         """Numbers that parse but cannot be meant: a negative budget, learning rate or dropout above 1."""
@@ -164,6 +182,31 @@ class Config:
         for key, value, ok, rule in rules:
             if not ok:
                 raise ConfigError(f"{key} must be {rule}, got {value!r}.")
+
+    def check_private(self) -> None:
+        """DP and fine-tuning settings that cannot be meant, or that this version cannot train."""
+        t, dp = self.train, self.train.dp
+        if t.init_weights not in ("ema", "raw"):
+            raise ConfigError(f"train.init_weights must be 'ema' or 'raw', got {t.init_weights!r}.")
+        if not dp.enabled:
+            return
+        rules = [("train.dp.epsilon", dp.epsilon, dp.epsilon > 0, "positive"),
+                 ("train.dp.delta", dp.delta, 0 <= dp.delta < 1, "0 (automatic) or between 0 and 1"),
+                 ("train.dp.max_grad_norm", dp.max_grad_norm, dp.max_grad_norm > 0, "positive"),
+                 ("train.dp.accountant", dp.accountant, dp.accountant in ("rdp", "prv"), "'rdp' or 'prv'"),
+                 ("train.dp.multiplicity", dp.multiplicity, dp.multiplicity >= 1, "1 or more"),
+                 ("train.dp.intensity_range", dp.intensity_range,
+                  len(dp.intensity_range) in (0, 2) and (not dp.intensity_range or dp.intensity_range[0] < dp.intensity_range[1]),
+                  "empty or [lo, hi] with lo < hi")]
+        for key, value, ok, rule in rules:
+            if not ok:
+                raise ConfigError(f"{key} must be {rule}, got {value!r}.")
+        if self.latent.enabled:
+            raise ConfigError("train.dp is not available for latent runs (their autoencoder would see the data without "
+                              "privacy); train a pixel model (latent.enabled: false) or turn train.dp off.")
+        if self.model.checkpointing:
+            raise ConfigError("train.dp needs per-example gradients, which model.checkpointing does not give; "
+                              "set model.checkpointing: false.")
 
     @property
     def spatial_dims(self) -> int:

@@ -23,7 +23,7 @@ from medsynth.errors import MedsynthError
 from medsynth.exporter import layouts
 from medsynth.exporter.dicom import uid, write_seg, write_series
 from medsynth.exporter.gate import check_bound, read_report
-from medsynth.exporter.manifest import dataset_card, manifest_table
+from medsynth.exporter.manifest import dataset_card, manifest_table, privacy_columns
 from medsynth.outputs import atomic_output_dir
 from medsynth.progress import progress_iter
 from medsynth.runs.synthset import SyntheticSet, read_synthetic_set
@@ -160,7 +160,7 @@ def _write_index(root: Path, sset: SyntheticSet, files: list[dict], formats: lis
         if study is not None:
             item.update({"class": study["class"], "seed": study["seed"], "run_hash": run_hash,
                          "synthetic": not sset.holds_real_anatomy,
-                         "audit_verdict": verdict})
+                         "audit_verdict": verdict, **privacy_columns(sset.meta)})
     table = manifest_table(root, files)
     table.to_csv(root / "manifest.csv", index=False)
     (root / "dataset_card.md").write_text(dataset_card(sset, table, formats, report, c.force and verdict != "PASS",
@@ -172,7 +172,8 @@ def _write_index(root: Path, sset: SyntheticSet, files: list[dict], formats: lis
         {"synthetic_set": sset.folder.name, "run_hash": run_hash, "samples_csv_sha256": sset.table_sha256,
          "evaluation": (evaluated or {}).get("summary")},
         local_paths=False, seeds={"generate": sset.meta["seeds"]["generate"]},
-        audit={"verdict": verdict, **(report or {}).get("summary", {})}))
+        audit={"verdict": verdict, **(report or {}).get("summary", {})},
+        privacy=sset.meta.get("privacy"), trained_on=sset.meta.get("trained_on")))
     return table
 
 

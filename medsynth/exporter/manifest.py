@@ -10,6 +10,7 @@ import pandas as pd
 from medsynth import provenance
 from medsynth.data.catalog import ingest_record
 from medsynth.runs import RunFolder
+from medsynth.runs.lineage import NOT_PRIVATE, spend_summary
 
 EDITED_USE = ("Training and testing of medical-imaging models inside the institution, or under the agreement, that "
               "governs the source studies. Not for clinical decisions. Not de-identified: treat every file as the "
@@ -40,6 +41,26 @@ def training_licence(run: str | None) -> str:
         return "unknown: state the training data's licence before sharing"
 
 
+def lineage_lines(meta: dict) -> list[str]:
+    """The card's lines on the weights' privacy and on every dataset they learnt from (sets made before these were
+    recorded say nothing)."""
+    lines = [f"- privacy of the weights: {spend_summary(meta.get('privacy') or NOT_PRIVATE)}"]
+    for k, item in enumerate(meta.get("trained_on", [])):
+        lines.append(f"- {item['role']} `{item['data']}` (catalog fingerprint `{item['catalog_fingerprint']}`"
+                     + (f", checkpoint sha256 `{item['run_hash']}`" if item.get("run_hash") else "")
+                     + (f"): {item['privacy']}" if k else ")"))
+    return lines
+
+
+def privacy_columns(meta: dict) -> dict:
+    """The manifest's per-file privacy columns: epsilon, delta and accountant of the weights (empty without DP)."""
+    record = meta.get("privacy") or NOT_PRIVATE
+    if record.get("mechanism", "none") == "none":
+        return {"dp_epsilon": "", "dp_delta": "", "dp_accountant": ""}
+    return {"dp_epsilon": record["epsilon"], "dp_delta": record["delta"],
+            "dp_accountant": record["accountant"] + ("" if record.get("private") else " (not private: see the card)")}
+
+
 def dataset_card(sset, table: pd.DataFrame, formats: list[str], audit: dict | None, forced: bool,
                  evaluation: dict | None = None) -> str:
     meta = sset.meta
@@ -62,6 +83,7 @@ def dataset_card(sset, table: pd.DataFrame, formats: list[str], audit: dict | No
         f"seed {meta['seeds']['generate']}",
         f"- network: {meta['training_config']['model']['name']} {meta['training_config']['model']['channels']}, "
         f"{meta['training_config']['diffusion']['process']}, conditioning {meta['training_config']['conditioning']}",
+        *lineage_lines(meta),
         "",
         "## Contents",
         f"- formats: {', '.join(formats)}",

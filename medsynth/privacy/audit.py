@@ -117,7 +117,7 @@ def membership_attack(loaded: LoadedRun, train: Volumes, holdout: Volumes, s: Au
         return loaded.to_model(v.images[pick], spec.conditions(classes, labels))
 
     losses = [membership.study_losses(loaded.model, loaded.process, *inputs(v), seed=s.seed) for v in (train, holdout)]
-    return membership.attack(*losses, seed=s.seed)
+    return {**membership.attack(*losses, seed=s.seed), **membership.dp_bounds(loaded.privacy)}
 
 
 def mask_sources(sources: list[str] | None, matches: list[list[Match]], train: Volumes) -> dict | None:

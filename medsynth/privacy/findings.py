@@ -128,7 +128,8 @@ def payload(found: Findings, s: AuditConfig, verdict: str, reasons: list[str], n
     summary = {"verdict": verdict, "synthetic_studies": len(found.p), "flagged": int(found.flagged.sum()),
                "copies_beyond_doubt": int(found.certain.sum()), "excess_p": found.excess_p,
                "min_planted_recall": min(required, default=1.0), "membership_auc": mia["auc"] if mia else None,
-               "alpha": s.alpha, "study_rate": s.study_rate}
+               "alpha": s.alpha, "study_rate": s.study_rate,
+               **({"model_privacy": mia["privacy"]} if mia and "privacy" in mia else {})}
     level = found.rule.channel_level
     return {
         "verdict": verdict, "reasons": reasons, "summary": summary,

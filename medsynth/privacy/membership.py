@@ -2,7 +2,8 @@
 
 The attack of Carlini et al. (2023) and Matsumoto et al. (2023): the model's loss on a study at a few intermediate
 noise levels, averaged over fixed noise draws; a lower loss says "member". Reported as ROC AUC (0.5: no leak) and
-the true-positive rate at 1% false positives, each with a bootstrap interval.
+the true-positive rate at 1% false positives, each with a bootstrap interval. For a run trained with differential
+privacy, next to them: the highest TPR at 1% FPR and the highest AUC that its (epsilon, delta) allow any attack.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 
 from medsynth.conditioning import Conditions
 from medsynth.diffusion import NoiseProcess
+from medsynth.runs.lineage import spend_summary, tpr_bound
 
 LEVELS = (0.1, 0.25, 0.4)  # noise levels as fractions of the training timesteps
 
@@ -72,3 +74,16 @@ def attack(member_losses, holdout_losses, seed: int = 0) -> dict:
             "auc": roc_auc(pos, neg), "auc_interval": bootstrap(pos, neg, roc_auc, seed=seed),
             "tpr_at_1pct_fpr": tpr_at_fpr(pos, neg), "tpr_interval": bootstrap(pos, neg, tpr_at_fpr, seed=seed),
             "member_loss_median": float(np.median(member_losses)), "holdout_loss_median": float(np.median(holdout_losses))}
+
+
+def dp_bounds(privacy: dict) -> dict:
+    """What the weights' privacy allows any membership attack: the TPR at 1% FPR and the AUC (the area under the
+    bound's ROC curve), next to the summary line; just the line for a run trained without DP."""
+    if privacy.get("mechanism", "none") == "none":
+        return {"privacy": spend_summary(privacy)}
+    eps, delta = float(privacy["epsilon"]), float(privacy["delta"])
+    fpr = np.linspace(0.0, 1.0, 2001)
+    roc = np.array([tpr_bound(eps, delta, f) for f in fpr])
+    return {"privacy": spend_summary(privacy), "epsilon": eps, "delta": delta, "accountant": privacy["accountant"],
+            "tpr_bound_at_1pct_fpr": tpr_bound(eps, delta, 0.01),
+            "auc_bound": float(np.sum((roc[1:] + roc[:-1]) / 2 * np.diff(fpr)))}

@@ -114,10 +114,13 @@ def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:
     parts.append("<section><h2>Membership inference</h2>" + (
         table([["ROC AUC", fmt(mia["auc"]), f"{mia['auc_interval'][0]:.2f}-{mia['auc_interval'][1]:.2f}"],
                ["TPR at 1% FPR", fmt(mia["tpr_at_1pct_fpr"]), f"{mia['tpr_interval'][0]:.2f}-{mia['tpr_interval'][1]:.2f}"],
-               ["median loss, members / holdout", f"{mia['member_loss_median']:.4f} / {mia['holdout_loss_median']:.4f}", ""]],
+               ["median loss, members / holdout", f"{mia['member_loss_median']:.4f} / {mia['holdout_loss_median']:.4f}", ""],
+               *([["highest TPR at 1% FPR any attack can reach (from epsilon)", fmt(mia["tpr_bound_at_1pct_fpr"]), ""],
+                  ["highest ROC AUC any attack can reach (from epsilon)", fmt(mia["auc_bound"]), ""]]
+                 if "auc_bound" in mia else [])],
               ["loss attack at intermediate noise levels", "value", "95% bootstrap interval"])
         + f"<p>{mia['members']} training and {mia['holdout']} held-out studies. AUC 0.5: the model's loss does not "
-        "tell its training studies apart.</p>" if mia else
+        f"tell its training studies apart. The weights: {html.escape(mia.get('privacy', 'not recorded'))}.</p>" if mia else
         f"<p>{html.escape(str(payload.get('membership_not_measured') or 'not run'))}.</p>") + "</section>")
     masks = payload.get("mask_sources")
     if masks:

@@ -26,6 +26,7 @@ import yaml
 
 from medsynth import provenance
 from medsynth.data.catalog import CATALOG_FILE, SPLIT_FILE, read_catalog, save_catalog_folder, with_split_file
+from medsynth.errors import MedsynthError
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,13 @@ class RunFolder:
 
     def read_mask_bank(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(labels (N, *spatial) uint8, study ids (N,), classes (N,))."""
+        if not self.mask_bank.is_file():
+            if self.record.is_file() and "privacy" in self.read_record():
+                raise MedsynthError("this run was trained with differential privacy, which keeps no training label maps "
+                                    "(a mask bank would store them without privacy); give label maps with --masks DIR "
+                                    "(generate) or --lesions DIR (edit).")
+            raise MedsynthError(f"{self.mask_bank} is missing; this run was not trained with mask conditioning, or the "
+                                "file was removed.")
         with np.load(self.mask_bank) as bank:
             return bank["labels"], bank["study_ids"], bank["classes"]
 

@@ -21,6 +21,7 @@ from medsynth.models import Denoiser, build_denoiser
 from medsynth.models.latent import ControlledDenoiser, LatentCodec, build_controlnet, load_codec
 from medsynth.runs.checkpoint import load_checkpoint
 from medsynth.runs.layout import RunFolder
+from medsynth.runs.lineage import datasets, privacy_of
 
 # what generation, the audit and the evaluation read from a checkpoint besides the weights
 REQUIRED = ("config", "class_names", "class_counts", "num_labels", "image_channels", "shape", "spacing", "modality",
@@ -39,6 +40,15 @@ class LoadedRun:
     @property
     def folder(self) -> RunFolder:
         return RunFolder(self.path)
+
+    @property
+    def privacy(self) -> dict:
+        """The privacy the weights were trained under (training.private's record, or {'private': False, ...})."""
+        return privacy_of(self.meta)
+
+    def lineage(self) -> dict:
+        """What every artefact made from this run records about its weights: privacy, and every dataset behind them."""
+        return {"privacy": self.privacy, "trained_on": datasets(self.meta)}
 
     @property
     def class_names(self) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from medsynth.config import LEGACY_DECODING, Config
+from medsynth.config import LEGACY_DECODING, Config, config_from_dict
 from medsynth.errors import MedsynthError
 from medsynth.models.latent import LatentCodec, load_codec
 from medsynth.runs.checkpoint import load_checkpoint
@@ -51,8 +51,9 @@ def check_resume(run: Path, cfg: Config, fingerprint: str) -> dict:
     if not folder.checkpoint.is_file():
         raise MedsynthError(f"--resume given but {run} holds no checkpoint; start a new run without --resume.")
     state = load_checkpoint(folder.checkpoint)
-    if comparable(state["config"]) != comparable(cfg.to_dict()):
-        old, new = comparable(state["config"]), comparable(cfg.to_dict())
+    stored = config_from_dict(state["config"], str(folder.checkpoint), stored=True).to_dict()  # keys added since: defaults
+    if comparable(stored) != comparable(cfg.to_dict()):
+        old, new = comparable(stored), comparable(cfg.to_dict())
         diff = next(f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k])
         raise MedsynthError(f"cannot resume {run}: its checkpoint was trained with another config ({diff} differs); "
                             "use the run's own config.yaml or start a new run.")

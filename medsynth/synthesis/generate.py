@@ -94,6 +94,7 @@ def write_study(folder: Path, loaded: LoadedRun, plan: StudyPlan, mask: MaskChoi
         "guidance": s.guidance, "mask_source": mask.source if mask else None,
         "qc": {"attempts": attempts, "passed": not problems, "problems": problems},
         "modality": study.modality, "spacing_mm": list(study.spacing), "versions": provenance.versions(),
+        **loaded.lineage(),
     }
     files.study_record(study_id).write_text(json.dumps(record, indent=2) + "\n")
     return {"study_id": study_id, "index": plan.index, "class": plan.class_name or "", "seed": s.seed,
@@ -184,6 +185,6 @@ def write_set(folder: Path, loaded: LoadedRun, plans: list[StudyPlan], bank, use
         {"run": str(loaded.path), "run_hash": loaded.run_hash, "catalog_fingerprint": loaded.meta["catalog_fingerprint"]},
         timestamp=False, seeds={"generate": s.seed}, training_config=loaded.meta["config"],
         modality=loaded.meta["modality"], class_names=loaded.class_names,
-        label_names=loaded.meta.get("label_names", {}), num_labels=loaded.num_labels,
+        label_names=loaded.meta.get("label_names", {}), num_labels=loaded.num_labels, **loaded.lineage(),
         **({"label_ids": loaded.meta["label_ids"]} if loaded.meta.get("label_ids") else {})))
     return table

@@ -86,9 +86,6 @@ class MaskBank:
     """Training label maps on the model grid (the run's mask bank), drawn per class with seeded augmentation."""
 
     def __init__(self, run: RunFolder, augment: bool = True, flip: bool = False) -> None:
-        if not run.mask_bank.is_file():
-            raise MedsynthError(f"{run.mask_bank} is missing; this run was not trained with mask conditioning, or the "
-                                "file was removed.")
         self.labels, self.study_ids, self.classes = run.read_mask_bank()
         self.augment, self.flip = augment, flip
 

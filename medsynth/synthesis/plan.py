@@ -33,8 +33,10 @@ def parse_class_counts(specs: list[str], known: list[str]) -> dict[str, int]:
 
 
 def proportional_counts(n: int, names: list[str], training_counts: list[int]) -> dict[str, int]:
-    """n split across classes as in training (largest remainder), every count a whole number."""
-    share = np.asarray(training_counts, float) / max(1, sum(training_counts)) * n
+    """n split across classes as in training (largest remainder), every count a whole number; equal shares when the
+    run keeps no class counts (a private run)."""
+    weights = np.asarray(training_counts or [1] * len(names), float)
+    share = weights / max(1.0, weights.sum()) * n
     counts = np.floor(share).astype(int)
     for i in np.argsort(-(share - counts), kind="stable")[: n - counts.sum()]:
         counts[i] += 1

@@ -12,12 +12,13 @@ def quality_check(unit_image: np.ndarray, labels: np.ndarray | None, stats: dict
     """Problems with a generated study (empty list: it passes).
 
     Checks: finite values; the mean intensity overall, and within each label when a label map is given,
-    lies within Z_LIMIT standard deviations of the training studies' means.
+    lies within Z_LIMIT standard deviations of the training studies' means (a private run stores no such statistics:
+    only the first check applies).
     """
     if not np.all(np.isfinite(unit_image)):
         return ["non-finite values (NaN or inf)"]
     problems = []
-    checks = [("whole image", unit_image[0], stats["global"])]
+    checks = [("whole image", unit_image[0], stats["global"])] if stats["global"] else []   # a private run keeps none
     if labels is not None:
         checks += [(f"label {label}", unit_image[0][labels == int(label)], mean_std)
                    for label, mean_std in stats["labels"].items() if np.any(labels == int(label))]

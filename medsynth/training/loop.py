@@ -68,11 +68,13 @@ def ema_update(ema: nn.Module, model: nn.Module, step: int, decay: float) -> Non
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - d)
 
 
-def draw_batch(ts, cfg: Config, process: NoiseProcess, g: torch.Generator, null_class: int) -> Batch:
+def draw_batch(ts, cfg: Config, process: NoiseProcess, g: torch.Generator, null_class: int,
+               index: torch.Tensor | None = None) -> Batch:
     """A batch of the training set `ts` with condition dropout for guidance: a dropped class becomes the null class,
     a dropped mask all zeros. The randoms are drawn in a fixed order (index, noise, t, class drop, mask drop, flips),
-    so runs without flips keep their random stream."""
-    index = torch.randint(0, len(ts), (cfg.train.batch_size,), generator=g)
+    so runs without flips keep their random stream. `index` gives the rows instead (a private run's Poisson draw)."""
+    if index is None:
+        index = torch.randint(0, len(ts), (cfg.train.batch_size,), generator=g)
     x0 = ts.images[index]
     noise = torch.randn(x0.shape, generator=g)
     t = process.sample_timesteps(x0.shape[0], g)
@@ -93,20 +95,28 @@ def draw_batch(ts, cfg: Config, process: NoiseProcess, g: torch.Generator, null_
 
 
 def training_step(net: nn.Module, opt: Optimisation, batch: Batch, process: NoiseProcess, cfg: Config, step: int,
-                  dev: torch.device, autocast=nullcontext(), channels_last: bool = False) -> float:
+                  dev: torch.device, autocast=nullcontext(), channels_last: bool = False, private=None) -> float:
     """One optimisation step: noisy input, prediction by `net`, MSE to the process's target, clipped AdamW step on
-    `opt.trained`'s parameters, learning-rate schedule, EMA of `opt.trained` into `opt.ema`. Returns the loss."""
+    `opt.trained`'s parameters, learning-rate schedule, EMA of `opt.trained` into `opt.ema`. Returns the loss.
+
+    `private` (a training.private.PrivateStep, whose module `net` is) clips each example's gradient and adds noise
+    instead of clipping the batch's; an empty Poisson batch takes the noise alone (loss nan)."""
     x0, noise, t, cond = batch
-    x_t, target, t = process.noisy(x0, noise, t).to(dev), process.target(x0, noise, t).to(dev), t.to(dev)
-    if channels_last:
-        x_t = x_t.contiguous(memory_format=torch.channels_last_3d if x_t.ndim == 5 else torch.channels_last)
-    with autocast:
-        prediction = net(x_t, t, cond.to(dev))
-    loss = F.mse_loss(prediction.float(), target)
-    opt.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(opt.trained.parameters(), cfg.train.grad_clip)
-    opt.optimizer.step()
+    (private or opt.optimizer).zero_grad(set_to_none=True)
+    loss = torch.tensor(float("nan"))
+    if len(x0):
+        x_t, target, t = process.noisy(x0, noise, t).to(dev), process.target(x0, noise, t).to(dev), t.to(dev)
+        if channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last_3d if x_t.ndim == 5 else torch.channels_last)
+        with autocast:
+            prediction = net(x_t, t, cond.to(dev))
+        loss = F.mse_loss(prediction.float(), target)
+        loss.backward()
+    if private is None:
+        torch.nn.utils.clip_grad_norm_(opt.trained.parameters(), cfg.train.grad_clip)
+        opt.optimizer.step()
+    else:
+        private.step(list(opt.trained.parameters()))
     opt.scheduler.step()
     ema_update(opt.ema, opt.trained, step, cfg.train.ema_decay)
     return loss.item()
@@ -134,7 +144,8 @@ class MetricsLog:
             self.last_loss, self.samples_per_s = float(np.mean(self.losses)), float(rows[-1]["samples_per_s"])
 
     def add(self, step: int, loss: float, lr: float, samples: int) -> None:
-        self.losses.append(loss)
+        if not math.isnan(loss):   # a private run's empty batch has no loss
+            self.losses.append(loss)
         self.window_samples += samples
         self.last_loss = float(np.mean(self.losses))
         elapsed = time.monotonic() - self.window_start

@@ -21,21 +21,66 @@ from medsynth import provenance
 from medsynth.config import Config
 from medsynth.data.catalog import catalog_fingerprint
 from medsynth.diffusion import noise_process
-from medsynth.errors import Interrupted
+from medsynth.errors import Interrupted, MedsynthError
 from medsynth.models import build_denoiser
 from medsynth.models.latent import LatentCodec
 from medsynth.outputs import check_output_dir
 from medsynth.progress import StepBar
 from medsynth.runs import RunFolder
 from medsynth.runs.checkpoint import save_checkpoint
+from medsynth.runs.lineage import spend_summary
 from medsynth.runs.rules import check_stage, resume_state
 from medsynth.runtime import resolve_device, stop_on_sigterm
 from medsynth.training.data import (Catalogued, TrainingSet, check_conditioning, intensity_stats, load_training_set,
                                     open_catalog)
 from medsynth.training.distributed import Processes
+from medsynth.training.init_from import Parent, read_parent
 from medsynth.training.latent import autoencoder_stage, controlnet_stage, latent_meta, latent_training_set
 from medsynth.training.loop import MetricsLog, Optimisation, draw_batch, optimisation, step_generator, training_step
 from medsynth.training.preview import preview
+from medsynth.training.private import PrivacyPlan, PrivateStep, stored_statistics
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a run's weights start (a parent run, or fresh) and the privacy plan they are trained under (or none)."""
+
+    parent: Parent | None = None
+    plan: PrivacyPlan | None = None
+    stored: tuple[str, ...] = ()      # non-private statistics a private checkpoint would store
+
+    @classmethod
+    def of(cls, cfg: Config, ts: TrainingSet, procs: Processes, state: dict | None) -> "Lineage":
+        """Read the parent and plan the privacy budget: both can refuse the run before anything is written."""
+        parent = read_parent(cfg, int(ts.images.shape[1]), ts.num_labels, ts.class_names, ts.label_ids) \
+            if state is None else (Parent(state["parent"], {}) if state.get("parent") else None)
+        if not cfg.train.dp.enabled:
+            return cls(parent)
+        if procs.world > 1:
+            raise MedsynthError("train.dp trains in one process; launch it without torchrun.")
+        plan = PrivacyPlan.for_run(cfg, len(ts))
+        before = (state or {}).get("privacy")
+        if before and before["steps"] != plan.steps:
+            raise MedsynthError(f"a private run's budget is spent over its max_steps ({before['steps']}); it cannot "
+                                f"change to {plan.steps} on resume. Resume with train.max_steps={before['steps']}.")
+        return cls(parent, plan, tuple(stored_statistics(cfg, ts.modality)))
+
+    def notes(self, step: int) -> list[str]:
+        """What the CLI tells the user about the parent and the privacy spent."""
+        found = []
+        if self.parent is not None:
+            fresh = self.parent.record["fresh_layers"]
+            found.append(f"started from {self.parent.record['run']} ({self.parent.record['weights']} weights"
+                         + (f"; fresh: {'; '.join(fresh)}" if fresh else "") + ")")
+        if self.plan is not None:
+            found.append("privacy: " + spend_summary(self.plan.record(step, list(self.stored))))
+        return found
+
+    def records(self, step: int) -> dict:
+        """What run.json and each checkpoint carry: the parent and the privacy spent after `step` steps."""
+        parent = (self.parent.record if self.parent else None)
+        return {**({"parent": parent} if parent else {}),
+                **({"privacy": self.plan.record(step, list(self.stored))} if self.plan else {})}
 
 
 @dataclass
@@ -71,10 +116,12 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
     later_stage = stage in ("diffusion", "controlnet")
     state = resume_state(run, cfg, fingerprint, stage, resume)
     ts = load_training_set(cat, cfg, show_progress and procs.main)
+    lineage = Lineage.of(cfg, ts, procs, state)
     if procs.main:
         prepare_folder(run, cfg, cat, ts, fingerprint, fresh=not (resume or later_stage),
-                       new_stage2=stage == "diffusion" and state is None, overwrite=overwrite, config_source=config_source)
-    meta = checkpoint_meta(cfg, ts, fingerprint, cat.source)
+                       new_stage2=stage == "diffusion" and state is None, overwrite=overwrite,
+                       config_source=config_source, lineage=lineage)
+    meta = checkpoint_meta(cfg, ts, fingerprint, cat.source, lineage)
 
     # Latent runs: stage 1 (trained now, or the run's own), then the training set becomes scaled latent means.
     image_ts, codec, notes = ts, None, []
@@ -88,10 +135,11 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
         ts = latent_training_set(ts, codec, with_masks=cfg.latent.mask_mode == "concat", latents=stage1.latents)
     meta["model_channels"], meta["model_mask_channels"] = int(ts.images.shape[1]), ts.num_labels
 
-    opt, step = build_optimisation(cfg, ts, procs.device, state)
+    opt, step = build_optimisation(cfg, ts, procs.device, state, lineage.parent)
     if stage == "controlnet":
         return train_controlnet_stage(run, cfg, image_ts, ts, opt, codec, procs.device, show_progress, step, notes)
-    step, finished, log = diffusion_loop(run, cfg, ts, opt, step, meta, procs, codec, show_progress, stop_at)
+    step, finished, log = diffusion_loop(run, cfg, ts, opt, step, meta, procs, codec, show_progress, stop_at, lineage)
+    notes += lineage.notes(step)
     if procs.main:
         preview(opt.ema, cfg, ts, RunFolder(run).samples("final.png"), step, procs.device, codec)
     procs.close()
@@ -101,9 +149,10 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
 
 
 def prepare_folder(run: Path, cfg: Config, cat: Catalogued, ts: TrainingSet, fingerprint: str, fresh: bool,
-                   new_stage2: bool, overwrite: bool, config_source: str | None) -> None:
-    """A fresh run gets its folder (config.yaml, split.csv, catalog.csv, run.json, the mask bank); a fresh stage 2 of a
-    latent run rewrites config.yaml (its later-stage settings may differ from stage 1's); a resume keeps all."""
+                   new_stage2: bool, overwrite: bool, config_source: str | None, lineage: Lineage) -> None:
+    """A fresh run gets its folder (config.yaml, split.csv, catalog.csv, run.json, the mask bank: not for private
+    runs, whose generation takes --masks); a fresh stage 2 of a latent run rewrites config.yaml (its later-stage
+    settings may differ from stage 1's); a resume keeps all."""
     folder = RunFolder(run)
     if fresh:
         check_output_dir(run, overwrite)
@@ -112,18 +161,22 @@ def prepare_folder(run: Path, cfg: Config, cat: Catalogued, ts: TrainingSet, fin
         folder.write_start(cfg.to_dict(), cat.catalog, provenance.record(
             "training run", cfg.to_dict(), {"data": cat.source, "catalog_fingerprint": fingerprint,
                                             "config_file": config_source},
-            seeds={"train": cfg.train.seed, "split": cfg.data.split_seed}))
-        if ts.labels is not None:
+            seeds={"train": cfg.train.seed, "split": cfg.data.split_seed}, **lineage.records(0)))
+        if ts.labels is not None and lineage.plan is None:
             folder.save_mask_bank(ts.labels.numpy(), ts.study_ids, ts.bank_classes())
     elif new_stage2:
         folder.write_config(cfg.to_dict())
 
 
-def build_optimisation(cfg: Config, ts: TrainingSet, dev: torch.device, state: dict | None) -> tuple[Optimisation, int]:
-    """The denoiser, its EMA copy, AdamW and the learning-rate schedule, restored from `state` when resuming; and
-    the step to continue from."""
+def build_optimisation(cfg: Config, ts: TrainingSet, dev: torch.device, state: dict | None,
+                       parent: Parent | None = None) -> tuple[Optimisation, int]:
+    """The denoiser, its EMA copy, AdamW and the learning-rate schedule, restored from `state` when resuming (else
+    started from `parent`'s weights, when fine-tuning); and the step to continue from."""
     torch.manual_seed(cfg.train.seed)
-    model = build_denoiser(cfg.model, cfg.spatial_dims, ts.images.shape[1], ts.num_labels, len(ts.class_names)).to(dev)
+    model = build_denoiser(cfg.model, cfg.spatial_dims, ts.images.shape[1], ts.num_labels, len(ts.class_names))
+    if parent is not None and state is None:
+        model.load_state_dict(parent.weights)
+    model = model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d if cfg.spatial_dims == 3 else torch.channels_last)
     t = cfg.train
@@ -138,17 +191,20 @@ def build_optimisation(cfg: Config, ts: TrainingSet, dev: torch.device, state: d
 
 def diffusion_loop(run: Path, cfg: Config, ts: TrainingSet, opt: Optimisation, step: int, meta: dict,
                    procs: Processes, codec: LatentCodec | None, show_progress: bool,
-                   stop_at: int | None) -> tuple[int, bool, MetricsLog]:
+                   stop_at: int | None, lineage: Lineage = Lineage()) -> tuple[int, bool, MetricsLog]:
     """Train until max_steps, max_minutes or `stop_at`; checkpoint periodically, on Ctrl-C / SIGTERM and at the end.
-    Returns the step reached, whether the run finished, and its metrics log."""
+    Returns the step reached, whether the run finished, and its metrics log. A private run (lineage.plan) draws
+    Poisson batches and takes DP steps; each checkpoint says the privacy spent so far."""
     folder, dev, main = RunFolder(run), procs.device, procs.main
-    net, process = procs.wrap(opt.trained), noise_process(cfg.diffusion)
+    private = PrivateStep(opt.trained, opt.optimizer, lineage.plan) if lineage.plan else None
+    net, process = private.net if private else procs.wrap(opt.trained), noise_process(cfg.diffusion)
+    repeats = lineage.plan.multiplicity if lineage.plan else 1
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
 
     def checkpoint(finished: bool) -> None:
         if main:
             save_checkpoint(folder.checkpoint, {
-                **meta, "step": step, "finished": finished, "model": opt.trained.state_dict(),
+                **meta, **lineage.records(step), "step": step, "finished": finished, "model": opt.trained.state_dict(),
                 "ema": opt.ema.state_dict(), "optimizer": opt.optimizer.state_dict(),
                 "scheduler": opt.scheduler.state_dict()})
 
@@ -160,10 +216,10 @@ def diffusion_loop(run: Path, cfg: Config, ts: TrainingSet, opt: Optimisation, s
         with stop_on_sigterm():
             while step < last_step and time.monotonic() < deadline:
                 batch = draw_batch(ts, cfg, process, step_generator(cfg.train.seed, step, procs.rank),
-                                   opt.trained.null_class)
-                loss = training_step(net, opt, batch, process, cfg, step, dev, autocast, dev.type == "cuda")
+                                   opt.trained.null_class, private.draw(len(ts)) if private else None)
+                loss = training_step(net, opt, batch, process, cfg, step, dev, autocast, dev.type == "cuda", private)
                 step += 1
-                log.add(step, loss, opt.scheduler.get_last_lr()[0], cfg.train.batch_size * procs.world)
+                log.add(step, loss, opt.scheduler.get_last_lr()[0], len(batch.x0) // repeats * procs.world)
                 bar.update(step, log.last_loss, log.samples_per_s)
                 if step % cfg.train.log_every == 0:
                     log.flush()
@@ -193,8 +249,11 @@ def train_controlnet_stage(run: Path, cfg: Config, image_ts: TrainingSet, ts: Tr
     return TrainResult(run, step, True, float(state["loss"]), 0.0, notes)
 
 
-def checkpoint_meta(cfg: Config, ts: TrainingSet, fingerprint: str, source: str) -> dict:
-    """What a checkpoint carries besides weights: enough to generate and to trace where it came from."""
+def checkpoint_meta(cfg: Config, ts: TrainingSet, fingerprint: str, source: str, lineage: Lineage = Lineage()) -> dict:
+    """What a checkpoint carries besides weights: enough to generate and to trace where it came from. A private run
+    leaves out the statistics of its training data (training.private says which, and what replaces them)."""
+    if lineage.plan is not None:
+        return {**checkpoint_meta(cfg, ts, fingerprint, source), **private_meta(cfg, ts, lineage)}
     counts = torch.bincount(ts.classes, minlength=len(ts.class_names)).tolist() if ts.classes is not None else []
     return {
         "format": "medsynth-checkpoint/1", "config": cfg.to_dict(), "versions": provenance.versions(),
@@ -206,3 +265,13 @@ def checkpoint_meta(cfg: Config, ts: TrainingSet, fingerprint: str, source: str)
         "shape": list(cfg.data.shape), "intensity_lo": ts.intensity_lo, "intensity_hi": ts.intensity_hi,
         "intensity_stats": intensity_stats(ts),
     }
+
+
+def private_meta(cfg: Config, ts: TrainingSet, lineage: Lineage) -> dict:
+    """A private checkpoint's replacements for statistics of the data: no class counts (generation then draws classes
+    in equal shares), no QC statistics, and the configured intensity range unless the run says it stores the data's."""
+    replaced = {"class_counts": [], "intensity_stats": {"global": None, "labels": {}}}
+    if not lineage.stored and ts.modality.upper() != "CT":
+        lo, hi = cfg.train.dp.intensity_range
+        replaced.update(intensity_lo=[lo] * len(ts.intensity_lo), intensity_hi=[hi] * len(ts.intensity_hi))
+    return replaced
