@@ -34,9 +34,9 @@ from medsynth.config import Config
 from medsynth.errors import MedsynthError, first_line
 
 # Opacus's per-example hooks make torch warn on every step that no input needs a gradient (true, and meant), and its
-# RDP accountant that a larger order could tighten the bound (it reports the bound it found); neither is the user's.
+# RDP accountant that another order could tighten the bound (it reports the bound it found); neither is the user's.
 warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
-warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+warnings.filterwarnings("ignore", message="Optimal order is the (largest|smallest) alpha")
 
 DELTA_PER_STUDY = 0.1   # default delta = 0.1 / N: well below 1/N, the bound past which DP protects nobody
 

@@ -64,6 +64,18 @@ def test_a_private_resume_refuses_a_new_step_budget(phantoms, tmp_path):
               resume=True)
 
 
+def test_an_empty_poisson_batch_still_takes_the_noise_step(phantoms, tmp_path):
+    """At one study expected per batch, about a third of the steps draw nobody (none in 30: odds 1 in 700,000): they
+    add the noise alone, as the accountant counts."""
+    cfg = load_config("tiny_2d.yaml", ["train.dp.enabled=true", "train.dp.epsilon=50", "train.batch_size=1",
+                                       "train.max_steps=30", "train.ema_decay=0.5"])
+    result = train(cfg, phantoms, tmp_path / "run", show_progress=False)
+    losses = pd.read_csv(tmp_path / "run" / "metrics.csv")["loss"]
+    assert result.finished and losses.isna().any() and losses.notna().any()
+    state = load_checkpoint(RunFolder(tmp_path / "run").checkpoint)
+    assert state["privacy"]["steps_taken"] == 30 and np.isfinite(result.loss)
+
+
 def test_an_infeasible_budget_is_refused_with_its_figures_before_anything_is_written(phantoms, tmp_path):
     result = run_cli("train", phantoms, "--config", "tiny_2d.yaml", "--out", tmp_path / "run", "--set",
                      "train.dp.enabled=true", "--set", "train.dp.epsilon=0.05", "--max-steps", "300")
