@@ -3,10 +3,20 @@ and every dataset they learnt from (the run's own, then each parent's when fine-
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 from pathlib import Path
 
 NOT_PRIVATE = {"private": False, "mechanism": "none"}
+
+
+def keyed_fingerprint(fingerprint: str, key: str) -> str:
+    """What a private run's checkpoint and outputs show of its catalog fingerprint: an HMAC under a key kept in the
+    run folder's run.json. A plain hash of the training catalog would let anyone who can guess the catalog but one
+    study test each guess for the last one, which the DP guarantee does not allow; the owner, who holds the key,
+    can still match outputs to the run."""
+    return hmac.new(bytes.fromhex(key), fingerprint.encode(), hashlib.sha256).hexdigest()
 
 
 def privacy_of(meta: dict) -> dict:

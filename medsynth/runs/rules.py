@@ -17,6 +17,7 @@ from medsynth.errors import MedsynthError
 from medsynth.models.latent import LatentCodec, load_codec
 from medsynth.runs.checkpoint import load_checkpoint
 from medsynth.runs.layout import RunFolder
+from medsynth.runs.lineage import keyed_fingerprint
 
 BUDGET_KEYS = ("max_steps", "max_minutes")  # may change when resuming; everything else must match
 LATER_KEYS = LEGACY_DECODING + ("mask_mode", "controlnet_steps", "controlnet_lr")  # latent keys stage 1 does not read
@@ -57,6 +58,8 @@ def check_resume(run: Path, cfg: Config, fingerprint: str) -> dict:
         diff = next(f"{s}.{k}" for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k])
         raise MedsynthError(f"cannot resume {run}: its checkpoint was trained with another config ({diff} differs); "
                             "use the run's own config.yaml or start a new run.")
+    if "privacy" in state:   # a private run shows its fingerprint keyed (runs.lineage.keyed_fingerprint)
+        fingerprint = keyed_fingerprint(fingerprint, folder.read_record()["fingerprint_key"])
     if state["catalog_fingerprint"] != fingerprint:
         raise MedsynthError(f"cannot resume {run}: its checkpoint was trained on other data (catalog fingerprint differs).")
     return state

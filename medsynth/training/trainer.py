@@ -8,6 +8,7 @@ files in medsynth.runs.
 from __future__ import annotations
 
 import math
+import secrets
 import shutil
 import time
 from contextlib import nullcontext
@@ -28,7 +29,7 @@ from medsynth.outputs import check_output_dir
 from medsynth.progress import StepBar
 from medsynth.runs import RunFolder
 from medsynth.runs.checkpoint import save_checkpoint
-from medsynth.runs.lineage import spend_summary
+from medsynth.runs.lineage import keyed_fingerprint, spend_summary
 from medsynth.runs.rules import check_stage, resume_state
 from medsynth.runtime import resolve_device, stop_on_sigterm
 from medsynth.training.data import (Catalogued, TrainingSet, check_conditioning, intensity_stats, load_training_set,
@@ -48,9 +49,14 @@ class Lineage:
     parent: Parent | None = None
     plan: PrivacyPlan | None = None
     stored: tuple[str, ...] = ()      # non-private statistics a private checkpoint would store
+    fingerprint_key: str | None = None   # a private run's key for the catalog fingerprint it shows (run.json only)
+
+    def shown(self, fingerprint: str) -> str:
+        """The catalog fingerprint the checkpoint and every output carry: keyed for a private run."""
+        return keyed_fingerprint(fingerprint, self.fingerprint_key) if self.fingerprint_key else fingerprint
 
     @classmethod
-    def of(cls, cfg: Config, ts: TrainingSet, procs: Processes, state: dict | None) -> "Lineage":
+    def of(cls, cfg: Config, ts: TrainingSet, procs: Processes, state: dict | None, run: Path) -> "Lineage":
         """Read the parent and plan the privacy budget: both can refuse the run before anything is written."""
         parent = read_parent(cfg, int(ts.images.shape[1]), ts.num_labels, ts.class_names, ts.label_ids) \
             if state is None else (Parent(state["parent"], {}) if state.get("parent") else None)
@@ -63,7 +69,8 @@ class Lineage:
         if before and before["steps"] != plan.steps:
             raise MedsynthError(f"a private run's budget is spent over its max_steps ({before['steps']}); it cannot "
                                 f"change to {plan.steps} on resume. Resume with train.max_steps={before['steps']}.")
-        return cls(parent, plan, tuple(stored_statistics(cfg, ts.modality)))
+        key = RunFolder(run).read_record()["fingerprint_key"] if state else secrets.token_hex(16)
+        return cls(parent, plan, tuple(stored_statistics(cfg, ts.modality)), key)
 
     def notes(self, step: int) -> list[str]:
         """What the CLI tells the user about the parent and the privacy spent."""
@@ -116,12 +123,12 @@ def train(cfg: Config, data: str | Path, out: str | Path, *, labels: str | Path 
     later_stage = stage in ("diffusion", "controlnet")
     state = resume_state(run, cfg, fingerprint, stage, resume)
     ts = load_training_set(cat, cfg, show_progress and procs.main)
-    lineage = Lineage.of(cfg, ts, procs, state)
+    lineage = Lineage.of(cfg, ts, procs, state, run)
     if procs.main:
         prepare_folder(run, cfg, cat, ts, fingerprint, fresh=not (resume or later_stage),
                        new_stage2=stage == "diffusion" and state is None, overwrite=overwrite,
                        config_source=config_source, lineage=lineage)
-    meta = checkpoint_meta(cfg, ts, fingerprint, cat.source, lineage)
+    meta = checkpoint_meta(cfg, ts, lineage.shown(fingerprint), cat.source, lineage)
 
     # Latent runs: stage 1 (trained now, or the run's own), then the training set becomes scaled latent means.
     image_ts, codec, notes = ts, None, []
@@ -161,7 +168,8 @@ def prepare_folder(run: Path, cfg: Config, cat: Catalogued, ts: TrainingSet, fin
         folder.write_start(cfg.to_dict(), cat.catalog, provenance.record(
             "training run", cfg.to_dict(), {"data": cat.source, "catalog_fingerprint": fingerprint,
                                             "config_file": config_source},
-            seeds={"train": cfg.train.seed, "split": cfg.data.split_seed}, **lineage.records(0)))
+            seeds={"train": cfg.train.seed, "split": cfg.data.split_seed}, **lineage.records(0),
+            **({"fingerprint_key": lineage.fingerprint_key} if lineage.fingerprint_key else {})))
         if ts.labels is not None and lineage.plan is None:
             folder.save_mask_bank(ts.labels.numpy(), ts.study_ids, ts.bank_classes())
     elif new_stage2:

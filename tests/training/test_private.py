@@ -54,6 +54,9 @@ def test_a_private_run_records_the_accountants_epsilon_and_resumes_with_the_same
     assert final["private"] and final["non_private_statistics"] == []
     assert json.loads((run / "run.json").read_text())["privacy"]["noise_multiplier"] == final["noise_multiplier"]
     assert any("privacy: differentially private: epsilon" in note for note in done.notes)
+    shown = load_checkpoint(RunFolder(run).checkpoint)["catalog_fingerprint"]
+    plain = json.loads((run / "run.json").read_text())["inputs"]["catalog_fingerprint"]
+    assert shown != plain   # keyed: a plain hash of the catalog would let a guess of it be tested
 
 
 def test_a_private_resume_refuses_a_new_step_budget(phantoms, tmp_path):
