@@ -107,6 +107,9 @@ def lesion_class(loaded: LoadedRun, s: EditConfig, lesion_name: str) -> str | No
     if named:
         return named[0]
     counts = list(loaded.meta["class_counts"])
+    if not counts:
+        raise MedsynthError(f"this run keeps no class counts (a private run), so the lesion class cannot be taken as "
+                            f"the rarest; name it with --class (one of {', '.join(classes)}).")
     return classes[int(np.argmin(counts))]     # the rarest class: the pathology people edit in
 
 
