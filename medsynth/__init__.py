@@ -38,6 +38,7 @@ _API = {
     "audit": ("medsynth.privacy.audit", "audit"),
     "audit_data": ("medsynth.privacy.audit", "audit_data"),
     "evaluate": ("medsynth.evaluation.evaluate", "evaluate"),
+    "curate": ("medsynth.evaluation.curate", "curate"),
     "export": ("medsynth.exporter.export", "export"),
     "write_phantom_dataset": ("medsynth.data.phantom", "write_phantom_dataset"),
     "PhantomSpec": ("medsynth.data.phantom", "PhantomSpec"),

@@ -159,6 +159,8 @@ def generate(
                                               "and flagged. Default 3."),
     tile: Optional[int] = typer.Option(None, "--tile", help="Latent runs: decode in tiles of this many latent voxels "
                                        "per side (bounded memory, same images to ~1e-4); 0 decodes whole volumes."),
+    curate: bool = typer.Option(False, "--curate", help="Keep only studies a real-data classifier finds plausible for "
+                                "their class and no nearer a training study than real unseen patients (see curate)."),
     config: Optional[Path] = StageConfigOpt("generate"),
     set_: list[str] = StageSetOpt("generate", "steps=20"),
     device: str = DeviceOpt,
@@ -172,9 +174,50 @@ def generate(
         n=n, classes=class_counts or None, masks=masks, steps=steps, guidance=guidance, seed=seed,
         batch_size=batch_size, shard=shard, mask_augment=mask_augment, mask_flip=mask_flip, max_attempts=qc_attempts,
         tile=tile))
+    if curate:
+        return generate_curated(run, out, settings, device, overwrite)
     result = run_generate(run, out, settings, device=device, overwrite=overwrite)
     typer.echo(f"generated {result.studies} studies in {result.seconds:.1f} s ({result.resampled} re-sampled after QC, "
                f"{result.failed} still flagged) into {result.out}; see samples.csv and overview.png")
+
+
+def generate_curated(run: Path, out: Path, settings, device: str, overwrite: bool) -> None:
+    """generate --curate: the whole set in a staging folder beside OUT, then its curated studies into OUT."""
+    import shutil
+
+    from medsynth.evaluation.curate import curate as run_curate
+    from medsynth.outputs import check_output_dir
+    from medsynth.synthesis.generate import generate as run_generate
+
+    check_output_dir(out, overwrite)
+    staging = out.expanduser().resolve().parent / f".{out.name}.uncurated"
+    try:
+        made = run_generate(run, staging, settings, device=device, overwrite=True)
+        result = run_curate(run, staging, out, device=device, overwrite=overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    typer.echo(f"generated {made.studies} studies, kept {result.kept} after curation ({len(result.dropped)} dropped; "
+               f"the rule and each drop are in generate.json) into {result.out}")
+
+
+@app.command()
+def curate(
+    run: Path = typer.Argument(..., help="The run that generated SYNTH."),
+    synth: Path = typer.Argument(..., help="A synthetic set (medsynth generate --out)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the curated set (a new set; SYNTH is left as it is)."),
+    quantile: float = typer.Option(0.1, "--quantile", help="Drop a study less plausible for its class than this share "
+                                   "of real held-out studies of that class."),
+    steps: int = typer.Option(300, "--steps", help="Training steps of the plausibility classifier."),
+    device: str = DeviceOpt,
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Keep the studies a real-data classifier finds plausible for their class and that are no nearer a training study
+    than real unseen patients are (both thresholds calibrated on the run's holdout)."""
+    from medsynth.evaluation.curate import curate as run_curate
+
+    result = run_curate(run, synth, out, quantile=quantile, steps=steps, device=device, overwrite=overwrite)
+    typer.echo(f"kept {result.kept} studies, dropped {len(result.dropped)} (the rule and each drop are in "
+               f"generate.json) into {result.out}")
 
 
 @app.command()

@@ -1,8 +1,9 @@
 """`medsynth evaluate RUN SYNTH --out DIR`: is the synthetic set faithful, diverse, correctly conditioned and useful?
 
 Every figure sits next to the same figure for real data, because none means much alone:
-- fidelity: Frechet distance and KID between real holdout and synthetic studies in a contrastive encoder trained on
-  the run's training studies (per plane for 3D: sagittal, coronal, axial slices), next to real train vs holdout;
+- fidelity: Frechet distance and KID between real holdout and synthetic studies in two feature spaces learnt from the
+  run's training studies with different objectives (a contrastive encoder; a supervised classifier), per plane for
+  3D (sagittal, coronal, axial slices), next to real train vs holdout and as a ratio to that floor;
   Wasserstein distance between intensity distributions per label region (or per class);
 - diversity: MS-SSIM among synthetic pairs next to MS-SSIM among real pairs, per class (mode collapse shows as
   higher similarity);
@@ -89,26 +90,52 @@ def plane_slices(images: np.ndarray, axis: int | None, count: int) -> np.ndarray
 
 
 def fidelity(train: StudySet, holdout: StudySet, synthetic: StudySet, s: EvaluateConfig, show_progress: bool) -> dict:
-    """Frechet distance and KID per plane in an encoder trained on the training studies' slices."""
+    """Frechet distance and KID per plane in two feature spaces learnt from the training studies with different
+    objectives: the contrastive encoder's, and a second one (second_space), each next to real train vs holdout and as
+    a ratio to that floor."""
     rng = np.random.default_rng(s.seed)
     n = min(len(synthetic.images), len(train.images))
     reference = train.images[rng.choice(len(train.images), n, replace=False)]
     planes = PLANES if train.images.ndim == 5 else {"image": None}
+    sets = (("train", train.images), ("holdout", holdout.images), ("synthetic", synthetic.images), ("reference", reference))
     out = {}
     for plane, axis in planes.items():
         model = encoder.train_encoder(plane_slices(train.images, axis, s.slices), steps=s.encoder_steps, seed=s.seed,
                                       show_progress=show_progress)
-        feats = {k: encoder.embed(model, plane_slices(v, axis, s.slices))
-                 for k, v in (("train", train.images), ("holdout", holdout.images), ("synthetic", synthetic.images),
-                              ("reference", reference))}
-        mu, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
-        z = {k: (v - mu) / sd for k, v in feats.items()}   # features in SD units of the training slices
-        kid_syn, kid_ref = (metrics.kernel_inception_distance(z[k], z["holdout"], seed=s.seed) for k in ("synthetic", "reference"))
-        out[plane] = {"frechet_synthetic": metrics.frechet_distance(z["synthetic"], z["holdout"]),
-                      "frechet_real": metrics.frechet_distance(z["reference"], z["holdout"]),
-                      "kid_synthetic": kid_syn[0], "kid_synthetic_sd": kid_syn[1],
-                      "kid_real": kid_ref[0], "kid_real_sd": kid_ref[1]}
+        out[plane] = distances({k: encoder.embed(model, plane_slices(v, axis, s.slices)) for k, v in sets}, s.seed)
+        embed = second_space(train, axis, s)
+        out[plane]["second"] = distances({k: embed(plane_slices(v, axis, s.slices)) for k, v in sets}, s.seed)
     return out
+
+
+def distances(feats: dict[str, np.ndarray], seed: int) -> dict:
+    """Frechet distance and KID of synthetic and of real reference features to holdout's, standardised on training
+    features, and synthetic's as a ratio to the real floor (None where the floor is not above zero)."""
+    mu, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
+    z = {k: (v - mu) / sd for k, v in feats.items()}   # features in SD units of the training slices
+    kid_syn, kid_ref = (metrics.kernel_inception_distance(z[k], z["holdout"], seed=seed) for k in ("synthetic", "reference"))
+    fd_syn, fd_ref = metrics.frechet_distance(z["synthetic"], z["holdout"]), metrics.frechet_distance(z["reference"], z["holdout"])
+    return {"frechet_synthetic": fd_syn, "frechet_real": fd_ref, "frechet_ratio": fd_syn / fd_ref if fd_ref > 0 else None,
+            "kid_synthetic": kid_syn[0], "kid_synthetic_sd": kid_syn[1], "kid_real": kid_ref[0], "kid_real_sd": kid_ref[1],
+            "kid_ratio": kid_syn[0] / kid_ref[0] if kid_ref[0] > 1e-6 else None}
+
+
+def second_space(train: StudySet, axis: int | None, s: EvaluateConfig):
+    """An embedding independent of the contrastive encoder: a supervised classifier of the training studies' classes
+    (class runs), else a classifier of whether a slice is upside down; its 32-d features embed slices."""
+    slices = plane_slices(train.images, axis, s.slices)
+    if train.classes is not None and len(np.unique(train.classes)) > 1:
+        labels = np.repeat(train.classes, len(slices) // len(train.images))
+        model = cls.train_classifier(slices, labels, int(train.classes.max()) + 1, seed=s.seed, steps=s.steps)
+    else:
+        upside = np.random.default_rng(s.seed).random(len(slices)) < 0.5
+        slices = np.where(upside.reshape(-1, *[1] * (slices.ndim - 1)), np.flip(slices, axis=-2), slices)
+        model = cls.train_classifier(slices, upside.astype(np.int64), 2, seed=s.seed, steps=s.steps)
+    return lambda images: cls.predict(model, images)[1]
+
+
+SECOND_SPACE = ("a supervised classifier (MONAI Classifier trunk, 32-d) trained on the training studies' classes, or, "
+                "for runs without classes, on telling upright from upside-down training slices")
 
 
 def regions(study: StudySet, label_names: dict[int, str], class_names: list[str]) -> dict[str, np.ndarray]:
@@ -235,10 +262,16 @@ def utility_family(train, holdout, synthetic, loaded, s: EvaluateConfig, show_pr
     return family
 
 
+def mean_or_none(values: list) -> float | None:
+    return float(np.mean(values)) if values and all(v is not None for v in values) else None
+
+
 def headline(payload: dict) -> dict:
     fid = payload["fidelity"]
     summary = {"frechet_synthetic": float(np.mean([p["frechet_synthetic"] for p in fid.values()])),
                "frechet_real": float(np.mean([p["frechet_real"] for p in fid.values()])),
+               **{f"frechet_ratio{suffix}": mean_or_none([get(p)["frechet_ratio"] for p in fid.values()])
+                  for suffix, get in (("", lambda p: p), ("_second", lambda p: p["second"]))},
                "ms_ssim_synthetic": payload["diversity"].get("all", {}).get("synthetic", {}).get("mean"),
                "ms_ssim_real": payload["diversity"].get("all", {}).get("real", {}).get("mean")}
     cond = payload["conditioning"]
@@ -282,7 +315,8 @@ def _evaluate(run, synth, out, s: EvaluateConfig, device: str, overwrite: bool, 
                "feature_space": f"SimCLR encoder (MONAI Classifier trunk, 64-d) trained {s.encoder_steps} steps on the "
                                 "run's training studies" + (f", one per plane on {s.slices} slices per study"
                                                             if train.images.ndim == 5 else "")
-                                + "; features standardised on the training slices"}
+                                + "; features standardised on the training slices",
+               "feature_space_second": SECOND_SPACE}
     stage(f"evaluate: fidelity in a feature encoder trained on {len(train.images)} training studies", show_progress)
     payload["fidelity"] = fidelity(train, holdout, synthetic, s, show_progress)
     payload["intensity"] = intensities(train, holdout, synthetic, loaded, s.seed)

@@ -104,6 +104,9 @@ def write_html(path: Path, payload: dict, train, holdout, synthetic, class_names
              "<p class='warn'>This page shows held-out real images. Share it only where those images may be seen.</p>"]
     rows = [["Frechet distance (mean over planes; lower is closer to real)", fmt(s["frechet_synthetic"]),
              fmt(s["frechet_real"]) + " (real train vs holdout)"],
+            *([["Frechet distance as a multiple of the real floor: contrastive encoder / supervised features",
+                f"{fmt(s['frechet_ratio'])} / {fmt(s['frechet_ratio_second'])}", "1 (real train vs holdout)"]]
+              if s.get("frechet_ratio") is not None and s.get("frechet_ratio_second") is not None else []),
             ["MS-SSIM among pairs (higher is less diverse)", fmt(s["ms_ssim_synthetic"]), fmt(s["ms_ssim_real"]) + " (real pairs)"]]
     if "class_accuracy_synthetic" in s:
         rows.append(["classified as requested class (mean over classes)", fmt(s["class_accuracy_synthetic"]),
@@ -126,7 +129,13 @@ def write_html(path: Path, payload: dict, train, holdout, synthetic, class_names
         + f"<img alt='Frechet distance per plane' src='{paired_bars(planes, [fid[p]['frechet_real'] for p in planes], [fid[p]['frechet_synthetic'] for p in planes], 'Frechet distance to holdout', 'real train')}'>"
         + table([[p, fmt(d["frechet_synthetic"]), fmt(d["frechet_real"]), f"{d['kid_synthetic']:.4f} +- {d['kid_synthetic_sd']:.4f}",
                   f"{d['kid_real']:.4f} +- {d['kid_real_sd']:.4f}"] for p, d in fid.items()],
-                ["plane", "Frechet synthetic", "Frechet real", "KID synthetic", "KID real"]))))
+                ["plane", "Frechet synthetic", "Frechet real", "KID synthetic", "KID real"])
+        + (f"<p>Second feature space: {html.escape(payload['feature_space_second'])}.</p>"
+           + table([[p, fmt(d["second"]["frechet_synthetic"]), fmt(d["second"]["frechet_real"]),
+                     fmt(d["second"]["frechet_ratio"]), fmt(d["second"]["kid_synthetic"]), fmt(d["second"]["kid_real"]),
+                     fmt(d["second"]["kid_ratio"])] for p, d in fid.items()],
+                   ["plane", "Frechet synthetic", "Frechet real", "ratio", "KID synthetic", "KID real", "ratio"])
+           if "feature_space_second" in payload else ""))))
     inten = payload["intensity"]
     parts.append(section("Intensities per region", (
         "<p>Wasserstein-1 distance between pooled voxel intensities (model units, -1 to 1) of each region, synthetic vs "

@@ -1,0 +1,65 @@
+"""Curation (`medsynth curate`, `generate --curate`): a near-copy of a training study is never kept, the rule and
+every drop are recorded, the curated set is a set the other stages read."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import assert_user_error, run_cli
+from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
+from medsynth.runs.loaded import load_run
+from medsynth.runs.real import load_real
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A tiny class-conditioned 2D run with 24 held-out studies and a 12-study synthetic set."""
+    root = tmp_path_factory.mktemp("curate")
+    write_phantom_dataset(root / "data", PhantomSpec(dims=2, size=16, cases=80, seed=21), show_progress=False)
+    for args in (["ingest", root / "data", "--out", root / "cat", "--holdout", "0.3"],
+                 ["train", root / "cat", "--config", "tiny_2d.yaml", "--out", root / "run", "--max-steps", "60"],
+                 ["generate", root / "run", "--out", root / "syn", "--n", "12"]):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+def plant_copies(root, names: list[str]) -> list[str]:
+    """Overwrite the named synthetic studies with training studies (a memorising model's output)."""
+    loaded = load_run(root / "run", torch.device("cpu"))
+    train, _ = load_real(loaded, False, False, 4, "the test")
+    for k, name in enumerate(names):
+        path = root / "syn" / f"{name}_image.nii.gz"
+        old = nib.load(path)
+        copy = loaded.intensity.to_physical(train.images[k].numpy())[0]
+        nib.save(nib.Nifti1Image(copy.reshape(old.shape).astype(np.float32), old.affine, old.header), path)
+    return names
+
+
+def test_a_near_copy_of_a_training_study_is_never_kept_and_every_drop_is_recorded(made, tmp_path):
+    planted = plant_copies(made, ["syn_00001", "syn_00007"])
+    result = run_cli("curate", made / "run", made / "syn", "--out", tmp_path / "cur")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "cur" / "generate.json").read_text())["curation"]
+    for name in planted:
+        assert record["dropped"][name] == "nearer a training study than any real held-out study"
+    kept = pd.read_csv(tmp_path / "cur" / "samples.csv")
+    assert not set(planted) & set(kept["study_id"]) and len(kept) == record["kept"] == 12 - len(record["dropped"])
+    assert all((tmp_path / "cur" / name).is_file() for name in kept["image"])
+    assert record["nearest_correlation_median"]["kept"] <= record["near_copy"]["limit"]
+    assert set(record["plausible"]["classes"]) <= {"lesion", "normal"} and record["source_set"] == "syn"
+    again = run_cli("evaluate", made / "run", tmp_path / "cur", "--out", tmp_path / "eval", "--no-utility")
+    assert again.returncode == 0, again.stderr          # the curated set is a set like any other
+
+
+def test_generate_curate_leaves_only_the_curated_set(made, tmp_path):
+    result = run_cli("generate", made / "run", "--out", tmp_path / "cur", "--n", "8", "--curate")
+    assert result.returncode == 0, result.stderr
+    assert "kept" in result.stdout and "curation" in json.loads((tmp_path / "cur" / "generate.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cur"]        # no staging folder left behind
+    assert_user_error(run_cli("curate", made / "run", made / "syn", "--out", tmp_path / "bad", "--quantile", "1.5"),
+                      "--quantile")
