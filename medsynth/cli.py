@@ -399,6 +399,9 @@ def print_evaluation(result) -> None:
     typer.echo(f"evaluation ({result.seconds:.0f} s): Frechet distance {s['frechet_synthetic']:.3f} "
                f"(real train vs holdout {s['frechet_real']:.3f}); MS-SSIM among pairs {s['ms_ssim_synthetic']:.3f} "
                f"(real {s['ms_ssim_real']:.3f})")
+    if s.get("frechet_ratio") is not None and s.get("frechet_ratio_second") is not None:
+        typer.echo(f"  Frechet distance as a multiple of the real floor: {s['frechet_ratio']:.2f} (contrastive encoder), "
+                   f"{s['frechet_ratio_second']:.2f} (supervised features)")
     if "class_accuracy_synthetic" in s:
         typer.echo(f"  classified as requested: synthetic {s['class_accuracy_synthetic']:.2f}, real holdout "
                    f"{s['class_accuracy_holdout']:.2f}")
