@@ -67,3 +67,15 @@ def save_edit_grid(path: str | Path, rows: Sequence[tuple[np.ndarray, np.ndarray
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def spread_by_class(classes: list, limit: int = 16) -> list[int]:
+    """Positions of up to `limit` items, as many of each class as fit (in order): what an overview grid shows, so that
+    every class asked for appears, not only the first."""
+    per_class = max(1, limit // max(1, len(set(classes))))
+    picked, seen = [], {}
+    for k, c in enumerate(classes):
+        if len(picked) < limit and seen.get(c, 0) < per_class:
+            picked.append(k)
+            seen[c] = seen.get(c, 0) + 1
+    return picked

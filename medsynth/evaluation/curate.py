@@ -35,7 +35,7 @@ from medsynth.progress import stage
 from medsynth.runs import SetFolder
 from medsynth.runs.synthset import open_with_run, refuse_edited
 from medsynth.runtime import resolve_device
-from medsynth.viz import save_grid
+from medsynth.viz import save_grid, spread_by_class
 
 
 @dataclass
@@ -136,9 +136,9 @@ def write_curated(folder: Path, sset, keep: np.ndarray, synthetic: StudySet, rul
                 shutil.copy2(sset.folder / name, folder / name)
         shutil.copy2(source.study_record(row["study_id"]), files.study_record(row["study_id"]))
     table.to_csv(files.table, index=False)
-    shown = np.flatnonzero(keep)[:16]
-    if len(shown):
-        save_grid(files.overview, synthetic.images[shown], [str(c) for c in table["class"].iloc[: len(shown)]])
+    shown = spread_by_class(table["class"].astype(str).tolist())
+    if shown:
+        save_grid(files.overview, synthetic.images[np.flatnonzero(keep)[shown]], [str(table["class"].iloc[k]) for k in shown])
     meta = json.loads(source.record.read_text())
     meta["curation"] = {**rule, "source_set": sset.folder.name, "source_samples_sha256": sset.table_sha256,
                         "versions": provenance.versions()}

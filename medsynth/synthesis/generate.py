@@ -25,7 +25,7 @@ from medsynth.runtime import resolve_device, seeded_generator
 from medsynth.synthesis.masks import MaskBank, MaskChoice, load_user_masks
 from medsynth.synthesis.plan import StudyPlan, parse_shard, plan_studies, shard_of
 from medsynth.synthesis.qc import quality_check
-from medsynth.viz import save_grid
+from medsynth.viz import save_grid, spread_by_class
 
 
 @dataclass
@@ -165,12 +165,13 @@ def write_set(folder: Path, loaded: LoadedRun, plans: list[StudyPlan], bank, use
               show_progress: bool) -> pd.DataFrame:
     """Every study of `plans` into `folder`, then samples.csv, overview.png and generate.json."""
     rows, previews, files = [], [], SetFolder(folder)
+    shown = {plans[k].index for k in spread_by_class([p.class_name for p in plans])}   # every class asked for
     batches = [plans[i : i + s.batch_size] for i in range(0, len(plans), s.batch_size)]
     for batch in progress_iter(batches, "generating", enabled=show_progress):
         chosen = draw_masks(batch, s.seed, bank, user)
         for p, mask, (unit, attempts, problems) in zip(batch, chosen, generate_batch(loaded, batch, chosen, s, dev)):
             rows.append(write_study(folder, loaded, p, mask, unit, attempts, problems, s))
-            if len(previews) < 16:
+            if p.index in shown:
                 previews.append((unit, mask.labels if mask else None, p.class_name or rows[-1]["study_id"]))
     table = pd.DataFrame(rows)
     table.to_csv(files.table, index=False)

@@ -193,3 +193,10 @@ def test_a_stopped_generation_leaves_no_partial_folder_and_says_so(run_3d, tmp_p
     assert process.returncode == 130, stderr
     assert "interrupted before" in stderr and "nothing was written there" in stderr and len(stderr.strip().splitlines()) == 1
     assert not out.exists() and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_the_overview_shows_every_class_asked_for_not_only_the_first():
+    from medsynth.viz import spread_by_class
+    picked = spread_by_class(["lesion"] * 200 + ["normal"] * 200)        # a 400-study set of two classes, in order
+    assert len(picked) == 16 and sum(k >= 200 for k in picked) == 8
+    assert spread_by_class([None] * 30) == list(range(16))               # an unconditioned set: the first 16
