@@ -18,6 +18,7 @@ planned for exactly those steps, so every private setting spends its whole epsil
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -94,6 +95,36 @@ def judge_setting(run_dir: Path, work: Path, real: dict, judge: dict, args) -> d
             "private": run.privacy.get("private", False)}
 
 
+def cached(path: Path, compute):
+    """A figure computed once per work folder (a resumed benchmark reads it back)."""
+    if not path.is_file():
+        path.write_text(json.dumps(compute()))
+    return json.loads(path.read_text())
+
+
+def measured_costs(work: Path, epsilons: list[float], batch: int) -> dict[float, float]:
+    """Seconds per step of each setting, measured once per work folder (costs.json) so a resumed benchmark keeps the
+    same step budgets."""
+    path = work / "costs.json"
+    known = {float(k): v for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
+    for e in epsilons:
+        if e not in known:
+            known[e] = seconds_per_step(work / "catalog", work / "timing", dp_overrides(e, batch))
+    path.write_text(json.dumps({str(k): v for k, v in known.items()}))
+    return known
+
+
+def pretrain(work: Path, steps: int) -> None:
+    """The public pre-training run (600 built-in 2D phantoms, their own classes), unless the work folder has it."""
+    if (work / "public" / "checkpoints" / "last.pt").is_file():
+        return
+    phantoms = write_phantom_dataset(work / "phantoms", PhantomSpec(dims=2, size=32, cases=600, seed=0),
+                                     overwrite=True, show_progress=False)
+    train(load_config(CONFIG, ["conditioning.class_column=pathology", f"train.max_steps={steps}", "train.max_minutes=0"]),
+          phantoms, work / "public", overwrite=True, show_progress=False)
+    print(f"pre-trained on 600 public 2D phantoms: {steps} steps", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="BreastMNIST .npz (train / val / test splits)")
@@ -113,26 +144,23 @@ def main() -> None:
     real = real_arrays(catalog, load_config(CONFIG))
     classes = int(real["train"][1].max()) + 1
     judge = judge_real(real, classes)
-    real_only, _ = utility(*real["train"], *real["test"], classes, 0, args.seeds, args.utility_steps)
+    real_only = cached(work / "real_only.json", lambda: utility(*real["train"], *real["test"], classes, 0, args.seeds,
+                                                               args.utility_steps)[0].tolist())
     print(f"real: train {len(real['train'][1])}, test {len(real['test'][1])}; judge recall on real test "
           f"{judge['recall'].round(3).tolist()}; Frechet floor (val vs test) {judge['floor']:.3f}; real-only balanced "
           f"accuracy {real_only[0]:.3f}", flush=True)
 
     epsilons = [float(e) for e in args.epsilons.split(",")]
-    costs = {e: seconds_per_step(work / "catalog", work / "timing", dp_overrides(e, args.dp_batch)) for e in epsilons}
+    costs = measured_costs(work, epsilons, args.dp_batch)
     print("seconds per step: " + ", ".join(f"eps {e:g}: {c:.3f}" for e, c in costs.items()), flush=True)
+    pretrain(work, int(args.pretrain_minutes * 60 / costs[math.inf]))
 
-    phantoms = write_phantom_dataset(work / "phantoms", PhantomSpec(dims=2, size=32, cases=600, seed=0),
-                                     overwrite=True, show_progress=False)
-    pre_steps = int(args.pretrain_minutes * 60 / costs[math.inf])
-    train(load_config(CONFIG, ["conditioning.class_column=pathology", f"train.max_steps={pre_steps}",
-                               "train.max_minutes=0"]),
-          phantoms, work / "public", overwrite=True, show_progress=False)
-    print(f"pre-trained on 600 public 2D phantoms: {pre_steps} steps", flush=True)
-
-    rows = []
+    results = work / "results.csv"
+    rows = pd.read_csv(results).to_dict("records") if results.is_file() else []   # settings measured before: kept
     for epsilon in epsilons:
         for start_from in ("scratch", "pre-trained"):
+            if any(r["epsilon"] == epsilon and r["start"] == start_from for r in rows):
+                continue
             steps = int(args.minutes * 60 / costs[epsilon])
             name = f"eps{epsilon:g}_{start_from}"
             init = [f"train.init_from={work / 'public'}", "train.init_fresh_layers=true"] if start_from != "scratch" else []
@@ -144,7 +172,7 @@ def main() -> None:
                    "s_per_step": costs[epsilon], **judge_setting(work / name, work / name, real, judge, args)}
             rows.append(row)
             print(f"{name}: {row}", flush=True)
-            pd.DataFrame(rows).to_csv(work / "results.csv", index=False)
+            pd.DataFrame(rows).to_csv(results, index=False)
     print(f"total {(time.time() - start) / 60:.1f} wall minutes; results in {work / 'results.csv'}")
 
 
