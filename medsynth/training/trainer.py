@@ -260,10 +260,8 @@ def train_controlnet_stage(run: Path, cfg: Config, image_ts: TrainingSet, ts: Tr
 def checkpoint_meta(cfg: Config, ts: TrainingSet, fingerprint: str, source: str, lineage: Lineage = Lineage()) -> dict:
     """What a checkpoint carries besides weights: enough to generate and to trace where it came from. A private run
     leaves out the statistics of its training data (training.private says which, and what replaces them)."""
-    if lineage.plan is not None:
-        return {**checkpoint_meta(cfg, ts, fingerprint, source), **private_meta(cfg, ts, lineage)}
     counts = torch.bincount(ts.classes, minlength=len(ts.class_names)).tolist() if ts.classes is not None else []
-    return {
+    meta = {
         "format": "medsynth-checkpoint/1", "config": cfg.to_dict(), "versions": provenance.versions(),
         "catalog_fingerprint": fingerprint, "data_source": source, "seed": cfg.train.seed,
         "class_names": list(ts.class_names), "class_counts": counts, "num_labels": ts.num_labels,
@@ -271,8 +269,9 @@ def checkpoint_meta(cfg: Config, ts: TrainingSet, fingerprint: str, source: str,
         **({"label_ids": list(ts.label_ids)} if ts.label_ids else {}),
         "image_channels": int(ts.images.shape[1]), "modality": ts.modality, "spacing": ts.spacing,
         "shape": list(cfg.data.shape), "intensity_lo": ts.intensity_lo, "intensity_hi": ts.intensity_hi,
-        "intensity_stats": intensity_stats(ts),
     }
+    # the QC statistics (a pass over every study) are not computed for a private run, which leaves them out
+    return {**meta, **private_meta(cfg, ts, lineage)} if lineage.plan else {**meta, "intensity_stats": intensity_stats(ts)}
 
 
 def private_meta(cfg: Config, ts: TrainingSet, lineage: Lineage) -> dict:
