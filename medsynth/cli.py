@@ -371,7 +371,7 @@ def evaluate(
                                            "synthetic and real + synthetic studies (the slow part; default on)."),
     family: Optional[bool] = typer.Option(None, "--family/--no-family", help="Also measure utility over the family "
                                           "of downstream recipes (MONAI Classifier with and without class weights, at "
-                                          "fixed steps and fixed epochs, resnet18; UNet and SegResNet) with a verdict "
+                                          "fixed steps and fixed epochs, quarter-width resnet18; UNet and SegResNet) with a verdict "
                                           "helps / neutral / hurts. Several times slower; default off."),
     boost: Optional[int] = typer.Option(None, "--boost", help="Synthetic studies of the rarest class added to real ones "
                                         "for the real + synthetic utility set (0, the default: up to the commonest "

@@ -15,9 +15,13 @@ through `medsynth evaluate`: a MONAI UNet trained on the run's real training stu
 its Dice against the conditioning masks is compared with its Dice on real holdout (target >= 0.8x), next to the
 Frechet distance per plane, MS-SSIM diversity and the real / synthetic / real + synthetic utility.
 
+With --family (#23), the downstream recipe family (evaluation/recipes.py) at two training budgets (--budgets steps):
+the synthetic set as generated or curated is chosen on the val split, then every figure is measured on test.
+
 Prints every figure and the CPU minutes used. Targets: docs/benchmarks.md (evaluation issue).
 
     python scripts/bench_quality.py --data ../shared/data/breastmnist/breastmnist.npz
+    python scripts/bench_quality.py --data ../shared/data/breastmnist/breastmnist.npz --family --seeds 5 --boost 600 --out W
     python scripts/bench_quality.py --data ../shared/data/hippocampus --config hippocampus_3d_mask.yaml --n 100
 """
 
@@ -41,7 +45,11 @@ from medsynth.data.preprocess import PreprocessSpec, preprocess
 from medsynth.data.readers import load_study
 from medsynth.evaluation.classifier import predict, train_classifier
 from medsynth.config import EvaluateConfig
-from medsynth.evaluation.evaluate import evaluate
+from medsynth.evaluation import recipes
+from medsynth.evaluation.curate import nearest_correlation, plausibility
+from medsynth.evaluation.evaluate import StudySet, evaluate, fidelity
+from medsynth import provenance
+from medsynth.errors import MedsynthError
 from medsynth.evaluation.metrics import balanced_accuracy, frechet_distance, noise_level, recall_per_class
 from medsynth.synthesis.generate import generate
 from medsynth.runs import SetFolder
@@ -96,12 +104,19 @@ def main() -> None:
     parser.add_argument("--utility-steps", type=int, default=800, help="training batches of every utility classifier "
                         "(800: the best real-only classifier of 400 / 800 / 1600)")
     parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--family", action="store_true", help="#23: the downstream recipe family at each of --budgets, "
+                        "the synthetic set (as generated or curated) chosen on val and scored on test")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[600, 2400], help="training steps per operating "
+                        "point (--family); 600 and 2400 are about 17 and 68 CPU-minutes on a 2-core x86 machine")
+    parser.add_argument("--boost-other", type=int, default=400, help="studies of each other class in the family set")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="keep the run and synthetic set here")
     args = parser.parse_args()
     start, device = time.time(), resolve_device(args.device)
     if not args.data.endswith(".npz"):
         return mask_bench(args, start, device)
+    if args.family:
+        return family_bench(args, start, device)
     args.config = args.config or "breastmnist_2d_class.yaml"
     cfg = load_config(args.config, args.set)
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
@@ -215,6 +230,138 @@ def mask_bench(args, start: float, device) -> None:
                   f"{util['seeds']} seeds)")
     print(f"total: {(time.time() - start) / 60:.1f} wall minutes, {(cpu.ru_utime + cpu.ru_stime) / 60:.1f} CPU minutes; "
           f"report {work / 'evaluation' / 'report.html'}")
+
+
+
+# --- #23: the utility family at two CPU budgets, the synthetic variant chosen on val and confirmed on test ---------
+
+def family_bench(args, start: float, device) -> None:
+    """For each --budgets step count: train (or reuse WORK/run_<steps>), generate the judged set (--n-per-class per
+    class at the config's guidance) and the family set (--boost rare-class and --boost-other other studies at
+    --boost-guidance). On the first budget, choose between the family set as generated and curated (calibrated on val)
+    by the MONAI Classifier recipes' mean rare-class recall lift on val; then at every budget score the chosen set on
+    test: recognised as requested, Frechet distance and KID in two feature spaces as ratios to the real floor, and the
+    whole recipe family (evaluation/recipes.py) over --seeds seeds. Writes WORK/family_<steps>.json (a rerun keeps it)."""
+    cfg = load_config(args.config or "breastmnist_2d_class.yaml", args.set)
+    work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    catalog = ingest(args.data, work / "catalog", overwrite=True, show_progress=False).catalog
+    real = {k: StudySet(x, None, y) for k, (x, y) in real_arrays(catalog, cfg).items()}
+    s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost)
+    cache, choice = {}, None
+    for steps in args.budgets:
+        out = work / f"family_{steps}.json"
+        if out.is_file():
+            result = json.loads(out.read_text())
+            choice = choice or result["choice"]
+            print_budget(result)
+            continue
+        run_dir, seconds = budget_run(args, work, steps, device)
+        run = load_run(run_dir, device)
+        judged, family = budget_sets(run_dir, run, args, device)
+        if choice is None:
+            choice = choose_variant(real, family, run, args, cache)
+        chosen = curated(real, family, run)[0] if choice["variant"] == "curated" else family
+        result = {"steps": steps, "train_seconds": seconds, "choice": choice, "studies": len(chosen.images),
+                  "recognised": recognised(real, judged, len(run.class_names)),
+                  "fidelity": {"judged": fidelity(real["train"], real["test"], judged, s, False)["image"],
+                               "chosen": fidelity(real["train"], real["test"], chosen, s, False)["image"]},
+                  "family": recipes.classification_family(real["train"], real["test"], chosen, run.class_names, s,
+                                                          True, cache=cache)}
+        provenance.write_json(out, result)
+        print_budget(result)
+    print(f"total: {(time.time() - start) / 60:.1f} wall minutes")
+
+
+def budget_run(args, work: Path, steps: int, device) -> tuple[Path, float]:
+    """WORK/run_<steps>: the config trained for exactly `steps` steps (no time limit), reused when it finished;
+    and its training seconds (metrics.csv)."""
+    run_dir = work / f"run_{steps}"
+    try:
+        load_run(run_dir, device)
+    except MedsynthError:
+        cfg = load_config(args.config or "breastmnist_2d_class.yaml",
+                          [*args.set, f"train.max_steps={steps}", "train.max_minutes=0"])
+        train(cfg, work / "catalog", run_dir, device=str(device), overwrite=True, show_progress=True)
+    return run_dir, float(pd.read_csv(run_dir / "metrics.csv")["elapsed_s"].iloc[-1])
+
+
+def budget_sets(run_dir: Path, run, args, device) -> tuple[StudySet, StudySet]:
+    """The judged set (n-per-class each class, the config's guidance) and the family set (boost studies of the rare
+    class and boost-other of the others, at boost-guidance), generated once into the run's folder."""
+    names, counts = run.class_names, np.array(run.meta["class_counts"])
+    rare = int(np.argmin(counts))
+    wanted = {"judged": ([f"{n}={args.n_per_class}" for n in names], None),
+              "family": ([f"{n}={args.boost if c == rare else args.boost_other}" for c, n in enumerate(names)],
+                         args.boost_guidance if args.boost_guidance is not None else 1.0)}
+    sets = []
+    for name, (classes, guidance) in wanted.items():
+        folder = run_dir / f"bench_{name}"
+        if not SetFolder(folder).table.is_file():
+            generate(run_dir, folder, classes=classes, guidance=guidance, device=str(device), show_progress=True)
+        images, classes = synthetic_arrays(folder, run)
+        sets.append(StudySet(images, None, classes))
+    return sets[0], sets[1]
+
+
+def curated(real: dict, synthetic: StudySet, run) -> tuple[StudySet, dict]:
+    """`medsynth curate`'s two rules, calibrated on val only (test stays unseen): the near-copy limit is val's
+    highest nearest-training correlation; plausibility, the 0.1 quantile of val's own-class probabilities."""
+    flips = tuple(run.cfg.train.flip_axes)
+    limit = float(nearest_correlation(real["val"].images, real["train"].images, flips).max())
+    near = nearest_correlation(synthetic.images, real["train"].images, flips)
+    plausible, thresholds = plausibility(real["train"], real["val"], synthetic, 0.1, 300, 0, run.class_names)
+    keep = (near <= limit) & plausible
+    record = {"near_copy_limit": limit, "dropped_near_copy": int((near > limit).sum()),
+              "dropped_implausible": int((~plausible).sum()), "kept": int(keep.sum()), "thresholds": thresholds,
+              "nearest_median": {"kept": float(np.median(near[keep])), "dropped": float(np.median(near[~keep]))
+                                 if (~keep).any() else None}}
+    return StudySet(synthetic.images[keep], None, synthetic.classes[keep]), record
+
+
+def choose_variant(real: dict, family: StudySet, run, args, cache: dict) -> dict:
+    """As generated or curated: the higher mean rare-class recall lift on val of the MONAI Classifier recipe
+    (class-balanced, both mixes), --seeds seeds each. Test is not looked at."""
+    s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost)
+    kept, record = curated(real, family, run)
+    lifts = {}
+    for variant, synthetic in (("as generated", family), ("curated", kept)):
+        result = recipes.classification_family(real["train"], real["val"], synthetic, run.class_names, s, True,
+                                               only=("monai-classifier",), cache=cache,
+                                               synthetic_only=False)
+        lifts[variant] = {r: d["lift"] for r, d in result["recipes"].items()}
+    means = {v: float(np.mean([d["mean"] for d in lifts[v].values()])) for v in lifts}
+    variant = max(means, key=means.get)
+    print(f"chosen on val: {variant} (mean lift {means})")
+    return {"variant": variant, "mean_lift_val": means, "lifts_val": lifts, "curation": record,
+            "rule": "higher mean rare-class recall lift on val, MONAI Classifier with class-balanced loss, both mixes"}
+
+
+def recognised(real: dict, judged: StudySet, classes: int) -> dict:
+    """Share of judged synthetic studies a real-train classifier gives their requested class, next to real test."""
+    judge = train_classifier(real["train"].images, real["train"].classes, classes, seed=0)
+    test = recall_per_class(predict(judge, real["test"].images)[0], real["test"].classes, classes)
+    syn = recall_per_class(predict(judge, judged.images)[0], judged.classes, classes)
+    return {"synthetic": [float(v) for v in syn], "real_test": [float(v) for v in test]}
+
+
+def print_budget(result: dict) -> None:
+    fam, rec = result["family"], result["recognised"]
+    print(f"\n== budget {result['steps']} steps ({result['train_seconds'] / 60:.1f} training minutes); set: "
+          f"{result['choice']['variant']} ({result['studies']} studies)")
+    print(f"recognised as requested: synthetic {rec['synthetic']}, real test {rec['real_test']}")
+    for name, spaces in result["fidelity"].items():
+        for space, d in (("encoder", spaces), ("second", spaces["second"])):
+            print(f"Frechet {name:6s} {space:7s} {d['frechet_synthetic']:.2f} (floor {d['frechet_real']:.2f}, "
+                  f"{d['frechet_ratio']:.2f}x); KID ratio {d['kid_ratio']}")
+    print(f"recipe | real only | synthetic only | real + synthetic | lift [95%]  (rare-class recall; balanced accuracy)")
+    for recipe, d in fam["recipes"].items():
+        mix = "real + synthetic (" + recipe.split(", ")[1] + ")"
+        cell = lambda k, m=fam["metric"]: f"{d[k][m]['mean']:.3f}/{d[k]['balanced_accuracy']['mean']:.3f}"  # noqa: E731
+        lo, hi = d["lift"]["interval"]
+        print(f"{recipe:36s} {cell('real only')} | {cell('synthetic only')} | {cell(mix)} | "
+              f"{d['lift']['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    print(f"verdict: {fam['verdict']}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Utility over a family of downstream recipes: does the synthetic set help a user's own model, whichever they run?
 
 A recipe is a downstream model and how it trains: for classification a MONAI Classifier with and without a
-class-balanced loss, at a fixed number of steps or a fixed number of epochs, and MONAI's resnet18; synthetic studies
+class-balanced loss, at a fixed number of steps or a fixed number of epochs, and MONAI's resnet18 (at a quarter
+of its width, for CPU cost); synthetic studies
 of the rare class join the real ones up to class balance or as a fixed count (`boost`). For segmentation, MONAI UNet
 and SegResNet on real + all synthetic studies. The lift of a recipe is the paired (same seed) difference between
 real + synthetic and real only in rare-class recall (segmentation: mean Dice), with a t interval over seeds. The
@@ -20,7 +21,7 @@ CLASSIFIERS = {  # name -> (network, class-balanced loss, budget)
     "monai-classifier": ("classifier", True, "steps"),
     "monai-classifier-unweighted": ("classifier", False, "steps"),
     "monai-classifier-epochs": ("classifier", True, "epochs"),
-    "resnet18": ("resnet18", True, "steps"),
+    "resnet18-quarter": ("resnet18-quarter", True, "steps"),
 }
 SEGMENTERS = ("unet", "segresnet")
 MIXES = ("balance", "fixed")
@@ -59,31 +60,46 @@ def mixed(train, synthetic, mix: str, boost: int) -> tuple[np.ndarray, np.ndarra
     return boosted(train, synthetic, boost or len(synthetic.images))
 
 
-def classification_family(train, holdout, synthetic, names: list[str], s, show_progress: bool) -> dict:
-    """Every classification recipe: real only, synthetic only and real + synthetic (each mix), over s.seeds seeds."""
+def classification_family(train, holdout, synthetic, names: list[str], s, show_progress: bool,
+                          only: tuple[str, ...] | None = None, cache: dict | None = None,
+                          synthetic_only: bool = True) -> dict:
+    """Every classification recipe (or those in `only`): real only, synthetic only (unless `synthetic_only` is off)
+    and real + synthetic (each mix), over s.seeds seeds. `cache` (a dict kept by the caller) holds the real-only scores, which do not depend on the
+    synthetic set, so comparing several synthetic sets on the same real data trains the real-only models once."""
     k = len(names)
     epochs = max(1, round(s.steps * BATCH / len(train.images)))   # real only then costs what the steps budget does
     mixes = {f"real + synthetic ({m})": mixed(train, synthetic, m, s.boost) for m in MIXES}
     rare = next(iter(mixes.values()))[2]
     sets = {"real only": (train.images, train.classes), "synthetic only": (synthetic.images, synthetic.classes),
             **{name: (x, y) for name, (x, y, _, _) in mixes.items()}}
-    runs = [(r, n, seed) for r in CLASSIFIERS for n in sets for seed in range(s.seeds)]
-    recall: dict[tuple[str, str], list[float]] = {}
-    balanced: dict[tuple[str, str], list[float]] = {}
+    if not synthetic_only:
+        del sets["synthetic only"]
+    chosen = [r for r in CLASSIFIERS if only is None or r in only]
+    cache = {} if cache is None else cache
+    data = (len(train.images), float(train.images.sum()), len(holdout.images), float(holdout.images.sum()))
+    runs = [(r, n, seed) for r in chosen for n in sets for seed in range(s.seeds)
+            if not (n == "real only" and (r, seed, s.seed, s.steps, data) in cache)]
+    scores: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for recipe, name, seed in progress_iter(runs, "utility recipes", enabled=show_progress):
         network, weighted, budget = CLASSIFIERS[recipe]
         model = cls.train_classifier(*sets[name], k, seed=s.seed + seed, batch_size=BATCH, balanced=weighted,
                                      network=network, **({"steps": s.steps} if budget == "steps" else {"epochs": epochs}))
         predicted = cls.predict(model, holdout.images)[0]
-        recall.setdefault((recipe, name), []).append(float(metrics.recall_per_class(predicted, holdout.classes, k)[rare]))
-        balanced.setdefault((recipe, name), []).append(metrics.balanced_accuracy(predicted, holdout.classes, k))
+        score = (float(metrics.recall_per_class(predicted, holdout.classes, k)[rare]),
+                 metrics.balanced_accuracy(predicted, holdout.classes, k))
+        if name == "real only":
+            cache[recipe, seed, s.seed, s.steps, data] = score
+        scores.setdefault((recipe, name), []).append(score)
+    for recipe in chosen:
+        scores[recipe, "real only"] = [cache[recipe, seed, s.seed, s.steps, data] for seed in range(s.seeds)]
     recipes = {}
-    for recipe in CLASSIFIERS:
-        row = {name: {f"recall_{names[rare]}": metrics.mean_interval(recall[recipe, name], (0, 1)),
-                      "balanced_accuracy": metrics.mean_interval(balanced[recipe, name], (0, 1))} for name in sets}
+    for recipe in chosen:
+        row = {name: {f"recall_{names[rare]}": metrics.mean_interval([r for r, _ in scores[recipe, name]], (0, 1)),
+                      "balanced_accuracy": metrics.mean_interval([b for _, b in scores[recipe, name]], (0, 1))}
+               for name in sets}
         for m in MIXES:
-            recipes[f"{recipe}, {m}"] = {**row, "lift": lift(recall[recipe, f"real + synthetic ({m})"],
-                                                             recall[recipe, "real only"])}
+            recipes[f"{recipe}, {m}"] = {**row, "lift": lift([r for r, _ in scores[recipe, f"real + synthetic ({m})"]],
+                                                             [r for r, _ in scores[recipe, "real only"]])}
     return {"rare_class": names[rare], "metric": f"recall_{names[rare]}", "seeds": s.seeds, "epochs": epochs,
             "recipes": recipes, "verdict": verdict({r: d["lift"] for r, d in recipes.items()})}
 

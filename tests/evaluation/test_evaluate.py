@@ -173,3 +173,29 @@ def test_the_recipe_family_on_a_mask_run_has_both_segmenters_and_the_cli_prints_
     assert set(family) == {"class", "mask"} and set(family["mask"]["recipes"]) == {"unet", "segresnet"}
     assert "over every downstream recipe (class): the synthetic set" in result.stdout
     assert "over every downstream recipe (mask)" in result.stdout
+
+
+def test_the_family_trains_real_only_once_for_several_synthetic_sets_and_runs_only_the_recipes_asked(monkeypatch):
+    from types import SimpleNamespace
+
+    from medsynth.config import EvaluateConfig
+    from medsynth.evaluation import recipes
+
+    rng = np.random.default_rng(0)
+    study = lambda n, rare: SimpleNamespace(images=rng.normal(size=(n, 1, 8, 8)).astype(np.float32),  # noqa: E731
+                                            classes=(np.arange(n) % rare == 0).astype(np.int64) ^ 1)
+    train, holdout = study(24, 4), study(12, 3)
+    trained = []
+    original = recipes.cls.train_classifier
+    monkeypatch.setattr(recipes.cls, "train_classifier", lambda *a, **k: trained.append(k["network"]) or original(*a, **k))
+    s, cache = EvaluateConfig(seeds=2, steps=2), {}
+    first = recipes.classification_family(train, holdout, study(10, 2), ["a", "b"], s, False,
+                                          only=("monai-classifier",), cache=cache)
+    second = recipes.classification_family(train, holdout, study(10, 2), ["a", "b"], s, False,
+                                           only=("monai-classifier",), cache=cache)
+    assert set(first["recipes"]) == {"monai-classifier, balance", "monai-classifier, fixed"}
+    assert len(trained) == 4 * 2 + 3 * 2                 # the second set reuses the real-only models of the first
+    assert first["recipes"]["monai-classifier, fixed"]["real only"] == second["recipes"]["monai-classifier, fixed"]["real only"]
+    recipes.classification_family(train, study(12, 2), study(10, 2), ["a", "b"], s, False, only=("monai-classifier",),
+                                  cache=cache)
+    assert len(trained) == 4 * 2 + 3 * 2 + 4 * 2       # another holdout: real only is scored again
