@@ -161,6 +161,11 @@ def generate(
                                        "per side (bounded memory, same images to ~1e-4); 0 decodes whole volumes."),
     curate: bool = typer.Option(False, "--curate", help="Keep only studies a real-data classifier finds plausible for "
                                 "their class and no nearer a training study than real unseen patients (see curate)."),
+    condition: Optional[list[str]] = typer.Option(None, "--condition", help="An extra condition fixed for every study, "
+                                                  "e.g. --condition sex=F --condition age=72 (repeatable); the run's "
+                                                  "other conditions are drawn together from its training studies."),
+    extrapolate: Optional[bool] = typer.Option(None, "--extrapolate", help="Allow covariates outside the range the "
+                                               "run was trained on."),
     config: Optional[Path] = StageConfigOpt("generate"),
     set_: list[str] = StageSetOpt("generate", "steps=20"),
     device: str = DeviceOpt,
@@ -173,7 +178,7 @@ def generate(
     settings = load_stage_config("generate", config, set_, dict(
         n=n, classes=class_counts or None, masks=masks, steps=steps, guidance=guidance, seed=seed,
         batch_size=batch_size, shard=shard, mask_augment=mask_augment, mask_flip=mask_flip, max_attempts=qc_attempts,
-        tile=tile))
+        tile=tile, conditions=condition or None, extrapolate=extrapolate))
     if curate:
         return generate_curated(run, out, settings, device, overwrite)
     result = run_generate(run, out, settings, device=device, overwrite=overwrite)

@@ -298,7 +298,8 @@ def budget_sets(run_dir: Path, run, args, device) -> tuple[StudySet, StudySet]:
     for name, (classes, guidance) in wanted.items():
         folder = run_dir / f"bench_{name}"
         if not SetFolder(folder).table.is_file():
-            generate(run_dir, folder, classes=classes, guidance=guidance, device=str(device), show_progress=True)
+            generate(run_dir, folder, classes=classes, guidance=guidance, device=str(device), show_progress=True,
+                     batch_size=50, overwrite=True)
         images, classes = synthetic_arrays(folder, run)
         sets.append(StudySet(images, None, classes))
     return sets[0], sets[1]

@@ -62,6 +62,8 @@ class GenerateConfig:
     tile_overlap: int | None = None      # latent voxels of context per tile side; 0: the decoder's receptive radius
     tile_cache: bool | None = None       # keep tiles' activations between passes (faster, more memory than whole)
                                          # (None for any of the three: what the run recorded, else 0 / 0 / off)
+    conditions: tuple[str, ...] = ()     # NAME=VALUE extra conditions fixed for every study (the rest drawn jointly)
+    extrapolate: bool = False            # allow covariates outside the training range
 
     def __post_init__(self) -> None:
         require_each("generate", self, {"n": POSITIVE, "steps": POSITIVE, "batch_size": POSITIVE,

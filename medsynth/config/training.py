@@ -26,8 +26,28 @@ class DataConfig:
 class ConditioningConfig:
     class_column: str | None = None   # study-level label to condition on (catalog column), e.g. 'pathology'
     mask: bool = False                # paint images onto label maps (one-hot mask channels)
-    class_dropout: float = 0.15       # probability of the null class in training (classifier-free guidance)
+    class_dropout: float = 0.15       # probability of the null class in training (classifier-free guidance); every
+                                      # condition is left out together with this probability (the unconditional branch)
     mask_dropout: float = 0.15        # probability of an all-zero mask in training
+    classes: tuple[str, ...] = ()     # categorical columns: the first is the class (class_column), the rest extra
+    covariates: tuple[str, ...] = ()  # continuous columns (age, bmi), standardised with the training set's mean and SD
+    condition_dropout: float = 0.15   # each extra condition is also left out on its own with this probability
+
+    def __post_init__(self) -> None:
+        if self.classes and self.class_column is None:
+            object.__setattr__(self, "class_column", self.classes[0])
+        if self.classes and self.classes[0] != self.class_column:
+            raise ConfigError(f"conditioning.classes starts with {self.classes[0]!r} but conditioning.class_column is "
+                              f"{self.class_column!r}; the class column comes first in classes (or leave one out).")
+        names = [*self.classes, *self.covariates]
+        if len(set(names)) < len(names):
+            raise ConfigError(f"conditioning.classes and conditioning.covariates name a column twice ({names}); "
+                              "a column is either categorical or continuous, once.")
+
+    @property
+    def extra_columns(self) -> tuple[str, ...]:
+        """The conditions beyond the class: further categorical columns, then covariates (Conditions.extra order)."""
+        return (*self.classes[1:], *self.covariates)
 
 
 @dataclass(frozen=True)
@@ -161,6 +181,10 @@ class Config:
             raise ConfigError(f"train.flip_axes {axes} must name distinct spatial axes, 0 to {len(self.data.shape) - 1}.")
         if axes and lat.enabled:
             raise ConfigError("train.flip_axes mirrors images, which a latent run does not train on; leave it empty.")
+        if self.conditioning.extra_columns and (lat.enabled or self.train.dp.enabled):
+            raise ConfigError("conditioning.classes beyond the class column and conditioning.covariates are not yet "
+                              "available for latent or private runs; train a pixel model without train.dp, or "
+                              "condition on the class column alone.")
         for name in ("batch_size", "max_steps", "log_every", "checkpoint_every"):
             if getattr(self.train, name) < 1:
                 raise ConfigError(f"train.{name} must be a positive integer.")
@@ -178,6 +202,7 @@ class Config:
                  ("train.num_threads", t.num_threads, t.num_threads >= 0, "0 (torch's default) or more"),
                  ("conditioning.class_dropout", c.class_dropout, 0 <= c.class_dropout <= 1, "between 0 and 1"),
                  ("conditioning.mask_dropout", c.mask_dropout, 0 <= c.mask_dropout <= 1, "between 0 and 1"),
+                 ("conditioning.condition_dropout", c.condition_dropout, 0 <= c.condition_dropout <= 1, "between 0 and 1"),
                  ("data.holdout", self.data.holdout, 0 <= self.data.holdout < 1, "at least 0 and below 1")]
         for key, value, ok, rule in rules:
             if not ok:

@@ -12,9 +12,33 @@ import torch.utils.checkpoint
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
-from medsynth.conditioning import Conditions
+from medsynth.conditioning import Column, Conditions
 from medsynth.config import ModelConfig
 from medsynth.errors import MedsynthError
+
+
+class ConditionEmbedding(nn.Module):
+    """Class embeddings summed: the primary class's embedding (MONAI's own table, null row included) plus one per
+    extra condition: a table with a null row for a categorical column, a linear map of (value, present) for a
+    covariate (left out: its bias alone). Takes the packed (B, 1 + E) tensor: class id, then Conditions.extra."""
+
+    def __init__(self, primary: nn.Embedding, extras: tuple[Column, ...]) -> None:
+        super().__init__()
+        dim = primary.embedding_dim
+        self.primary = primary
+        self.columns = nn.ModuleList([nn.Linear(2, dim) if c.continuous else nn.Embedding(len(c.values) + 1, dim)
+                                      for c in extras])
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        out = self.primary(packed[:, 0].long())
+        for j, layer in enumerate(self.columns):
+            value = packed[:, 1 + j]
+            present = ~torch.isnan(value)
+            if isinstance(layer, nn.Embedding):
+                out = out + layer(torch.where(present, value, layer.num_embeddings - 1).long())
+            else:
+                out = out + layer(torch.stack([torch.where(present, value, 0.0), present.to(value.dtype)], 1))
+        return out
 
 
 class Denoiser(nn.Module):
@@ -22,14 +46,19 @@ class Denoiser(nn.Module):
 
     Class conditioning: ids 0..num_classes-1, plus a reserved null id `num_classes` (classifier-free guidance).
     Mask conditioning: a one-hot label map (B, K, *spatial) concatenated to the input; all zeros means "no mask".
+    Extra conditions (categorical columns, covariates): embeddings summed with the class's (ConditionEmbedding).
     """
 
-    def __init__(self, net: nn.Module, image_channels: int, mask_channels: int, num_classes: int) -> None:
+    def __init__(self, net: nn.Module, image_channels: int, mask_channels: int, num_classes: int,
+                 extras: tuple[Column, ...] = ()) -> None:
         super().__init__()
         self.net = net
         self.image_channels = image_channels
         self.mask_channels = mask_channels
         self.num_classes = num_classes
+        self.extras = tuple(extras)
+        if self.extras:
+            net.class_embedding = ConditionEmbedding(net.class_embedding, self.extras)
 
     @property
     def null_class(self) -> int:
@@ -41,15 +70,20 @@ class Denoiser(nn.Module):
         if self.mask_channels:
             mask = cond.mask if cond.mask is not None else x.new_zeros((x.shape[0], self.mask_channels, *x.shape[2:]))
             x = torch.cat([x, mask.to(x.dtype)], dim=1)
-        return self.net(x, t, **self.class_kwargs(x, cond.classes))
+        return self.net(x, t, **self.class_kwargs(x, cond.classes, cond.extra))
 
-    def class_kwargs(self, x: torch.Tensor, class_labels: torch.Tensor | None) -> dict:
-        """The network's class argument: the given ids, the null class when none are given, nothing if unconditioned."""
-        if not self.num_classes:
+    def class_kwargs(self, x: torch.Tensor, class_labels: torch.Tensor | None, extra: torch.Tensor | None = None) -> dict:
+        """The network's class argument: the given ids, the null class when none are given, nothing if unconditioned;
+        with extra conditions, the ids and the extra values packed (B, 1 + E), NaN where left out."""
+        if not self.num_classes and not self.extras:
             return {}
         if class_labels is None:
             class_labels = torch.full((x.shape[0],), self.null_class, dtype=torch.long, device=x.device)
-        return {"class_labels": class_labels}
+        if not self.extras:
+            return {"class_labels": class_labels}
+        if extra is None:
+            extra = torch.full((x.shape[0], len(self.extras)), float("nan"), device=x.device)
+        return {"class_labels": torch.cat([class_labels[:, None].to(extra.dtype), extra.to(x.device)], 1)}
 
 
 def build_unet(cfg: ModelConfig, spatial_dims: int, in_channels: int, out_channels: int, num_class_embeds: int | None) -> nn.Module:
@@ -79,12 +113,14 @@ def checkpoint_blocks(net: nn.Module) -> nn.Module:
 MODELS: dict[str, Callable[..., nn.Module]] = {"unet": build_unet}
 
 
-def build_denoiser(cfg: ModelConfig, spatial_dims: int, image_channels: int, mask_channels: int, num_classes: int) -> Denoiser:
-    """The configured network for images of `image_channels`, with room for mask channels and a null class."""
+def build_denoiser(cfg: ModelConfig, spatial_dims: int, image_channels: int, mask_channels: int, num_classes: int,
+                   extras: tuple[Column, ...] = ()) -> Denoiser:
+    """The configured network for images of `image_channels`, with room for mask channels, a null class and extra
+    conditions (a run with extra conditions but no class keeps a one-row class table: the null class alone)."""
     if cfg.name not in MODELS:
         raise MedsynthError(f"model.name {cfg.name!r} is unknown; choose one of {', '.join(MODELS)}.")
     net = MODELS[cfg.name](cfg, spatial_dims, image_channels + mask_channels, image_channels,
-                           num_classes + 1 if num_classes else None)
+                           num_classes + 1 if num_classes or extras else None)
     if cfg.checkpointing:
         checkpoint_blocks(net)
-    return Denoiser(net, image_channels, mask_channels, num_classes)
+    return Denoiser(net, image_channels, mask_channels, num_classes, extras)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from medsynth import provenance
-from medsynth.conditioning import Conditions, ConditionSpec
+from medsynth.conditioning import Column, Conditions, ConditionSpec
 from medsynth.config import Config, config_from_dict, legacy_decoding
 from medsynth.data.preprocess import IntensityMap
 from medsynth.diffusion import NoiseProcess, noise_process, sample
@@ -61,7 +61,13 @@ class LoadedRun:
     @property
     def spec(self) -> ConditionSpec:
         """What the run's model is conditioned on."""
-        return ConditionSpec(tuple(self.class_names), self.num_labels, tuple(self.meta.get("label_ids") or ()))
+        return ConditionSpec(tuple(self.class_names), self.num_labels, tuple(self.meta.get("label_ids") or ()),
+                             self.extras)
+
+    @property
+    def extras(self) -> tuple[Column, ...]:
+        """The run's extra conditions (categorical columns beyond the class, covariates)."""
+        return tuple(Column.from_dict(d) for d in self.meta.get("condition_columns", []))
 
     @cached_property
     def process(self) -> NoiseProcess:
@@ -139,7 +145,8 @@ def load_run(run: str | Path, device: torch.device) -> LoadedRun:
                             "retrain the run with this version (medsynth train ... --overwrite).")
     cfg = config_from_dict(meta["config"], str(path), stored=True)
     model = build_denoiser(cfg.model, cfg.spatial_dims, int(meta.get("model_channels", meta["image_channels"])),
-                           int(meta.get("model_mask_channels", meta["num_labels"])), len(meta["class_names"]))
+                           int(meta.get("model_mask_channels", meta["num_labels"])), len(meta["class_names"]),
+                           tuple(Column.from_dict(d) for d in meta.get("condition_columns", [])))
     model.load_state_dict(meta.pop("ema"))
     for key in ("model", "optimizer", "scheduler"):
         meta.pop(key, None)

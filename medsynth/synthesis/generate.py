@@ -23,7 +23,7 @@ from medsynth.runs import SetFolder
 from medsynth.runs.loaded import LoadedRun, load_run
 from medsynth.runtime import resolve_device, seeded_generator
 from medsynth.synthesis.masks import MaskBank, MaskChoice, load_user_masks
-from medsynth.synthesis.plan import StudyPlan, parse_shard, plan_studies, shard_of
+from medsynth.synthesis.plan import StudyPlan, parse_fixed, parse_shard, plan_studies, shard_of, with_conditions
 from medsynth.synthesis.qc import quality_check
 from medsynth.viz import save_grid, spread_by_class
 
@@ -57,8 +57,9 @@ def denoise(loaded: LoadedRun, plans: list[StudyPlan], masks: list[MaskChoice | 
     spec = loaded.spec
     classes = spec.class_ids([p.class_name for p in plans]) if spec.num_classes else None
     labels = torch.from_numpy(np.stack([m.labels for m in masks])).long() if spec.num_labels else None
+    extra = spec.extra_values([p.conditions for p in plans], extrapolate=True)   # checked when planned
     generators = [noise_generator(s.seed, p.index, a) for p, a in zip(plans, attempts)]
-    return loaded.sample(generators, spec.conditions(classes, labels), s.steps, s.guidance, device).numpy()
+    return loaded.sample(generators, spec.conditions(classes, labels, extra), s.steps, s.guidance, device).numpy()
 
 
 def generate_batch(loaded: LoadedRun, plans, masks, s: GenerateConfig, device) -> list[tuple[np.ndarray, int, list[str]]]:
@@ -92,12 +93,13 @@ def write_study(folder: Path, loaded: LoadedRun, plan: StudyPlan, mask: MaskChoi
         "run": str(loaded.path), "run_hash": loaded.run_hash, "catalog_fingerprint": loaded.meta["catalog_fingerprint"],
         "sampler": loaded.process.sampler, "steps": s.steps,
         "guidance": s.guidance, "mask_source": mask.source if mask else None,
+        **({"conditions": plan.conditions} if plan.conditions else {}),
         "qc": {"attempts": attempts, "passed": not problems, "problems": problems},
         "modality": study.modality, "spacing_mm": list(study.spacing), "versions": provenance.versions(),
         **loaded.lineage(),
     }
     files.study_record(study_id).write_text(json.dumps(record, indent=2) + "\n")
-    return {"study_id": study_id, "index": plan.index, "class": plan.class_name or "", "seed": s.seed,
+    return {"study_id": study_id, "index": plan.index, "class": plan.class_name or "", **plan.conditions, "seed": s.seed,
             "image": image, "label": label,
             "mask_source": (mask.source.get("study_id") or mask.source.get("file")) if mask else "",
             "qc_attempts": attempts, "qc_passed": not problems}
@@ -130,6 +132,11 @@ def plan(loaded: LoadedRun, s: GenerateConfig) -> tuple[list[StudyPlan], MaskBan
         user = load_user_masks(s.masks, tuple(loaded.meta["shape"]), loaded.spec)
         n = n if n is not None or s.classes else len(user)
     plans = plan_studies(n, list(s.classes), loaded.class_names, list(loaded.meta["class_counts"]))
+    if s.conditions and not loaded.extras:
+        raise MedsynthError("--condition was given but this run conditions on no column beyond its class; "
+                            "choose classes with --class.")
+    fixed = parse_fixed(list(s.conditions), loaded.spec, s.extrapolate)
+    plans = with_conditions(plans, loaded.spec, loaded.meta.get("condition_rows", []), fixed, s.seed)
     if user is not None and len(plans) != len(user):
         raise MedsynthError(f"{len(plans)} studies were asked for but --masks holds {len(user)} masks; "
                             "with --masks, generate one study per mask.")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from medsynth.conditioning import ConditionSpec
 from medsynth.errors import MedsynthError
 
 
@@ -13,6 +14,40 @@ from medsynth.errors import MedsynthError
 class StudyPlan:
     index: int            # global study index k (names the study, seeds its randomness)
     class_name: str | None
+    conditions: dict = field(default_factory=dict)   # extra conditions, raw values ({column: value})
+
+
+def parse_fixed(specs: list[str], spec: ConditionSpec, extrapolate: bool) -> dict:
+    """'sex=F' / 'age=72' specs -> {column: value}, each checked against the run's vocabulary and ranges."""
+    known = {c.name: c for c in spec.extras}
+    fixed = {}
+    for item in specs:
+        name, sep, value = item.partition("=")
+        if not sep or not value:
+            raise MedsynthError(f"--condition {item!r} must look like NAME=VALUE, e.g. --condition sex=F.")
+        if name not in known:
+            raise MedsynthError(f"--condition {name!r} is not a condition of this run (it knows: "
+                                f"{', '.join(known) or 'none beyond the class'}; the class is chosen with --class).")
+        known[name].encode(value, "--condition ", extrapolate)   # refuses an unknown value or a range it never saw
+        fixed[name] = value
+    return fixed
+
+
+def with_conditions(plans: list[StudyPlan], spec: ConditionSpec, rows: list[dict], fixed: dict,
+                    seed: int) -> list[StudyPlan]:
+    """Each study's extra conditions: the fixed ones, the rest taken together from one training study drawn (seeded
+    by the study index) among those of the study's class that agree with the fixed categorical values, so the set
+    keeps the real set's correlations; from any training study when none agrees."""
+    if not spec.extras:
+        return plans
+    categorical = {c.name for c in spec.extras if not c.continuous}
+    out = []
+    for p in plans:
+        pool = [r for r in rows if p.class_name in (None, r.get("class"))
+                and all(str(r.get(k)) == str(v) for k, v in fixed.items() if k in categorical)] or rows
+        drawn = pool[int(np.random.default_rng([seed, p.index, 11]).integers(len(pool)))] if pool else {}
+        out.append(replace(p, conditions={c.name: fixed.get(c.name, drawn.get(c.name)) for c in spec.extras}))
+    return out
 
 
 def parse_class_counts(specs: list[str], known: list[str]) -> dict[str, int]:

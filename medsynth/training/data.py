@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medsynth.conditioning import ConditionSpec, one_hot, vocabulary
+from medsynth.conditioning import Column, ConditionSpec, category_text, one_hot, vocabulary
 from medsynth.config import Config
 from medsynth.data.catalog import class_columns, is_catalog_folder, read_catalog_folder, ref_from_row
 from medsynth.data.ingest import ingest
@@ -59,13 +59,25 @@ class TrainingSet:
     label_names: dict[int, str]
     mask_pool: int = 1
     label_ids: list[int] | None = None   # the dataset id of each compact label id; None: they are the same
+    extras: tuple[Column, ...] = ()      # extra conditions (categorical columns, covariates)
+    extra: torch.Tensor | None = None    # (N, E) their values in model units, NaN where a study has none
+    extra_rows: list[dict] | None = None  # each study's extra conditions as the catalog gives them (None: blank)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     @property
     def spec(self) -> ConditionSpec:
-        return ConditionSpec(tuple(self.class_names), self.num_labels, tuple(self.label_ids or ()))
+        return ConditionSpec(tuple(self.class_names), self.num_labels, tuple(self.label_ids or ()), self.extras)
+
+    def condition_rows(self) -> list[dict]:
+        """Each training study's conditions as raw values ({column: value}, the class under "class"): what
+        generation draws from, jointly, so a synthetic set keeps the real set's correlations."""
+        rows = []
+        for k in range(len(self)):
+            row = {"class": self.class_names[int(self.classes[k])]} if self.classes is not None else {}
+            rows.append({**row, **(self.extra_rows[k] if self.extra_rows else {})})
+        return rows
 
     def one_hot(self, index: torch.Tensor) -> torch.Tensor | None:
         """(B, K, *spatial) one-hot masks of the rows `index`, or None without mask conditioning."""
@@ -103,6 +115,7 @@ def check_conditioning(cat: Catalogued, cfg: Config) -> None:
             raise MedsynthError(f"{missing} training studies have no value in class column {column!r}; "
                                 "give every study a class in the labels CSV.")
         refuse_continuous(train[column], column)
+    check_extra_columns(cat, train, cfg)
     if cfg.conditioning.mask and (train["label_values"].astype(str).str.strip() == "").any():
         raise MedsynthError("conditioning.mask is on but some training studies have no label map; "
                             "use a dataset with label maps (e.g. MSD labelsTr) or set conditioning.mask: false.")
@@ -113,6 +126,54 @@ def check_conditioning(cat: Catalogued, cfg: Config) -> None:
     if len(train) < cfg.train.batch_size:
         raise MedsynthError(f"only {len(train)} training studies for a batch size of {cfg.train.batch_size}; "
                             "lower train.batch_size or add studies.")
+
+
+def check_extra_columns(cat: Catalogued, train: pd.DataFrame, cfg: Config) -> None:
+    """Every extra condition names a study-level column; categorical ones hold classes, covariates hold numbers."""
+    c = cfg.conditioning
+    for column in c.extra_columns:
+        if column not in cat.catalog.columns:
+            have = class_columns(cat.catalog)
+            raise MedsynthError(f"conditioning names column {column!r} but the data has no such study-level column "
+                                f"(columns: {', '.join(have) or 'none'}); pass --labels CSV or fix the config.")
+    for column in c.classes[1:]:
+        refuse_continuous(train[column].dropna(), column)
+    for column in c.covariates:
+        given = train[column][train[column].astype(str).str.strip().isin(["", "nan"]) == False]  # noqa: E712
+        numbers = pd.to_numeric(given, errors="coerce")
+        if numbers.isna().any():
+            raise MedsynthError(f"covariate {column!r} holds {given[numbers.isna()].iloc[0]!r}, not a number; "
+                                "give numbers (blank where unknown), or list the column under conditioning.classes.")
+        if numbers.nunique() < 2:
+            raise MedsynthError(f"covariate {column!r} has fewer than two distinct values over the training studies; "
+                                "there is nothing to condition on.")
+
+
+def extra_conditions(train: pd.DataFrame, cfg: Config) -> tuple[tuple[Column, ...], torch.Tensor | None, list[dict]]:
+    """The extra condition columns (values, or the training mean, SD and range of a covariate), their (N, E) values
+    in model units (NaN where a study has none) and each study's raw values."""
+    c = cfg.conditioning
+    if not c.extra_columns:
+        return (), None, []
+    columns = []
+    for column in c.classes[1:]:
+        values = {category_text(v) for v in train[column]}
+        columns.append(Column(column, tuple(sorted(values - {"", "nan", "None"}))))
+    for column in c.covariates:
+        numbers = pd.to_numeric(train[column], errors="coerce").dropna()
+        columns.append(Column(column, stats=(float(numbers.mean()), float(numbers.std()) or 1.0,
+                                             float(numbers.min()), float(numbers.max()))))
+    raw = [{col.name: raw_value(col, v) for col, v in zip(columns, row)} for row in train[list(c.extra_columns)].values]
+    values = [[col.encode(row[col.name]) for col in columns] for row in raw]
+    return tuple(columns), torch.tensor(values, dtype=torch.float32), raw
+
+
+def raw_value(column: Column, value) -> str | float | None:
+    """A catalog cell as a condition: category text or a number, None when blank."""
+    text = category_text(value)
+    if text in ("", "nan", "None"):
+        return None
+    return float(text) if column.continuous else text
 
 
 def refuse_continuous(values: pd.Series, column: str) -> None:
@@ -148,10 +209,11 @@ def load_training_set(cat: Catalogued, cfg: Config, show_progress: bool = True) 
     if cfg.conditioning.mask:
         label_tensor, vocab = compact_labels(torch.stack(labels), cat.label_names)
         num_labels, label_ids = len(vocab), (None if list(vocab) == list(range(len(vocab))) else list(vocab))
+    extras, extra, extra_rows = extra_conditions(train, cfg)
     return TrainingSet(torch.stack(images), label_tensor, classes, class_names, num_labels,
                        np.median(los, axis=0).tolist(), np.median(his, axis=0).tolist(), spacing,
                        str(train["modality"].iloc[0]), train["study_id"].tolist(), dict(cat.label_names),
-                       label_ids=label_ids)
+                       label_ids=label_ids, extras=extras, extra=extra, extra_rows=extra_rows)
 
 
 def compact_labels(labels: torch.Tensor, names: dict[int, str]) -> tuple[torch.Tensor, tuple[int, ...]]:

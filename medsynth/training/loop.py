@@ -91,7 +91,21 @@ def draw_batch(ts, cfg: Config, process: NoiseProcess, g: torch.Generator, null_
         x0 = torch.where(flip, x0.flip(2 + axis), x0)
         if mask is not None:
             mask = torch.where(flip, mask.flip(2 + axis), mask)
-    return Batch(x0, noise, t, Conditions(classes, mask))
+    return Batch(x0, noise, t, Conditions(classes, mask, extra_dropped(ts, index, classes, null_class, cfg, g)))
+
+
+def extra_dropped(ts, index: torch.Tensor, classes: torch.Tensor | None, null_class: int, cfg: Config,
+                  g: torch.Generator) -> torch.Tensor | None:
+    """The batch's extra conditions with dropout: all left out (NaN) where the class was dropped (or, without a class,
+    with probability class_dropout), so the unconditional branch is trained; and each one also on its own with
+    probability condition_dropout, so guidance works on any subset. Drawn after the other randoms."""
+    if ts.extra is None:
+        return None
+    extra = ts.extra[index].clone()
+    c = cfg.conditioning
+    every = classes == null_class if classes is not None else torch.rand(len(index), generator=g) < c.class_dropout
+    each = torch.rand(extra.shape, generator=g) < c.condition_dropout
+    return extra.masked_fill(every[:, None] | each, float("nan"))
 
 
 def training_step(net: nn.Module, opt: Optimisation, batch: Batch, process: NoiseProcess, cfg: Config, step: int,

@@ -181,7 +181,8 @@ def build_optimisation(cfg: Config, ts: TrainingSet, dev: torch.device, state: d
     """The denoiser, its EMA copy, AdamW and the learning-rate schedule, restored from `state` when resuming (else
     started from `parent`'s weights, when fine-tuning); and the step to continue from."""
     torch.manual_seed(cfg.train.seed)
-    model = build_denoiser(cfg.model, cfg.spatial_dims, ts.images.shape[1], ts.num_labels, len(ts.class_names))
+    model = build_denoiser(cfg.model, cfg.spatial_dims, ts.images.shape[1], ts.num_labels, len(ts.class_names),
+                           ts.extras)
     if parent is not None and state is None:
         model.load_state_dict(parent.weights)
     model = model.to(dev)
@@ -269,6 +270,8 @@ def checkpoint_meta(cfg: Config, ts: TrainingSet, fingerprint: str, source: str,
         **({"label_ids": list(ts.label_ids)} if ts.label_ids else {}),
         "image_channels": int(ts.images.shape[1]), "modality": ts.modality, "spacing": ts.spacing,
         "shape": list(cfg.data.shape), "intensity_lo": ts.intensity_lo, "intensity_hi": ts.intensity_hi,
+        **({"condition_columns": [c.as_dict() for c in ts.extras], "condition_rows": ts.condition_rows()}
+           if ts.extras else {}),
     }
     # the QC statistics (a pass over every study) are not computed for a private run, which leaves them out
     return {**meta, **private_meta(cfg, ts, lineage)} if lineage.plan else {**meta, "intensity_stats": intensity_stats(ts)}

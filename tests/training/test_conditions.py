@@ -1,0 +1,101 @@
+"""Extra conditions (#19): further categorical columns and covariates beside the class, through training and
+generation on phantoms whose anatomy follows sex and age."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import medsynth
+from medsynth.conditioning import Column, Conditions, ConditionSpec
+from medsynth.errors import MedsynthError
+from conftest import assert_user_error, run_cli
+
+EXTRA = ["conditioning.classes=[pathology,sex]", "conditioning.covariates=[age]"]
+
+
+@pytest.fixture(scope="module")
+def covariate_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("conditions")
+    data = medsynth.write_phantom_dataset(root / "data", medsynth.PhantomSpec(dims=2, size=16, cases=24), show_progress=False)
+    medsynth.train(medsynth.load_config("tiny_2d.yaml", [*EXTRA, "train.max_steps=6"]), data, root / "run",
+                   show_progress=False)
+    return root
+
+
+def test_a_column_encodes_known_values_refuses_the_rest_and_leaves_blanks_out():
+    sex, age = Column("sex", ("F", "M")), Column("age", stats=(55.0, 10.0, 25.0, 85.0))
+    assert sex.encode("M") == 1.0 and sex.encode("F") == 0.0 and np.isnan(sex.encode(""))
+    assert age.encode("75") == pytest.approx(2.0) and age.decode(2.0) == 75.0 and age.decode(float("nan")) is None
+    with pytest.raises(MedsynthError, match=r"sex 'X' is not a value the run knows \(F, M\)"):
+        sex.encode("X")
+    with pytest.raises(MedsynthError, match="outside the training range 25 to 85.*--extrapolate"):
+        age.encode(95)
+    assert age.encode(95, extrapolate=True) == pytest.approx(4.0)
+    spec = ConditionSpec(("lesion", "normal"), extras=(sex, age))
+    extra = spec.extra_values([{"sex": "F", "age": 65}, {"age": 45}])
+    assert extra.shape == (2, 2) and torch.isnan(extra[1, 0]) and spec.conditions(None, None, extra).null(2).extra.isnan().all()
+
+
+def test_each_condition_moves_the_model_and_a_left_out_one_is_its_null_form():
+    from medsynth.config import load_config
+    from medsynth.models import build_denoiser
+
+    extras = (Column("sex", ("F", "M")), Column("age", stats=(55.0, 10.0, 25.0, 85.0)))
+    torch.manual_seed(0)
+    model = build_denoiser(load_config("tiny_2d.yaml").model, 2, 1, 0, 2, extras)
+    for param in model.parameters():     # MONAI zero-initialises output layers: wake them so every input shows
+        if not param.any():
+            torch.nn.init.normal_(param, std=0.5)
+    x, t, classes = torch.randn(1, 1, 16, 16), torch.tensor([500]), torch.tensor([0])
+    out = lambda extra: model(x, t, Conditions(classes, None, torch.tensor([extra])))  # noqa: E731
+    nan = float("nan")
+    assert not torch.allclose(out([0.0, 1.0]), out([1.0, 1.0]))      # sex matters
+    assert not torch.allclose(out([0.0, 1.0]), out([0.0, -1.0]))     # age matters
+    assert torch.allclose(out([nan, nan]), model(x, t, Conditions(classes)))   # left out = not given
+
+
+def test_training_records_the_columns_and_generation_keeps_fixed_conditions_and_draws_the_rest(covariate_run, tmp_path):
+    from medsynth.runs.loaded import load_run
+
+    run = load_run(covariate_run / "run", torch.device("cpu"))
+    assert [c.name for c in run.extras] == ["sex", "age"] and run.extras[0].values == ("F", "M")
+    labels = pd.read_csv(covariate_run / "data" / "labels.csv")
+    train_ages = [r["age"] for r in run.meta["condition_rows"]]
+    assert run.extras[1].stats[2] == min(train_ages) and set(train_ages) <= set(labels["age"])
+    medsynth.generate(covariate_run / "run", tmp_path / "f", n=6, conditions=("sex=F",), steps=2, max_attempts=1,
+                      show_progress=False)
+    table = pd.read_csv(tmp_path / "f" / "samples.csv")
+    assert list(table["sex"]) == ["F"] * 6 and table["age"].between(min(train_ages), max(train_ages)).all()
+    record = json.loads((tmp_path / "f" / "syn_00000.json").read_text())
+    assert record["conditions"]["sex"] == "F" and record["conditions"]["age"] == table["age"][0]
+    rows = {(r["class"], r["sex"], r["age"]) for r in run.meta["condition_rows"]}
+    assert all((c, "F", a) in rows for c, a in zip(table["class"], table["age"]))   # drawn jointly from a real row
+
+
+def test_unknown_conditions_and_out_of_range_covariates_are_refused_at_the_cli(covariate_run, tmp_path):
+    run = covariate_run / "run"
+    assert_user_error(run_cli("generate", run, "--out", tmp_path / "a", "--condition", "bmi=30"),
+                      "'bmi' is not a condition of this run", "sex, age")
+    assert_user_error(run_cli("generate", run, "--out", tmp_path / "b", "--condition", "sex=X"), "(F, M)")
+    assert_user_error(run_cli("generate", run, "--out", tmp_path / "c", "--condition", "age=200"),
+                      "outside the training range", "--extrapolate")
+    assert not any((tmp_path / k).exists() for k in "abc")
+    made = run_cli("generate", run, "--out", tmp_path / "d", "--n", "2", "--condition", "age=90", "--extrapolate",
+                   "--steps", "2")
+    assert made.returncode == 0, made.stderr
+    assert list(pd.read_csv(tmp_path / "d" / "samples.csv")["age"]) == [90, 90]
+
+
+def test_a_config_whose_columns_the_data_lacks_or_that_are_not_numbers_is_refused(tmp_path):
+    data = medsynth.write_phantom_dataset(tmp_path / "data", medsynth.PhantomSpec(dims=2, size=16, cases=12),
+                                          show_progress=False)
+    with pytest.raises(MedsynthError, match="column 'bmi'"):
+        medsynth.train(medsynth.load_config("tiny_2d.yaml", ["conditioning.covariates=[bmi]"]), data, tmp_path / "r",
+                       show_progress=False)
+    with pytest.raises(MedsynthError, match="covariate 'sex' holds .*not a number"):
+        medsynth.train(medsynth.load_config("tiny_2d.yaml", ["conditioning.covariates=[sex]"]), data, tmp_path / "r",
+                       show_progress=False)
+    assert not (tmp_path / "r").exists()
