@@ -166,6 +166,10 @@ def generate(
                                                   "other conditions are drawn together from its training studies."),
     extrapolate: Optional[bool] = typer.Option(None, "--extrapolate", help="Allow covariates outside the range the "
                                                "run was trained on."),
+    conditions_file: Optional[Path] = typer.Option(None, "--conditions", help="CSV with one row per study: a 'class' "
+                                                   "column and any of the run's condition columns (blank: drawn)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Structured prompt matched against the run's own "
+                                         "vocabulary, e.g. \"lesion, F, age 70-80\"."),
     config: Optional[Path] = StageConfigOpt("generate"),
     set_: list[str] = StageSetOpt("generate", "steps=20"),
     device: str = DeviceOpt,
@@ -178,7 +182,8 @@ def generate(
     settings = load_stage_config("generate", config, set_, dict(
         n=n, classes=class_counts or None, masks=masks, steps=steps, guidance=guidance, seed=seed,
         batch_size=batch_size, shard=shard, mask_augment=mask_augment, mask_flip=mask_flip, max_attempts=qc_attempts,
-        tile=tile, conditions=condition or None, extrapolate=extrapolate))
+        tile=tile, conditions=condition or None, extrapolate=extrapolate,
+        condition_table=str(conditions_file) if conditions_file else None, prompt=prompt))
     if curate:
         return generate_curated(run, out, settings, device, overwrite)
     result = run_generate(run, out, settings, device=device, overwrite=overwrite)

@@ -64,6 +64,8 @@ class GenerateConfig:
                                          # (None for any of the three: what the run recorded, else 0 / 0 / off)
     conditions: tuple[str, ...] = ()     # NAME=VALUE extra conditions fixed for every study (the rest drawn jointly)
     extrapolate: bool = False            # allow covariates outside the training range
+    condition_table: str | None = None   # CSV, one row per study: its class and extra conditions (blank: drawn)
+    prompt: str | None = None            # structured prompt, e.g. "lesion, F, age 70-80"
 
     def __post_init__(self) -> None:
         require_each("generate", self, {"n": POSITIVE, "steps": POSITIVE, "batch_size": POSITIVE,

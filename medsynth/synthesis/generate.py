@@ -23,7 +23,8 @@ from medsynth.runs import SetFolder
 from medsynth.runs.loaded import LoadedRun, load_run
 from medsynth.runtime import resolve_device, seeded_generator
 from medsynth.synthesis.masks import MaskBank, MaskChoice, load_user_masks
-from medsynth.synthesis.plan import StudyPlan, parse_fixed, parse_shard, plan_studies, shard_of, with_conditions
+from medsynth.synthesis.plan import (StudyPlan, parse_fixed, parse_prompt, parse_shard, plan_studies,
+                                     read_condition_table, shard_of, with_conditions)
 from medsynth.synthesis.qc import quality_check
 from medsynth.viz import save_grid, spread_by_class
 
@@ -123,6 +124,31 @@ def resolve(s: GenerateConfig, loaded: LoadedRun) -> GenerateConfig:
     return dataclasses.replace(s, **decoding)
 
 
+def condition_plans(loaded: LoadedRun, s: GenerateConfig, n: int | None) -> list[StudyPlan]:
+    """Studies with their class and extra conditions, from --class / --n, --condition, --prompt and --conditions."""
+    if s.conditions and not loaded.extras:
+        raise MedsynthError("--condition was given but this run conditions on no column beyond its class; "
+                            "choose classes with --class.")
+    spec, classes = loaded.spec, list(s.classes)
+    fixed = parse_fixed(list(s.conditions), spec, s.extrapolate)
+    prompted, prompt_fixed, ranges = parse_prompt(s.prompt, spec, s.extrapolate) if s.prompt else (None, {}, {})
+    if prompted is not None:
+        if classes:
+            raise MedsynthError("--prompt names a class and --class was given too; choose the class in one place.")
+        classes = [f"{prompted}={n or 16}"]
+    table = read_condition_table(s.condition_table, spec, s.extrapolate) if s.condition_table else None
+    if table is not None:
+        if n is not None and n != len(table) or classes:
+            raise MedsynthError(f"--conditions gives {len(table)} studies, one per row; leave out --n and --class "
+                                "(a 'class' column chooses each study's class).")
+        n = len(table)
+    plans = plan_studies(n, classes, loaded.class_names, list(loaded.meta["class_counts"]))
+    if table is not None:
+        plans = [dataclasses.replace(p, class_name=table[p.index].get("class", p.class_name)) for p in plans]
+    return with_conditions(plans, spec, loaded.meta.get("condition_rows", []), {**prompt_fixed, **fixed}, s.seed,
+                           ranges, table)
+
+
 def plan(loaded: LoadedRun, s: GenerateConfig) -> tuple[list[StudyPlan], MaskBank | None, list[MaskChoice] | None]:
     """The studies this call makes (its shard), and where their masks come from."""
     user, n = None, s.n
@@ -131,12 +157,7 @@ def plan(loaded: LoadedRun, s: GenerateConfig) -> tuple[list[StudyPlan], MaskBan
             raise MedsynthError("--masks was given but this model is not mask-conditioned.")
         user = load_user_masks(s.masks, tuple(loaded.meta["shape"]), loaded.spec)
         n = n if n is not None or s.classes else len(user)
-    plans = plan_studies(n, list(s.classes), loaded.class_names, list(loaded.meta["class_counts"]))
-    if s.conditions and not loaded.extras:
-        raise MedsynthError("--condition was given but this run conditions on no column beyond its class; "
-                            "choose classes with --class.")
-    fixed = parse_fixed(list(s.conditions), loaded.spec, s.extrapolate)
-    plans = with_conditions(plans, loaded.spec, loaded.meta.get("condition_rows", []), fixed, s.seed)
+    plans = condition_plans(loaded, s, n)
     if user is not None and len(plans) != len(user):
         raise MedsynthError(f"{len(plans)} studies were asked for but --masks holds {len(user)} masks; "
                             "with --masks, generate one study per mask.")

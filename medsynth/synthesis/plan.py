@@ -33,20 +33,78 @@ def parse_fixed(specs: list[str], spec: ConditionSpec, extrapolate: bool) -> dic
     return fixed
 
 
-def with_conditions(plans: list[StudyPlan], spec: ConditionSpec, rows: list[dict], fixed: dict,
-                    seed: int) -> list[StudyPlan]:
-    """Each study's extra conditions: the fixed ones, the rest taken together from one training study drawn (seeded
-    by the study index) among those of the study's class that agree with the fixed categorical values, so the set
-    keeps the real set's correlations; from any training study when none agrees."""
+def parse_prompt(prompt: str, spec: ConditionSpec, extrapolate: bool) -> tuple[str | None, dict, dict]:
+    """A structured prompt, comma-separated terms matched against the run's own vocabulary: a class or category value
+    ("lesion", "F"; case-insensitive), NAME=VALUE, or a covariate with a value or range ("age 72", "age 70-80").
+    Returns (class or None, fixed values, covariate ranges {name: (lo, hi)}); an unknown term is refused naming what
+    the run knows."""
+    by_value = {v.lower(): ("class", v) for v in spec.class_names}
+    by_value.update({v.lower(): (c.name, v) for c in spec.extras if not c.continuous for v in c.values})
+    covariates = {c.name.lower(): c for c in spec.extras if c.continuous}
+    cls, fixed, ranges = None, {}, {}
+    for term in (t.strip() for t in prompt.split(",") if t.strip()):
+        words = term.replace("=", " ").split()
+        if term.lower() in by_value:
+            name, value = by_value[term.lower()]
+            cls, fixed = (value, fixed) if name == "class" else (cls, {**fixed, name: value})
+        elif len(words) == 2 and words[0].lower() in covariates:
+            column = covariates[words[0].lower()]
+            lo, _, hi = words[1].partition("-")
+            for bound in (lo, hi or lo):
+                column.encode(bound, "--prompt ", extrapolate)
+            ranges[column.name] = (float(lo), float(hi or lo))
+        elif "=" in term:
+            fixed.update(parse_fixed([term], spec, extrapolate))
+        else:
+            known = [*spec.class_names, *(v for c in spec.extras for v in c.values), *(f"{c} N or N-M" for c in covariates)]
+            raise MedsynthError(f"--prompt term {term!r} matches nothing this run knows ({', '.join(known)}).")
+    return cls, fixed, ranges
+
+
+def read_condition_table(path: str, spec: ConditionSpec, extrapolate: bool) -> list[dict]:
+    """--conditions FILE.csv: one row per study, any subset of the run's columns ("class" for the class); a blank
+    cell is drawn like a column left out. Unknown columns, values and ranges are refused naming the line."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as err:
+        raise MedsynthError(f"--conditions {path} cannot be read as a CSV table ({err}).") from None
+    known = {"class", *(c.name for c in spec.extras)}
+    unknown = [c for c in table.columns if c not in known]
+    if unknown or table.empty:
+        raise MedsynthError(f"--conditions {path} " + (f"has column {unknown[0]!r}, which is not a condition of this "
+                            f"run ({', '.join(sorted(known))})." if unknown else "holds no rows."))
+    rows = []
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        row = {k: v for k, v in row.items() if str(v).strip()}
+        if row.get("class") is not None and row["class"] not in spec.class_names:
+            raise MedsynthError(f"--conditions {path} line {line}: class {row['class']!r} is not one the run knows "
+                                f"({', '.join(spec.class_names)}).")
+        parse_fixed([f"{k}={v}" for k, v in row.items() if k != "class"], spec, extrapolate)
+        rows.append(row)
+    return rows
+
+
+def with_conditions(plans: list[StudyPlan], spec: ConditionSpec, rows: list[dict], fixed: dict, seed: int,
+                    ranges: dict | None = None, per_study: list[dict] | None = None) -> list[StudyPlan]:
+    """Each study's extra conditions: its own (`per_study`, a --conditions row) or the fixed ones, a covariate with a
+    range drawn uniformly in it, the rest taken together from one training study drawn (seeded by the study index)
+    among those of the study's class that agree with the given categorical values, so the set keeps the real set's
+    correlations (from any training study when none agrees)."""
     if not spec.extras:
         return plans
     categorical = {c.name for c in spec.extras if not c.continuous}
     out = []
     for p in plans:
+        given = {**fixed, **(per_study[p.index] if per_study else {})}
+        given.pop("class", None)
+        rng = np.random.default_rng([seed, p.index, 11])
         pool = [r for r in rows if p.class_name in (None, r.get("class"))
-                and all(str(r.get(k)) == str(v) for k, v in fixed.items() if k in categorical)] or rows
-        drawn = pool[int(np.random.default_rng([seed, p.index, 11]).integers(len(pool)))] if pool else {}
-        out.append(replace(p, conditions={c.name: fixed.get(c.name, drawn.get(c.name)) for c in spec.extras}))
+                and all(str(r.get(k)) == str(v) for k, v in given.items() if k in categorical)] or rows
+        drawn = pool[int(rng.integers(len(pool)))] if pool else {}
+        drawn = {**drawn, **{k: round(float(rng.uniform(lo, hi)), 1) for k, (lo, hi) in (ranges or {}).items()}}
+        out.append(replace(p, conditions={c.name: given.get(c.name, drawn.get(c.name)) for c in spec.extras}))
     return out
 
 

@@ -99,3 +99,23 @@ def test_a_config_whose_columns_the_data_lacks_or_that_are_not_numbers_is_refuse
         medsynth.train(medsynth.load_config("tiny_2d.yaml", ["conditioning.covariates=[sex]"]), data, tmp_path / "r",
                        show_progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_structured_prompt_and_a_conditions_table_choose_each_study(covariate_run, tmp_path):
+    run = covariate_run / "run"
+    medsynth.generate(run, tmp_path / "p", n=4, prompt="lesion, f, age 60-70", steps=2, max_attempts=1,
+                      show_progress=False)
+    table = pd.read_csv(tmp_path / "p" / "samples.csv")
+    assert list(table["class"]) == ["lesion"] * 4 and list(table["sex"]) == ["F"] * 4
+    assert table["age"].between(60, 70).all() and table["age"].nunique() > 1
+    with pytest.raises(MedsynthError, match="'tumour' matches nothing this run knows .*lesion, normal, F, M, age"):
+        medsynth.generate(run, tmp_path / "q", prompt="tumour, F", show_progress=False)
+    rows = tmp_path / "rows.csv"
+    pd.DataFrame({"class": ["normal", "lesion", ""], "sex": ["M", "", "F"], "age": ["40", "70", ""]}).to_csv(rows, index=False)
+    medsynth.generate(run, tmp_path / "t", condition_table=str(rows), steps=2, max_attempts=1, show_progress=False)
+    made = pd.read_csv(tmp_path / "t" / "samples.csv")
+    assert list(made["class"][:2]) == ["normal", "lesion"] and made["sex"][0] == "M" and made["sex"][2] == "F"
+    assert list(made["age"][:2]) == [40, 70] and made["sex"][1] in ("F", "M") and not np.isnan(made["age"][2])
+    pd.DataFrame({"weight": [70]}).to_csv(rows, index=False)
+    with pytest.raises(MedsynthError, match="column 'weight', which is not a condition of this run"):
+        medsynth.generate(run, tmp_path / "u", condition_table=str(rows), show_progress=False)
