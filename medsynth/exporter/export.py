@@ -21,7 +21,7 @@ from medsynth.data.ingest import ingest
 from medsynth.data.readers import load_study
 from medsynth.errors import MedsynthError
 from medsynth.exporter import layouts
-from medsynth.exporter.dicom import uid, write_seg, write_series
+from medsynth.exporter.dicom import patient_attributes, uid, write_seg, write_series
 from medsynth.exporter.gate import check_bound, read_report
 from medsynth.exporter.manifest import dataset_card, manifest_table, privacy_columns
 from medsynth.outputs import atomic_output_dir
@@ -49,6 +49,7 @@ def dicom_case(task: dict) -> list[dict]:
     study = sset.load(task["row"])
     keys = {k: uid(task["run_hash"], study.study_id, k) for k in ("study", "series", "frame", "seg_series")}
     keys["body_part"] = task["body_part"]
+    keys["patient"] = patient_attributes({c: task["row"].get(c) for c in sset.condition_names})
     folder = Path(task["folder"]) / study.study_id
     names, files, first = sset.channel_names(study.channels), [], None
     for c in range(study.channels):
@@ -158,7 +159,8 @@ def _write_index(root: Path, sset: SyntheticSet, files: list[dict], formats: lis
     for item in files:
         study = per_study.get(item["study_id"])
         if study is not None:
-            item.update({"class": study["class"], "seed": study["seed"], "run_hash": run_hash,
+            item.update({"class": study["class"], **{c: study.get(c) for c in sset.condition_names},
+                         "seed": study["seed"], "run_hash": run_hash,
                          "synthetic": not sset.holds_real_anatomy,
                          "audit_verdict": verdict, **privacy_columns(sset.meta)})
     table = manifest_table(root, files)

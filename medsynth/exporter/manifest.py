@@ -61,6 +61,21 @@ def privacy_columns(meta: dict) -> dict:
             "dp_accountant": record["accountant"] + ("" if record.get("private") else " (not private: see the card)")}
 
 
+def condition_lines(sset) -> list[str]:
+    """The card's account of the extra conditions the studies were generated with: counts per category, the range and
+    mean of each covariate (also in the manifest and, where DICOM has the attribute, in the files)."""
+    lines = []
+    for name in sset.condition_names:
+        values = sset.table[name]
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().all() and len(values):
+            lines.append(f"- {name} (requested): {numbers.min():g} to {numbers.max():g}, mean {numbers.mean():.1f}")
+        else:
+            lines.append(f"- {name} (requested): " + ", ".join(f"{k}: {v}" for k, v in values.astype(str).value_counts().items()))
+    return lines + (["- the requested conditions are facts of the request, not of any patient; DICOM carries them "
+                     "where the standard has an attribute (PatientSex, PatientAge, PatientWeight, PatientSize)"] if lines else [])
+
+
 def dataset_card(sset, table: pd.DataFrame, formats: list[str], audit: dict | None, forced: bool,
                  evaluation: dict | None = None) -> str:
     meta = sset.meta
@@ -88,6 +103,7 @@ def dataset_card(sset, table: pd.DataFrame, formats: list[str], audit: dict | No
         "## Contents",
         f"- formats: {', '.join(formats)}",
         "- studies per class: " + ", ".join(f"{k}: {v}" for k, v in classes.items()),
+        *condition_lines(sset),
         f"- label maps: {'yes, ' + ', '.join(f'{k} {v}' for k, v in sset.label_names.items()) if sset.has_labels else 'none'}",
         *([f"- nnU-Net and MSD layouts number the labels 0..{len(sset.label_ids) - 1} (their rule): "
            + ", ".join(f"{k} = id {v}" for k, v in enumerate(sset.label_ids)) + "; the other layouts and the SEG keep "

@@ -65,6 +65,11 @@ class SyntheticSet:
         return {int(k): v for k, v in self.meta.get("label_names", {}).items()}
 
     @property
+    def condition_names(self) -> list[str]:
+        """The extra conditions each study was generated with (samples.csv columns), beyond its class."""
+        return [c["name"] for c in self.meta.get("condition_columns", []) if c["name"] in self.table.columns]
+
+    @property
     def label_ids(self) -> tuple[int, ...] | None:
         """The run's label vocabulary when it is sparse (the dataset id of each compact id), else None."""
         ids = self.meta.get("label_ids")

@@ -210,10 +210,13 @@ def write_set(folder: Path, loaded: LoadedRun, plans: list[StudyPlan], bank, use
         "synthetic set", {"steps": s.steps, "guidance": s.guidance, "batch_size": s.batch_size, "shard": s.shard,
                           "n": len(plans), "classes": list(s.classes), "masks": s.masks, "mask_augment": s.mask_augment,
                           "mask_flip": s.mask_flip, "max_attempts": s.max_attempts, "tile": s.tile,
+                          **({"conditions": list(s.conditions), "condition_table": s.condition_table,
+                              "prompt": s.prompt, "extrapolate": s.extrapolate} if loaded.extras else {}),
                           **({"tile_overlap": s.tile_overlap, "tile_cache": s.tile_cache} if loaded.codec else {})},
         {"run": str(loaded.path), "run_hash": loaded.run_hash, "catalog_fingerprint": loaded.meta["catalog_fingerprint"]},
         timestamp=False, seeds={"generate": s.seed}, training_config=loaded.meta["config"],
         modality=loaded.meta["modality"], class_names=loaded.class_names,
         label_names=loaded.meta.get("label_names", {}), num_labels=loaded.num_labels, **loaded.lineage(),
-        **({"label_ids": loaded.meta["label_ids"]} if loaded.meta.get("label_ids") else {})))
+        **({"label_ids": loaded.meta["label_ids"]} if loaded.meta.get("label_ids") else {}),
+        **({"condition_columns": [c.as_dict() for c in loaded.extras]} if loaded.extras else {})))
     return table

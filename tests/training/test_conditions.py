@@ -119,3 +119,21 @@ def test_a_structured_prompt_and_a_conditions_table_choose_each_study(covariate_
     pd.DataFrame({"weight": [70]}).to_csv(rows, index=False)
     with pytest.raises(MedsynthError, match="column 'weight', which is not a condition of this run"):
         medsynth.generate(run, tmp_path / "u", condition_table=str(rows), show_progress=False)
+
+
+def test_export_writes_the_requested_conditions_to_manifest_card_and_dicom_patient_attributes(covariate_run, tmp_path):
+    import pydicom
+
+    from medsynth.exporter.dicom import patient_attributes
+
+    assert patient_attributes({"sex": "female", "age": 72.4, "weight": 80, "height": 172, "site": "x"}) == \
+        {"PatientSex": "F", "PatientAge": "072Y", "PatientWeight": "80.0", "PatientSize": "1.72"}
+    medsynth.generate(covariate_run / "run", tmp_path / "s", n=2, conditions=("sex=M", "age=61"), steps=2,
+                      max_attempts=1, show_progress=False)
+    medsynth.export(tmp_path / "s", tmp_path / "e", ["nifti", "dicom"], medsynth.ExportConfig(force=True, workers=1),
+                    show_progress=False)
+    manifest = pd.read_csv(tmp_path / "e" / "manifest.csv")
+    assert set(manifest["sex"].dropna()) == {"M"} and set(manifest["age"].dropna()) == {61}
+    assert "sex (requested): M: 2" in (tmp_path / "e" / "dataset_card.md").read_text()
+    first = pydicom.dcmread(next((tmp_path / "e" / "dicom").rglob("IM00001.dcm")))
+    assert (first.PatientSex, first.PatientAge) == ("M", "061Y")
