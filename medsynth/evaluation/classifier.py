@@ -94,3 +94,31 @@ def predict(model: FeatureClassifier, images: np.ndarray) -> tuple[np.ndarray, n
     x = torch.from_numpy(images.astype(np.float32))
     features = torch.cat([model.features(x[i : i + 256]) for i in range(0, len(x), 256)])
     return model.head(features).argmax(1).numpy(), features.numpy()
+
+
+def train_regressor(images: np.ndarray, targets: np.ndarray, seed: int = 0, steps: int = 300, batch_size: int = 16,
+                    lr: float = 1e-3) -> nn.Module:
+    """A MONAI Classifier trunk with one output, fitted by MSE to `targets` (standardised values), random flips."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = FeatureClassifier(images.shape[1:], 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    x_all, y_all = torch.from_numpy(images.astype(np.float32)), torch.from_numpy(targets.astype(np.float32))
+    model.train()
+    for _ in range(steps):
+        index = rng.choice(len(images), min(batch_size, len(images)), replace=False)
+        x = x_all[index]
+        flip = torch.from_numpy(rng.random(len(index)) < 0.5)
+        x = torch.where(flip.view(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
+        loss = nn.functional.mse_loss(model(x)[:, 0], y_all[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_value(model: FeatureClassifier, images: np.ndarray) -> np.ndarray:
+    """(N,) the regressor's standardised values."""
+    x = torch.from_numpy(images.astype(np.float32))
+    return torch.cat([model(x[i : i + 256])[:, 0] for i in range(0, len(x), 256)]).numpy().astype(np.float64)

@@ -27,6 +27,7 @@ from medsynth.config import EvaluateConfig, as_dict
 from medsynth.errors import MedsynthError
 from medsynth.evaluation import classifier as cls
 from medsynth.evaluation import metrics, recipes, report, segmenter
+from medsynth.evaluation.conditions import condition_fidelity
 from medsynth.models import encoder
 from medsynth.outputs import atomic_output_dir, check_output_dir
 from medsynth.progress import progress_iter, stage
@@ -54,6 +55,7 @@ class StudySet:
     images: np.ndarray
     labels: np.ndarray | None
     classes: np.ndarray | None     # index into the run's class names
+    conditions: dict[str, list] | None = None   # extra condition columns' raw values (requested, for synthetic)
 
 
 def class_ids(loaded, values: list[str], where: str) -> np.ndarray | None:
@@ -64,7 +66,8 @@ def class_ids(loaded, values: list[str], where: str) -> np.ndarray | None:
 
 def load_sets(loaded, sset, masked: bool, show_progress: bool) -> tuple[StudySet, StudySet, StudySet]:
     train, holdout = load_real(loaded, masked, show_progress, min_holdout=MIN_HOLDOUT, purpose="evaluation")
-    real = [StudySet(v.images.numpy(), v.labels, class_ids(loaded, v.classes, "the run's catalog")) for v in (train, holdout)]
+    real = [StudySet(v.images.numpy(), v.labels, class_ids(loaded, v.classes, "the run's catalog"), v.conditions)
+            for v in (train, holdout)]
     images, labels = [], []
     for row, study, unit in studies_on_grid(sset, loaded, "evaluate"):
         images.append(unit.astype(np.float32))
@@ -74,7 +77,8 @@ def load_sets(loaded, sset, masked: bool, show_progress: bool) -> tuple[StudySet
                                     "evaluate the set exactly as `medsynth generate` wrote it.")
             labels.append(loaded.spec.compact(study.label))   # files hold the dataset's ids, models the run's
     classes = class_ids(loaded, sset.table["class"].astype(str).tolist(), SetFolder(sset.folder).table.name)
-    synthetic = StudySet(np.stack(images), np.stack(labels) if masked else None, classes)
+    synthetic = StudySet(np.stack(images), np.stack(labels) if masked else None, classes,
+                         {c.name: sset.table[c.name].tolist() for c in loaded.extras if c.name in sset.table.columns})
     return real[0], real[1], synthetic
 
 
@@ -330,6 +334,8 @@ def _evaluate(run, synth, out, s: EvaluateConfig, device: str, overwrite: bool, 
     if masked:
         payload["conditioning"]["mask"], payload["utility"]["mask"] = segmentation(
             train, holdout, synthetic, loaded, s, show_progress)
+    if loaded.extras:
+        payload["conditioning"]["conditions"] = condition_fidelity(loaded.extras, train, holdout, synthetic, s)
     payload["utility"] = {k: v for k, v in payload["utility"].items() if v}
     if s.family and s.utility:
         payload["utility_family"] = utility_family(train, holdout, synthetic, loaded, s, show_progress)

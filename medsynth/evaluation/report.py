@@ -91,6 +91,23 @@ def family_table(family: dict) -> str:
             + table(rows, ["recipe", *names, "lift"]))
 
 
+def conditions_table(conditions: dict) -> str:
+    """Per extra condition: a judge trained on real training studies reads it back from synthetic studies (against
+    the requested value) and from real holdout (against the true value)."""
+    rows = []
+    for name, d in conditions.items():
+        if "values" in d:
+            rows += [[f"{name} = {v}", "accuracy", fmt(x["synthetic"]), fmt(x["holdout"]), x["synthetic_studies"]]
+                     for v, x in d["values"].items()]
+        else:
+            for key, label in (("mae", "mean absolute error"), ("pearson_r", "Pearson r")):
+                rows.append([name, label, fmt(d["synthetic"][key]), fmt(d["holdout"][key]), d["synthetic"]["studies"]])
+    return ("<p>Categorical conditions: a MONAI Classifier's accuracy per requested value next to its recall on real "
+            "holdout. Covariates: a regressor's error and correlation against the requested value, next to the same "
+            "against the true value of real holdout studies.</p>"
+            + table(rows, ["condition", "figure", "synthetic", "real holdout", "synthetic studies"]))
+
+
 def section(title: str, body: str) -> str:
     return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
 
@@ -166,6 +183,9 @@ def write_html(path: Path, payload: dict, train, holdout, synthetic, class_names
             f"<p>Judge: {html.escape(cond['judge'])}. Dice of its segmentation of each synthetic image against the mask the "
             "image was painted onto, next to its Dice on real holdout studies (mean, 95% interval over studies).</p>"
             + f"<img alt='Dice per label' src='{paired_bars(names, [get(n, 'holdout')['mean'] for n in names], [get(n, 'synthetic')['mean'] for n in names], 'Dice', 'real holdout', [get(n, 'holdout')['interval'] for n in names], [get(n, 'synthetic')['interval'] for n in names])}'>")))
+    if payload["conditioning"].get("conditions"):
+        parts.append(section("Conditioning: does each study show the conditions it was asked for?",
+                             conditions_table(payload["conditioning"]["conditions"])))
     for kind, util in payload["utility"].items():
         parts.append(section(f"Utility ({'classification' if kind == 'class' else 'segmentation'}): does training on it help?", (
             f"<p>{html.escape(util['model'])} trained on each set with the same number of steps, tested on {util['test']}, "

@@ -27,6 +27,7 @@ class RealSplit:
     images: torch.Tensor                   # (N, C, *spatial) model units
     labels: np.ndarray | None = None       # (N, *spatial) uint8 label maps (mask runs), in the run's compact ids
     classes: list[str] = field(default_factory=list)   # the class column's values ([] without classes)
+    conditions: dict[str, list] = field(default_factory=dict)   # each extra condition column's raw values
 
 
 def load_real(loaded: LoadedRun, masked: bool, show_progress: bool, min_holdout: int,
@@ -54,5 +55,6 @@ def load_real(loaded: LoadedRun, masked: bool, show_progress: bool, min_holdout:
             labels.append(loaded.spec.compact(ready.label[0].numpy()).astype(np.uint8)  # as training saw them
                           if masked and ready.label is not None else None)
         classes = rows[column].astype(str).tolist() if column else []
-        parts[split] = RealSplit(ids, torch.stack(images), np.stack(labels) if masked else None, classes)
+        conditions = {c.name: rows[c.name].tolist() for c in loaded.extras if c.name in rows.columns}
+        parts[split] = RealSplit(ids, torch.stack(images), np.stack(labels) if masked else None, classes, conditions)
     return parts["train"], parts["holdout"]

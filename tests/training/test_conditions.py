@@ -137,3 +137,16 @@ def test_export_writes_the_requested_conditions_to_manifest_card_and_dicom_patie
     assert "sex (requested): M: 2" in (tmp_path / "e" / "dataset_card.md").read_text()
     first = pydicom.dcmread(next((tmp_path / "e" / "dicom").rglob("IM00001.dcm")))
     assert (first.PatientSex, first.PatientAge) == ("M", "061Y")
+
+
+def test_evaluate_reads_each_condition_back_next_to_real_holdout(covariate_run, tmp_path):
+    medsynth.generate(covariate_run / "run", tmp_path / "s", n=8, steps=2, max_attempts=1, show_progress=False)
+    medsynth.evaluate(covariate_run / "run", tmp_path / "s", tmp_path / "e",
+                      medsynth.EvaluateConfig(seeds=1, steps=3, encoder_steps=3, pairs=3, utility=False),
+                      show_progress=False)
+    report = json.loads((tmp_path / "e" / "report.json").read_text())["conditioning"]["conditions"]
+    assert set(report) == {"sex", "age"} and set(report["sex"]["values"]) == {"F", "M"}
+    assert sum(v["synthetic_studies"] for v in report["sex"]["values"].values()) == 8
+    for figure in ("synthetic", "holdout"):
+        assert report["age"][figure]["mae"] >= 0 and report["age"][figure]["studies"] > 0
+    assert "does each study show the conditions it was asked for" in (tmp_path / "e" / "report.html").read_text()
