@@ -168,6 +168,9 @@ def generate(
                                                "run was trained on."),
     conditions_file: Optional[Path] = typer.Option(None, "--conditions", help="CSV with one row per study: a 'class' "
                                                    "column and any of the run's condition columns (blank: drawn)."),
+    guidance_per: Optional[list[str]] = typer.Option(None, "--guidance-per", help="One condition's own guidance "
+                                                     "scale, e.g. --guidance-per sex=3 (1: as the joint --guidance "
+                                                     "gives it; repeatable)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Structured prompt matched against the run's own "
                                          "vocabulary, e.g. \"lesion, F, age 70-80\"."),
     config: Optional[Path] = StageConfigOpt("generate"),
@@ -183,7 +186,8 @@ def generate(
         n=n, classes=class_counts or None, masks=masks, steps=steps, guidance=guidance, seed=seed,
         batch_size=batch_size, shard=shard, mask_augment=mask_augment, mask_flip=mask_flip, max_attempts=qc_attempts,
         tile=tile, conditions=condition or None, extrapolate=extrapolate,
-        condition_table=str(conditions_file) if conditions_file else None, prompt=prompt))
+        condition_table=str(conditions_file) if conditions_file else None, prompt=prompt,
+        guidance_per=guidance_per or None))
     if curate:
         return generate_curated(run, out, settings, device, overwrite)
     result = run_generate(run, out, settings, device=device, overwrite=overwrite)

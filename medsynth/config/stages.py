@@ -66,6 +66,7 @@ class GenerateConfig:
     extrapolate: bool = False            # allow covariates outside the training range
     condition_table: str | None = None   # CSV, one row per study: its class and extra conditions (blank: drawn)
     prompt: str | None = None            # structured prompt, e.g. "lesion, F, age 70-80"
+    guidance_per: tuple[str, ...] = ()   # NAME=W: one condition's own guidance scale (the class column or an extra)
 
     def __post_init__(self) -> None:
         require_each("generate", self, {"n": POSITIVE, "steps": POSITIVE, "batch_size": POSITIVE,

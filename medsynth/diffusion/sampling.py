@@ -19,29 +19,49 @@ def initial_noise(shape: Sequence[int], generators: Sequence[torch.Generator]) -
     return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])
 
 
-def guided(model: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: Conditions, guidance: float) -> torch.Tensor:
-    """Classifier-free guidance: uncond + w (cond - uncond), both in one batch; plain prediction when w == 1."""
-    if cond.empty or guidance == 1.0:
+def without(cond: Conditions, part: str | int, null_class: int) -> Conditions:
+    """`cond` with one condition left out: "class" (the null class) or extra column `part` (NaN)."""
+    if part == "class":
+        return cond.replace(classes=torch.full_like(cond.classes, null_class))
+    extra = cond.extra.clone()
+    extra[:, part] = float("nan")
+    return cond.replace(extra=extra)
+
+
+def guided(model: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: Conditions, guidance: float,
+           per: dict | None = None) -> torch.Tensor:
+    """Classifier-free guidance: uncond + w (cond - uncond), all in one batch; plain prediction when w == 1 and no
+    per-condition scale. `per` ({"class" or extra column index: w_i}) adds (w_i - 1) (cond - cond without i) for
+    each, so one condition is pushed harder (w_i > 1) or softer (w_i < 1) than the joint scale gives it."""
+    per = {k: w for k, w in (per or {}).items() if w != 1.0}
+    if cond.empty or guidance == 1.0 and not per:
         return model(x, t, cond)
-    n = x.shape[0]
-    out = model(torch.cat([x, x]), torch.cat([t, t]), cond.cat(cond.null(model.null_class)))
-    conditional, unconditional = out[:n], out[n:]
-    return unconditional + guidance * (conditional - unconditional)
+    n, parts = x.shape[0], list(per)
+    batch = cond.cat(cond.null(model.null_class))
+    for part in parts:
+        batch = batch.cat(without(cond, part, model.null_class))
+    out = model(x.repeat(2 + len(parts), *[1] * (x.ndim - 1)), t.repeat(2 + len(parts)), batch)
+    conditional, unconditional = out[:n], out[n : 2 * n]
+    result = unconditional + guidance * (conditional - unconditional)
+    for k, part in enumerate(parts):
+        result = result + (per[part] - 1.0) * (conditional - out[(2 + k) * n : (3 + k) * n])
+    return result
 
 
 @torch.no_grad()
 def sample(model: nn.Module, process: NoiseProcess, shape: Sequence[int], generators: Sequence[torch.Generator],
            cond: Conditions, steps: int, guidance: float, device: torch.device | str = "cpu",
-           clip: bool = True) -> torch.Tensor:
+           clip: bool = True, per: dict | None = None) -> torch.Tensor:
     """Draw len(generators) samples of `shape` (C, *spatial) under `cond`; returns (N, C, *spatial) on the CPU, clipped
     to [-1, 1] unless `clip` is off (latents, which have unit variance, not a range). `steps` and `guidance` are the
-    caller's resolved settings (generation fills them from the run's config once)."""
+    caller's resolved settings (generation fills them from the run's config once); `per`, per-condition scales
+    (guided)."""
     device = torch.device(device)
     x = initial_noise(shape, generators).to(device)
     n = x.shape[0]
     cond = cond.to(device)
     trajectory = process.trajectory(steps, shape, clip, device)
     for t, t_next in trajectory.pairs:
-        out = guided(model, x, trajectory.model_time(t, n, device), cond, guidance)
+        out = guided(model, x, trajectory.model_time(t, n, device), cond, guidance, per)
         x = trajectory.step(out, t, t_next, x)
     return (x.clamp(-1.0, 1.0) if clip else x).float().cpu()

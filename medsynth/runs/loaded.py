@@ -109,10 +109,12 @@ class LoadedRun:
     def model_conditions(self, cond: Conditions) -> Conditions:
         return cond.replace(mask=self.codec.model_mask(cond.mask)) if self.codec is not None else cond
 
-    def sample(self, generators, cond: Conditions, steps: int, guidance: float, device) -> torch.Tensor:
-        """(N, C, *spatial) images in [-1, 1] on the CPU: the sampler in model space, then decoding for latent runs."""
+    def sample(self, generators, cond: Conditions, steps: int, guidance: float, device, per: dict | None = None
+               ) -> torch.Tensor:
+        """(N, C, *spatial) images in [-1, 1] on the CPU: the sampler in model space, then decoding for latent runs.
+        `per`: per-condition guidance scales (diffusion.sampling.guided)."""
         x = sample(self.model, self.process, self.model_shape, generators, self.model_conditions(cond), steps,
-                   guidance, device=device, clip=self.codec is None)
+                   guidance, device=device, clip=self.codec is None, per=per)
         return self.codec.decode(x) if self.codec is not None else x
 
     def default_affine(self) -> np.ndarray:

@@ -23,7 +23,8 @@ from medsynth.runs import SetFolder
 from medsynth.runs.loaded import LoadedRun, load_run
 from medsynth.runtime import resolve_device, seeded_generator
 from medsynth.synthesis.masks import MaskBank, MaskChoice, load_user_masks
-from medsynth.synthesis.plan import (StudyPlan, parse_fixed, parse_prompt, parse_shard, plan_studies,
+from medsynth.synthesis.plan import (StudyPlan, parse_fixed, parse_guidance_per, parse_prompt, parse_shard,
+                                     plan_studies,
                                      read_condition_table, shard_of, with_conditions)
 from medsynth.synthesis.qc import quality_check
 from medsynth.viz import save_grid, spread_by_class
@@ -60,7 +61,8 @@ def denoise(loaded: LoadedRun, plans: list[StudyPlan], masks: list[MaskChoice | 
     labels = torch.from_numpy(np.stack([m.labels for m in masks])).long() if spec.num_labels else None
     extra = spec.extra_values([p.conditions for p in plans], extrapolate=True)   # checked when planned
     generators = [noise_generator(s.seed, p.index, a) for p, a in zip(plans, attempts)]
-    return loaded.sample(generators, spec.conditions(classes, labels, extra), s.steps, s.guidance, device).numpy()
+    per = parse_guidance_per(list(s.guidance_per), spec, loaded.cfg.conditioning.class_column)
+    return loaded.sample(generators, spec.conditions(classes, labels, extra), s.steps, s.guidance, device, per).numpy()
 
 
 def generate_batch(loaded: LoadedRun, plans, masks, s: GenerateConfig, device) -> list[tuple[np.ndarray, int, list[str]]]:
@@ -131,6 +133,7 @@ def condition_plans(loaded: LoadedRun, s: GenerateConfig, n: int | None) -> list
                             "choose classes with --class.")
     spec, classes = loaded.spec, list(s.classes)
     fixed = parse_fixed(list(s.conditions), spec, s.extrapolate)
+    parse_guidance_per(list(s.guidance_per), spec, loaded.cfg.conditioning.class_column)   # refused before sampling
     prompted, prompt_fixed, ranges = parse_prompt(s.prompt, spec, s.extrapolate) if s.prompt else (None, {}, {})
     if prompted is not None:
         if classes:
@@ -211,6 +214,7 @@ def write_set(folder: Path, loaded: LoadedRun, plans: list[StudyPlan], bank, use
                           "n": len(plans), "classes": list(s.classes), "masks": s.masks, "mask_augment": s.mask_augment,
                           "mask_flip": s.mask_flip, "max_attempts": s.max_attempts, "tile": s.tile,
                           **({"conditions": list(s.conditions), "condition_table": s.condition_table,
+                              "guidance_per": list(s.guidance_per),
                               "prompt": s.prompt, "extrapolate": s.extrapolate} if loaded.extras else {}),
                           **({"tile_overlap": s.tile_overlap, "tile_cache": s.tile_cache} if loaded.codec else {})},
         {"run": str(loaded.path), "run_hash": loaded.run_hash, "catalog_fingerprint": loaded.meta["catalog_fingerprint"]},

@@ -169,3 +169,22 @@ def shard_of(plans: list[StudyPlan], shard: int, shards: int) -> list[StudyPlan]
     """Contiguous block `shard` of `shards`: together the blocks cover every index once."""
     bounds = np.linspace(0, len(plans), shards + 1).round().astype(int)
     return plans[bounds[shard] : bounds[shard + 1]]
+
+
+def parse_guidance_per(specs: list[str], spec: ConditionSpec, class_column: str | None) -> dict:
+    """'sex=2' specs -> {extra column index or "class": scale}, naming the run's conditions when one is unknown."""
+    names = {c.name: j for j, c in enumerate(spec.extras)}
+    if class_column and spec.class_names:
+        names[class_column] = "class"
+    per = {}
+    for item in specs:
+        name, sep, raw = item.partition("=")
+        try:
+            scale = float(raw)
+        except ValueError:
+            scale = -1.0
+        if not sep or name not in names or scale < 0:
+            raise MedsynthError(f"--guidance-per {item!r} must be NAME=SCALE with a scale of 0 or more and NAME one of "
+                                f"this run's conditions ({', '.join(names) or 'none'}).")
+        per[names[name]] = scale
+    return per

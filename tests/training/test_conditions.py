@@ -150,3 +150,18 @@ def test_evaluate_reads_each_condition_back_next_to_real_holdout(covariate_run, 
     for figure in ("synthetic", "holdout"):
         assert report["age"][figure]["mae"] >= 0 and report["age"][figure]["studies"] > 0
     assert "does each study show the conditions it was asked for" in (tmp_path / "e" / "report.html").read_text()
+
+
+def test_one_conditions_own_guidance_scale_changes_only_when_it_differs_from_one(covariate_run, tmp_path):
+    import nibabel as nib
+
+    def image(name, per):
+        medsynth.generate(covariate_run / "run", tmp_path / name, n=1, conditions=("sex=F", "age=50"), steps=2,
+                          max_attempts=1, guidance_per=per, show_progress=False)
+        return np.asarray(nib.load(tmp_path / name / "syn_00000_image.nii.gz").dataobj)
+
+    plain = image("plain", ())
+    assert np.array_equal(plain, image("one", ("sex=1",)))
+    assert not np.array_equal(plain, image("strong", ("sex=6", "pathology=3")))
+    with pytest.raises(MedsynthError, match=r"--guidance-per 'bmi=2' .*\(sex, age, pathology\)"):
+        medsynth.generate(covariate_run / "run", tmp_path / "x", guidance_per=("bmi=2",), show_progress=False)
