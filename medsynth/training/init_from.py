@@ -79,6 +79,9 @@ def check_compatible(run: Path, parent: Config, cfg: Config, parent_channels: in
         differs.append(f"{parent_channels} image channels, not {image_channels}")
     if parent.latent.enabled:
         differs.append("a latent run")
+    if parent.conditioning.extra_columns or cfg.conditioning.extra_columns:
+        differs.append("conditions beyond the class (conditioning.classes / covariates), which fine-tuning does not "
+                       "map yet")
     if differs:
         raise MedsynthError(f"--init-from {run}: its network is not compatible with this config ({', '.join(differs)}); "
                             "fine-tune with the parent's model and diffusion sections.")

@@ -165,3 +165,22 @@ def test_one_conditions_own_guidance_scale_changes_only_when_it_differs_from_one
     assert not np.array_equal(plain, image("strong", ("sex=6", "pathology=3")))
     with pytest.raises(MedsynthError, match=r"--guidance-per 'bmi=2' .*\(sex, age, pathology\)"):
         medsynth.generate(covariate_run / "run", tmp_path / "x", guidance_per=("bmi=2",), show_progress=False)
+
+
+def test_training_leaves_every_condition_out_with_the_class_and_each_one_out_on_its_own():
+    from types import SimpleNamespace
+
+    from medsynth.config import load_config
+    from medsynth.training.loop import extra_dropped
+
+    cfg = load_config("tiny_2d.yaml", [*EXTRA, "conditioning.condition_dropout=0.3"])
+    n = 4000
+    ts = SimpleNamespace(extra=torch.zeros(n, 2))
+    classes = torch.where(torch.rand(n, generator=torch.Generator().manual_seed(1)) < 0.15, 2, 0)
+    extra = extra_dropped(ts, torch.arange(n), classes, 2, cfg, torch.Generator().manual_seed(0))
+    dropped = extra.isnan()
+    assert dropped[classes == 2].all()                                   # the unconditional branch: all left out
+    alone = dropped[classes != 2].float().mean(0)
+    assert ((alone > 0.27) & (alone < 0.33)).all()                       # each on its own at condition_dropout
+    both = (dropped[classes != 2].all(1)).float().mean()
+    assert 0.06 < both < 0.12                                            # independent: about 0.3 x 0.3
