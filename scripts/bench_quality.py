@@ -68,11 +68,13 @@ def real_arrays(catalog: pd.DataFrame, cfg) -> dict[str, tuple[np.ndarray, np.nd
     return out
 
 
-def synthetic_arrays(folder: Path, run) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_arrays(folder: Path, run, ids: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images in model units and class ids; `ids` maps the set's class names to the data file's ids (a run trained
+    on a catalog ingested with --class-names calls its classes by name), else the names are the ids."""
     table = pd.read_csv(SetFolder(folder).table, dtype={"class": str})
     images = np.stack([run.intensity.to_unit(np.asarray(nib.load(folder / f).dataobj, np.float32)[None])
                        for f in table["image"]])
-    return images, table["class"].astype(int).to_numpy()
+    return images, np.array([int(c) if c.isdigit() else (ids or {})[c] for c in table["class"]])
 
 
 def utility(train_x, train_y, test_x, test_y, classes, rare, seeds, steps) -> tuple[np.ndarray, np.ndarray]:
@@ -108,6 +110,8 @@ def main() -> None:
                         "the synthetic set (as generated or curated) chosen on val and scored on test")
     parser.add_argument("--budgets", type=int, nargs="+", default=[600, 2400], help="training steps per operating "
                         "point (--family); 600 and 2400 are about 17 and 68 CPU-minutes on a 2-core x86 machine")
+    parser.add_argument("--class-names", help="names of the data file's class ids, e.g. 0=malignant,1=benign, for runs "
+                        "trained on a catalog ingested with --class-names (--family)")
     parser.add_argument("--boost-other", type=int, default=400, help="studies of each other class in the family set")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="keep the run and synthetic set here")
@@ -245,8 +249,10 @@ def family_bench(args, start: float, device) -> None:
     cfg = load_config(args.config or "breastmnist_2d_class.yaml", args.set)
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
     work.mkdir(parents=True, exist_ok=True)
-    catalog = ingest(args.data, work / "catalog", overwrite=True, show_progress=False).catalog
+    catalog = ingest(args.data, work / "catalog_ids", overwrite=True, show_progress=False).catalog
     real = {k: StudySet(x, None, y) for k, (x, y) in real_arrays(catalog, cfg).items()}
+    ids = {name: int(i) for i, _, name in (p.partition("=") for p in (args.class_names or "").split(",") if p)}
+    names = [next((n for n, i in ids.items() if i == c), str(c)) for c in range(int(catalog["class"].astype(int).max()) + 1)]
     s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost)
     cache, choice = {}, None
     for steps in args.budgets:
@@ -258,16 +264,16 @@ def family_bench(args, start: float, device) -> None:
             continue
         run_dir, seconds = budget_run(args, work, steps, device)
         run = load_run(run_dir, device)
-        judged, family = budget_sets(run_dir, run, args, device)
+        judged, family = budget_sets(run_dir, run, args, device, ids)
         if choice is None:
-            choice = choose_variant(real, family, run, args, cache)
-        chosen = curated(real, family, run)[0] if choice["variant"] == "curated" else family
+            choice = choose_variant(real, family, run, names, args, cache)
+        chosen = curated(real, family, run, names)[0] if choice["variant"] == "curated" else family
         result = {"steps": steps, "train_seconds": seconds, "choice": choice, "studies": len(chosen.images),
-                  "recognised": recognised(real, judged, len(run.class_names)),
+                  "recognised": recognised(real, judged, len(names)), "class_names": names,
                   "fidelity": {"judged": fidelity(real["train"], real["test"], judged, s, False)["image"],
                                "chosen": fidelity(real["train"], real["test"], chosen, s, False)["image"]},
-                  "family": recipes.classification_family(real["train"], real["test"], chosen, run.class_names, s,
-                                                          True, cache=cache)}
+                  "family": recipes.classification_family(real["train"], real["test"], chosen, names, s, True,
+                                                          cache=cache)}
         provenance.write_json(out, result)
         print_budget(result)
     print(f"total: {(time.time() - start) / 60:.1f} wall minutes")
@@ -286,7 +292,7 @@ def budget_run(args, work: Path, steps: int, device) -> tuple[Path, float]:
     return run_dir, float(pd.read_csv(run_dir / "metrics.csv")["elapsed_s"].iloc[-1])
 
 
-def budget_sets(run_dir: Path, run, args, device) -> tuple[StudySet, StudySet]:
+def budget_sets(run_dir: Path, run, args, device, ids: dict) -> tuple[StudySet, StudySet]:
     """The judged set (n-per-class each class, the config's guidance) and the family set (boost studies of the rare
     class and boost-other of the others, at boost-guidance), generated once into the run's folder."""
     names, counts = run.class_names, np.array(run.meta["class_counts"])
@@ -300,18 +306,18 @@ def budget_sets(run_dir: Path, run, args, device) -> tuple[StudySet, StudySet]:
         if not SetFolder(folder).table.is_file():
             generate(run_dir, folder, classes=classes, guidance=guidance, device=str(device), show_progress=True,
                      batch_size=50, overwrite=True)
-        images, classes = synthetic_arrays(folder, run)
+        images, classes = synthetic_arrays(folder, run, ids)
         sets.append(StudySet(images, None, classes))
     return sets[0], sets[1]
 
 
-def curated(real: dict, synthetic: StudySet, run) -> tuple[StudySet, dict]:
+def curated(real: dict, synthetic: StudySet, run, names: list[str]) -> tuple[StudySet, dict]:
     """`medsynth curate`'s two rules, calibrated on val only (test stays unseen): the near-copy limit is val's
     highest nearest-training correlation; plausibility, the 0.1 quantile of val's own-class probabilities."""
     flips = tuple(run.cfg.train.flip_axes)
     limit = float(nearest_correlation(real["val"].images, real["train"].images, flips).max())
     near = nearest_correlation(synthetic.images, real["train"].images, flips)
-    plausible, thresholds = plausibility(real["train"], real["val"], synthetic, 0.1, 300, 0, run.class_names)
+    plausible, thresholds = plausibility(real["train"], real["val"], synthetic, 0.1, 300, 0, names)
     keep = (near <= limit) & plausible
     record = {"near_copy_limit": limit, "dropped_near_copy": int((near > limit).sum()),
               "dropped_implausible": int((~plausible).sum()), "kept": int(keep.sum()), "thresholds": thresholds,
@@ -320,14 +326,14 @@ def curated(real: dict, synthetic: StudySet, run) -> tuple[StudySet, dict]:
     return StudySet(synthetic.images[keep], None, synthetic.classes[keep]), record
 
 
-def choose_variant(real: dict, family: StudySet, run, args, cache: dict) -> dict:
+def choose_variant(real: dict, family: StudySet, run, names: list[str], args, cache: dict) -> dict:
     """As generated or curated: the higher mean rare-class recall lift on val of the MONAI Classifier recipe
     (class-balanced, both mixes), --seeds seeds each. Test is not looked at."""
     s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost)
-    kept, record = curated(real, family, run)
+    kept, record = curated(real, family, run, names)
     lifts = {}
     for variant, synthetic in (("as generated", family), ("curated", kept)):
-        result = recipes.classification_family(real["train"], real["val"], synthetic, run.class_names, s, True,
+        result = recipes.classification_family(real["train"], real["val"], synthetic, names, s, True,
                                                only=("monai-classifier",), cache=cache,
                                                synthetic_only=False)
         lifts[variant] = {r: d["lift"] for r, d in result["recipes"].items()}

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from medsynth.cli import _modality, app, DeviceOpt, ModalityOpt, OverwriteOpt, StageConfigOpt, StageSetOpt
+from medsynth.cli.options import DeviceOpt, ModalityOpt, OverwriteOpt, StageConfigOpt, StageSetOpt, _modality, app
 from medsynth.errors import MedsynthError
 
 
