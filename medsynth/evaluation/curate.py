@@ -38,6 +38,9 @@ from medsynth.runtime import resolve_device
 from medsynth.viz import save_grid, spread_by_class
 
 
+SHARED = 0.99   # a held-out study this close to a training study is the same image (the data's splits overlap)
+
+
 @dataclass
 class CurateResult:
     out: Path
@@ -104,6 +107,11 @@ def curate(run: str | Path, synth: str | Path, out: str | Path, *, quantile: flo
     nearest = nearest_correlation(synthetic.images, train.images, flips)
     real_nearest = nearest_correlation(holdout.images, train.images, flips)
     copy_limit = float(real_nearest.max())
+    shared = int((real_nearest >= SHARED).sum())
+    if shared:
+        stage(f"curate: note: {shared} held-out real studies are near-identical to a training study (correlation >= "
+              f"{SHARED}): the data's splits share images, so the near-copy limit is {copy_limit:.4f} and only copies "
+              "closer than those are dropped; the privacy audit is the check for copies.", show_progress)
     stage("curate: a classifier of the training studies' classes judges plausibility", show_progress)
     plausible, thresholds = plausibility(train, holdout, synthetic, quantile, steps, seed, loaded.class_names)
     ids = sset.table["study_id"].astype(str).tolist()
@@ -113,7 +121,8 @@ def curate(run: str | Path, synth: str | Path, out: str | Path, *, quantile: flo
     keep = np.array([i not in dropped for i in ids])
     rule = {"near_copy": {"rule": "drop a study whose highest Pearson correlation with a training study (or its "
                                   "mirror) exceeds the highest any held-out real study has", "limit": copy_limit,
-                          "holdout_studies": int(len(real_nearest)), "mirrors": list(flips)},
+                          "holdout_studies": int(len(real_nearest)), "mirrors": list(flips),
+                          "holdout_near_identical_to_training": shared},
             "plausible": {"rule": f"drop a study whose classifier probability for its class is below the {quantile:g} "
                                   "quantile of held-out real studies of that class", "classes": thresholds,
                           "classifier_steps": steps, "seed": seed},

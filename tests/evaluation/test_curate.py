@@ -51,6 +51,7 @@ def test_a_near_copy_of_a_training_study_is_never_kept_and_every_drop_is_recorde
     assert not set(planted) & set(kept["study_id"]) and len(kept) == record["kept"] == 12 - len(record["dropped"])
     assert all((tmp_path / "cur" / name).is_file() for name in kept["image"])
     assert record["nearest_correlation_median"]["kept"] <= record["near_copy"]["limit"]
+    assert record["near_copy"]["holdout_near_identical_to_training"] == 0     # distinct phantoms: no shared images
     assert set(record["plausible"]["classes"]) <= {"lesion", "normal"} and record["source_set"] == "syn"
     again = run_cli("evaluate", made / "run", tmp_path / "cur", "--out", tmp_path / "eval", "--no-utility")
     assert again.returncode == 0, again.stderr          # the curated set is a set like any other
