@@ -201,6 +201,7 @@ def test_flip_axes_mirror_image_and_mask_together_and_leave_the_rest_of_the_batc
         images = torch.arange(8 * 5 * 6, dtype=torch.float32).reshape(8, 1, 5, 6)
         labels = (images[:, 0] % 3).long()
         classes = torch.zeros(8, dtype=torch.long)
+        extra = None      # no conditions beyond the class
 
         def __len__(self):
             return 8
