@@ -63,27 +63,38 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, classes: int, seed:
     counts = np.bincount(labels, minlength=classes).astype(float)
     weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / classes if balanced else np.ones(classes),
                            dtype=torch.float32)
+    loss = lambda out, y: nn.functional.cross_entropy(out, y, weight=weights)  # noqa: E731
+    return fit(model, images, torch.from_numpy(labels.astype(np.int64)), loss, rng,
+               batches(rng, len(images), batch_size, steps, epochs), lr)
+
+
+def batches(rng: np.random.Generator, n: int, batch_size: int, steps: int | None, epochs: int):
+    """Row indices of each batch: `steps` random batches, or `epochs` shuffled passes. Drawn lazily, so the random
+    stream interleaves with fit's flips as it always has."""
+    if steps is not None:
+        for _ in range(steps):
+            yield rng.choice(n, min(batch_size, n), replace=False)
+        return
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+
+
+def fit(model: nn.Module, images: np.ndarray, targets: torch.Tensor, loss, rng: np.random.Generator, indices,
+        lr: float) -> nn.Module:
+    """Adam (weight decay 1e-4) on `loss(model(x), y)` over the batches `indices`, each image mirrored along its last
+    axis at random."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
-    x_all, y_all = torch.from_numpy(images.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
-
-    def batches():  # drawn lazily, so the random stream interleaves with the flips as it always has
-        if steps is not None:
-            for _ in range(steps):
-                yield rng.choice(len(images), min(batch_size, len(images)), replace=False)
-            return
-        for _ in range(epochs):
-            order = rng.permutation(len(images))
-            for start in range(0, len(order), batch_size):
-                yield order[start : start + batch_size]
-
+    x_all = torch.from_numpy(images.astype(np.float32))
     model.train()
-    for index in batches():
+    for index in indices:
         x = x_all[index]
         flip = torch.from_numpy(rng.random(len(index)) < 0.5)
         x = torch.where(flip.view(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
-        loss = nn.functional.cross_entropy(model(x), y_all[index], weight=weights)
+        value = loss(model(x), targets[index])
         optimizer.zero_grad()
-        loss.backward()
+        value.backward()
         optimizer.step()
     return model.eval()
 
@@ -102,19 +113,9 @@ def train_regressor(images: np.ndarray, targets: np.ndarray, seed: int = 0, step
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = FeatureClassifier(images.shape[1:], 1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
-    x_all, y_all = torch.from_numpy(images.astype(np.float32)), torch.from_numpy(targets.astype(np.float32))
-    model.train()
-    for _ in range(steps):
-        index = rng.choice(len(images), min(batch_size, len(images)), replace=False)
-        x = x_all[index]
-        flip = torch.from_numpy(rng.random(len(index)) < 0.5)
-        x = torch.where(flip.view(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
-        loss = nn.functional.mse_loss(model(x)[:, 0], y_all[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    loss = lambda out, y: nn.functional.mse_loss(out[:, 0], y)  # noqa: E731
+    return fit(model, images, torch.from_numpy(targets.astype(np.float32)), loss, rng,
+               batches(rng, len(images), batch_size, steps, 0), lr)
 
 
 @torch.no_grad()
