@@ -111,14 +111,6 @@ class Column:
                                 "ask within it, or pass --extrapolate to go beyond what the model saw.")
         return (number - mean) / sd
 
-    def decode(self, number: float) -> str | float | None:
-        """The model's number -> the raw value (None when left out)."""
-        if np.isnan(number):
-            return None
-        if self.continuous:
-            return round(number * self.stats[1] + self.stats[0], 6)
-        return self.values[int(round(number))]
-
     def as_dict(self) -> dict:
         return {"name": self.name, "values": list(self.values), "stats": list(self.stats) if self.stats else None}
 

@@ -128,9 +128,6 @@ def resolve(s: GenerateConfig, loaded: LoadedRun) -> GenerateConfig:
 
 def condition_plans(loaded: LoadedRun, s: GenerateConfig, n: int | None) -> list[StudyPlan]:
     """Studies with their class and extra conditions, from --class / --n, --condition, --prompt and --conditions."""
-    if s.conditions and not loaded.extras:
-        raise MedsynthError("--condition was given but this run conditions on no column beyond its class; "
-                            "choose classes with --class.")
     spec, classes = loaded.spec, list(s.classes)
     fixed = parse_fixed(list(s.conditions), spec, s.extrapolate)
     parse_guidance_per(list(s.guidance_per), spec, loaded.cfg.conditioning.class_column)   # refused before sampling

@@ -28,7 +28,7 @@ def covariate_run(tmp_path_factory):
 def test_a_column_encodes_known_values_refuses_the_rest_and_leaves_blanks_out():
     sex, age = Column("sex", ("F", "M")), Column("age", stats=(55.0, 10.0, 25.0, 85.0))
     assert sex.encode("M") == 1.0 and sex.encode("F") == 0.0 and np.isnan(sex.encode(""))
-    assert age.encode("75") == pytest.approx(2.0) and age.decode(2.0) == 75.0 and age.decode(float("nan")) is None
+    assert age.encode("75") == pytest.approx(2.0) and np.isnan(age.encode(None))
     with pytest.raises(MedsynthError, match=r"sex 'X' is not a value the run knows \(F, M\)"):
         sex.encode("X")
     with pytest.raises(MedsynthError, match="outside the training range 25 to 85.*--extrapolate"):
