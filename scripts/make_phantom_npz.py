@@ -1,0 +1,62 @@
+"""A second small, imbalanced 2D set for the quality benchmark (#23), in BreastMNIST's own format and split sizes.
+
+`bench_quality.py --family` measured its recipes on BreastMNIST; this makes a set of a different kind to check that
+what helps there is not tuned to it: built-in 2D CT phantoms (medsynth.data.phantom) at 28 x 28, an abdominal window
+(-160 to 240 HU) mapped to 8 bits, class 0 = a small liver lesion (the rare class, 27% as in BreastMNIST's training
+split), 1 = no lesion; 546 train / 78 val / 156 test. Every image is procedurally generated: no patient data.
+
+    python scripts/make_phantom_npz.py --out /tmp/phantoms28.npz
+    python scripts/bench_quality.py --data /tmp/phantoms28.npz --family --budgets 600 --class-names 0=lesion,1=normal ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from medsynth.data.phantom import PhantomSpec, make_phantom
+
+SPLITS = {"train": 546, "val": 78, "test": 156}
+WINDOW_HU = (-160.0, 240.0)
+
+
+def phantom_split(spec: PhantomSpec, first: int, n: int, rare: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` phantoms numbered from `first` (uint8 images, labels (n, 1)); round(rare * n) of them with a lesion."""
+    lesion = np.zeros(n, bool)
+    lesion[np.random.default_rng([seed, first]).permutation(n)[: int(round(rare * n))]] = True
+    low, high = WINDOW_HU
+    images = []
+    for k in range(n):
+        image = make_phantom(spec, first + k, bool(lesion[k])).image[0]
+        images.append(np.round(255 * np.clip((image - low) / (high - low), 0, 1)).astype(np.uint8))
+    return np.stack(images), np.where(lesion, 0, 1).astype(np.uint8)[:, None]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="the .npz to write (refused if it exists)")
+    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--rare", type=float, default=0.27, help="share of lesion cases in every split")
+    parser.add_argument("--lesion-radius", type=float, nargs=2, default=[0.05, 0.09],
+                        help="lesion radius range, in units of half the field of view")
+    parser.add_argument("--seed", type=int, default=23)
+    args = parser.parse_args()
+    out = Path(args.out)
+    if out.exists():
+        parser.error(f"{out} exists; choose another --out or remove it")
+    spec = PhantomSpec(dims=2, size=args.size, seed=args.seed, lesion_radius=tuple(args.lesion_radius))
+    arrays, first = {}, 0
+    for split, n in SPLITS.items():
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = phantom_split(spec, first, n, args.rare, args.seed)
+        first += n
+    tmp = out.with_name(out.name + ".partial.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.rename(out)
+    print(f"wrote {out}: " + ", ".join(f"{s} {n} ({int((arrays[f'{s}_labels'] == 0).sum())} lesion)"
+                                      for s, n in SPLITS.items()))
+
+
+if __name__ == "__main__":
+    main()
