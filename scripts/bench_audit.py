@@ -32,7 +32,8 @@ from medsynth.privacy import calibrate
 from medsynth.config import AuditConfig
 from medsynth.privacy.gallery import MAX_SHIFT, Gallery, Volumes, plant_ladder, residual
 from medsynth.privacy.membership import roc_auc
-from medsynth.privacy.search import descriptors, ranked
+from medsynth.privacy.descriptors import descriptors
+from medsynth.privacy.search import ranked
 from medsynth.data.catalog import ref_from_row
 from medsynth.data.ingest import ingest
 from medsynth.data.preprocess import PreprocessSpec, preprocess

@@ -31,7 +31,8 @@ from medsynth.privacy import calibrate, membership, report
 from medsynth.privacy.findings import Findings, judge, pairs_table, payload, power_table, write_report
 from medsynth.privacy.gallery import Gallery, Volumes, plant_ladder, residual
 from medsynth.privacy.plant import RUNGS
-from medsynth.privacy.search import Match, pixel_descriptors
+from medsynth.privacy.descriptors import pixel_descriptors
+from medsynth.privacy.search import Match
 from medsynth.privacy.sources import load_inputs
 from medsynth.progress import stage
 from medsynth.runs.loaded import LoadedRun

@@ -28,7 +28,8 @@ from scipy import ndimage
 from medsynth.config import AuditConfig
 from medsynth.models import encoder
 from medsynth.privacy.plant import Rung, ladder, plant_copy
-from medsynth.privacy.search import Match, align, descriptors, ranked, texture_score
+from medsynth.privacy.descriptors import descriptors
+from medsynth.privacy.search import Match, align, ranked, texture_score
 from medsynth.progress import LogLines, progress_iter
 
 CHANNELS = ("pixel", "smooth", "distinct", "structure", "texture", "embedding")

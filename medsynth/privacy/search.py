@@ -1,15 +1,8 @@
 """Copy search: each query's nearest training study under axis flips and small shifts, at about the cost of a
 plain correlation search.
 
-Stage 1, a plain search: four descriptors per study, on a grid of at most 32^3 voxels (block means of larger
-volumes), compared by dot products in memory-bounded chunks:
-  - pixel: the z-scored volume (finds noisy, rescaled, rotated, elastically warped and blurred copies);
-  - pose: the volume in a canonical pose, its intensity centroid moved to the grid centre and each axis
-    flipped so that its third moment is positive (finds flipped copies);
-  - spectrum: the log Fourier magnitude symmetrised over axis flips (finds shifted copies of noise-like texture);
-  - tiny: the z-scored volume on a grid of at most 20^3, each query tried at every one-voxel shift of that grid
-    (finds copies shifted by a few voxels along every axis, which the others rank low).
-  The candidates of a query are the union of the descriptors' top k.
+Stage 1, a plain search over four descriptors per study, in two tiers for large galleries
+(medsynth.privacy.descriptors); the candidates of a query are the union of the descriptors' top k.
 Stage 2, the shortlist: the `refine` candidates ranked highest in any descriptor.
 Stage 3, exact on the shortlist only: the maximum over every axis flip and every shift of at most `max_shift`
 voxels of the normalised cross-correlation on the overlap, means removed (the cross term by FFT, Lewis 1995; the
@@ -24,13 +17,14 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 from scipy import fft as sfft, ndimage
+
+from medsynth.privacy.descriptors import WORKERS, Index, candidates, descriptors, zscore
 
 
 @dataclass(frozen=True)
@@ -43,125 +37,9 @@ class Match:
     shift: tuple[int, ...]     # voxels
 
 
-def zscore(volume: np.ndarray) -> np.ndarray:
-    """Zero mean, unit norm (a constant volume becomes zeros)."""
-    v = np.asarray(volume, np.float64) - float(np.mean(volume))
-    norm = np.linalg.norm(v)
-    return v / norm if norm > 0 else v
-
-
-def canonical_pose(volume: np.ndarray) -> np.ndarray:
-    """Centroid to the grid centre (linear interpolation), then each axis flipped so its third moment is positive.
-
-    Weights are intensities above the volume's minimum, so background (air, padding) carries none.
-    """
-    x = np.asarray(volume, np.float64)
-    weights = x - x.min()
-    grid = np.indices(x.shape).reshape(x.ndim, -1).T
-    centre = (np.array(x.shape) - 1) / 2.0
-    if weights.sum() > 0:
-        centroid = (grid * weights.reshape(-1, 1)).sum(0) / weights.sum()
-        x = ndimage.shift(x, centre - centroid, order=1, mode="constant", cval=float(x.min()))
-    weights = (x - x.min()).reshape(-1)
-    for axis in range(x.ndim):
-        if (weights * (grid[:, axis] - centre[axis]) ** 3).sum() < 0:
-            x = np.flip(x, axis)
-    return x
-
-
-def spectrum(volume: np.ndarray) -> np.ndarray:
-    """Log Fourier magnitude, averaged over mirrored frequency axes: unchanged by circular shifts and by axis flips,
-    nearly unchanged by small shifts; finds shifted copies of texture (noise-like) volumes that plain NCC misses."""
-    m = np.log1p(np.abs(np.fft.fftn(np.asarray(volume, np.float64) - np.mean(volume))))
-    for axis in range(m.ndim):
-        m = m + np.roll(np.flip(m, axis), 1, axis)
-    return m
-
-
-MAX_DESCRIPTOR_VOXELS = 32**3
-WORKERS = max(1, min(4, os.cpu_count() or 1))   # threads of the exact stage
-MAX_SHIFTED_VOXELS = 20**3   # the tiny descriptor, searched under every one-voxel shift of the query
-
-
-def coarse(volume: np.ndarray, max_voxels: int = MAX_DESCRIPTOR_VOXELS) -> np.ndarray:
-    """Block means over f^d voxels, f the smallest integer that leaves at most `max_voxels` (f = 1: unchanged)."""
-    v = np.asarray(volume, np.float32)
-    f = 1
-    while np.prod([n // f for n in v.shape]) > max_voxels:
-        f += 1
-    if f == 1:
-        return v
-    v = v[tuple(slice(0, n - n % f) for n in v.shape)]
-    return v.reshape([x for n in v.shape for x in (n // f, f)]).mean(tuple(range(1, 2 * v.ndim, 2)))
-
-
-def pixel_descriptors(volumes: Sequence[np.ndarray]) -> np.ndarray:
-    """(N, voxels) z-scored volumes: dot products are Pearson correlations."""
-    return np.stack([zscore(v).ravel() for v in volumes]).astype(np.float32)
-
-
 def flip_axes(ndim: int) -> list[tuple[int, ...]]:
     """Every combination of axis flips, the identity () first."""
     return [a for r in range(ndim + 1) for a in itertools.combinations(range(ndim), r)]
-
-
-@dataclass(frozen=True)
-class Index:
-    """A set's stage-1 descriptors (rows: studies, unit norm) and the coarse grid they live on."""
-
-    search: tuple[np.ndarray, ...]   # pixel (the z-scored coarse volume), pose, spectrum, tiny (searched shifted)
-    shape: tuple[int, ...]
-    prepared: dict = field(default_factory=dict, compare=False, repr=False)   # coarse sources' FFTs and sums, by need
-
-    def coarse_volume(self, row: int) -> np.ndarray:
-        return self.search[0][row].reshape(self.shape)
-
-    @property
-    def tiny_shape(self) -> tuple[int, ...]:
-        return coarse(np.zeros(self.shape, np.float32), MAX_SHIFTED_VOXELS).shape
-
-
-def descriptors(volumes: Sequence[np.ndarray]) -> Index:
-    """The descriptors of `volumes` (each on the coarse grid, float32)."""
-    small = [coarse(v) for v in volumes]
-    pixel = pixel_descriptors(small)
-    pose = np.stack([zscore(canonical_pose(v)).ravel() for v in small]).astype(np.float32)
-    spec = np.stack([zscore(spectrum(v)).ravel() for v in small]).astype(np.float32)
-    tiny = pixel_descriptors([coarse(v, MAX_SHIFTED_VOXELS) for v in small])
-    return Index((pixel, pose, spec, tiny), small[0].shape)
-
-
-def shifted_versions(descriptor: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """(versions, voxels): the z-scored tiny volume moved by every offset in {-1, 0, 1} per axis (edges repeated)."""
-    v = descriptor.reshape(shape)
-    padded = np.pad(v, 1, mode="edge")
-    out = [zscore(padded[tuple(slice(1 + o, 1 + o + n) for o, n in zip(offset, shape))]).ravel()
-           for offset in itertools.product((-1, 0, 1), repeat=len(shape))]
-    return np.stack(out).astype(np.float32)
-
-
-def top_k_shifted(queries: np.ndarray, gallery: np.ndarray, shape: tuple[int, ...], k: int, chunk: int = 64) -> np.ndarray:
-    """top_k with each query's similarity the best over its shifted versions: finds copies moved by a few voxels,
-    which the unshifted descriptors rank low."""
-    k = min(k, len(gallery))
-    out = np.empty((len(queries), k), np.int64)
-    for start in range(0, len(queries), chunk):
-        versions = np.stack([shifted_versions(q, shape) for q in queries[start : start + chunk]])   # (q, V, D)
-        sims = (versions @ gallery.T).max(1)
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        out[start : start + chunk] = np.take_along_axis(part, np.argsort(-np.take_along_axis(sims, part, 1), 1), 1)
-    return out
-
-
-def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
-    """(Q, k) indices of each query's k most similar gallery rows; memory stays O(chunk x N)."""
-    k = min(k, len(gallery))
-    out = np.empty((len(queries), k), np.int64)
-    for start in range(0, len(queries), chunk):
-        sims = queries[start : start + chunk] @ gallery.T
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        out[start : start + chunk] = np.take_along_axis(part, np.argsort(-np.take_along_axis(sims, part, 1), 1), 1)
-    return out
 
 
 def integral_image(volume: np.ndarray) -> np.ndarray:
@@ -189,6 +67,25 @@ def box_sums(volume: np.ndarray, max_shift: int, query_side: bool | Sequence[boo
     return total
 
 
+@functools.lru_cache(maxsize=64)
+def twiddles(n: int, offsets: tuple[int, ...], half: bool, dtype) -> np.ndarray:
+    """(offsets, frequencies) inverse-DFT weights of one axis of length n at the given output offsets; `half`: the
+    last axis of a real FFT (frequencies 0..n/2), its bins other than 0 and n/2 counted twice (Hermitian symmetry)."""
+    k = np.arange(n // 2 + 1 if half else n)
+    weight = np.where((k == 0) | (2 * k == n), 1.0, 2.0) if half else np.ones(len(k))
+    return (weight * np.exp(2j * np.pi * np.outer(offsets, k) / n) / n).astype(dtype)
+
+
+def partial_inverse(spectra: np.ndarray, shape: tuple[int, ...], offsets: np.ndarray) -> np.ndarray:
+    """irfftn(spectra, s=shape) at the given offsets along every axis only, (B, *real FFT shape) -> (B, m, .., m):
+    one small matrix product per axis instead of a whole inverse FFT, as the exact search needs a few shifts."""
+    m, batch, x = len(offsets), len(spectra), spectra
+    for axis, n in enumerate(shape[:-1]):
+        x = np.matmul(twiddles(n, tuple(offsets), False, spectra.dtype), x.reshape(batch * m**axis, n, -1))
+    half = twiddles(shape[-1], tuple(offsets), True, spectra.dtype)
+    return np.real(x.reshape(batch, m ** (len(shape) - 1), -1) @ half.T).reshape(batch, *(m,) * len(shape))
+
+
 @functools.lru_cache(maxsize=16)
 def overlap_count(shape: tuple[int, ...], max_shift: int) -> np.ndarray:
     """Voxels in the overlap at every offset (box_sums of ones)."""
@@ -203,7 +100,6 @@ class Aligner:
     def __init__(self, query: np.ndarray, max_shift: int, dtype=np.float64) -> None:
         self.query, self.max_shift, self.dtype = np.asarray(query), max_shift, dtype
         self.shape = tuple(sfft.next_fast_len(n + max_shift, real=True) for n in self.query.shape)  # no wrap-around
-        self.window = np.ix_(*[np.r_[0 : max_shift + 1, -max_shift:0]] * self.query.ndim)
         self.offsets = np.r_[0 : max_shift + 1, -max_shift:0]
         self.count = overlap_count(self.query.shape, max_shift)
         self.flips: dict[tuple[int, ...], tuple] = {}
@@ -222,10 +118,9 @@ class Aligner:
         sum_g, sum_g2 = box_sums(g, self.max_shift, False), box_sums(g * g, self.max_shift, False)
         return sum_g, sum_g2 - sum_g**2 / self.count
 
-    def best(self, source: np.ndarray, flips: Sequence[tuple[int, ...]] | None = None, cache: dict | None = None,
-             key=None, keep_fft: bool = False) -> tuple[float, tuple[int, ...], tuple[int, ...]]:
-        """Max over axis flips of the query (all, or those given) and shifts |s| <= max_shift of the overlap NCC.
-        With `cache`, the source's overlap sums (and, `keep_fft`, its FFT) are kept under `key` for the next query."""
+    def source_side(self, source: np.ndarray, cache: dict | None, key, keep_fft: bool) -> tuple:
+        """The source's conjugate FFT and overlap sums; with `cache`, the sums (and, `keep_fft`, the FFT) are kept
+        under `key` for the next query."""
         fft = lambda g: np.conj(sfft.rfftn(g.astype(self.dtype), s=self.shape))  # noqa: E731
         cached = cache.get(key) if cache is not None else None
         if cached is None:
@@ -233,18 +128,35 @@ class Aligner:
             G, (sum_g, var_g) = fft(g), self.sums(g)
             if cache is not None:
                 cache[key] = (G if keep_fft else None, sum_g, var_g)
-        else:
-            G, sum_g, var_g = cached
-            G = fft(zscore(source)) if G is None else G
-        best = (-1.0, (), (0,) * source.ndim)
-        for axes in flip_axes(source.ndim) if flips is None else flips:
-            Q, sum_q, var_q = self.flipped(tuple(axes))
-            cross = sfft.irfftn(Q * G, s=self.shape)[self.window]
-            ncc = (cross - sum_q * sum_g / self.count) / np.sqrt(np.maximum(var_q * var_g, 1e-12))
-            at = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
-            if ncc[at] > best[0]:
-                best = (float(ncc[at]), tuple(axes), tuple(int(self.offsets[i]) for i in at))
-        return best
+            return G, sum_g, var_g
+        G, sum_g, var_g = cached
+        return (fft(zscore(source)) if G is None else G), sum_g, var_g
+
+    def best(self, source: np.ndarray, flips: Sequence[tuple[int, ...]] | None = None, cache: dict | None = None,
+             key=None, keep_fft: bool = False) -> tuple[float, tuple[int, ...], tuple[int, ...]]:
+        """Max over axis flips of the query (all, or those given) and shifts |s| <= max_shift of the overlap NCC."""
+        return self.best_of(*(x[None] for x in self.source_side(source, cache, key, keep_fft)), flips)[0]
+
+    def best_each(self, sources: Sequence[np.ndarray], keys: Sequence, cache: dict | None = None,
+                  keep_fft: bool = False) -> list[tuple[float, tuple[int, ...], tuple[int, ...]]]:
+        """`best` for every source under every flip, the cross terms of all (flip, source) pairs in one inverse FFT."""
+        sides = [self.source_side(source, cache, key, keep_fft) for source, key in zip(sources, keys)]
+        return self.best_of(*(np.stack(column) for column in zip(*sides)), None)
+
+    def best_of(self, G: np.ndarray, sum_g: np.ndarray, var_g: np.ndarray, flips) -> list[tuple]:
+        """(score, flip, shift) per source side (stacked on the first axis): the best over flips and shifts."""
+        flips = flip_axes(self.query.ndim) if flips is None else [tuple(a) for a in flips]
+        Q, sum_q, var_q = (np.stack(column) for column in zip(*(self.flipped(a) for a in flips)))
+        cross = partial_inverse((Q[:, None] * G[None]).reshape(-1, *G.shape[1:]), self.shape, self.offsets)
+        cross = cross.reshape(len(Q), len(G), *cross.shape[1:])
+        ncc = (cross - sum_q[:, None] * sum_g[None] / self.count) / np.sqrt(np.maximum(var_q[:, None] * var_g[None], 1e-12))
+        per_source = np.moveaxis(ncc, 1, 0).reshape(len(G), -1)   # (sources, flips x offsets), flips in order
+        out = []
+        for row in per_source:
+            flip, at = divmod(int(np.argmax(row)), ncc[0, 0].size)
+            out.append((float(row.max()), flips[flip],
+                        tuple(int(self.offsets[i]) for i in np.unravel_index(at, ncc.shape[2:]))))
+        return out
 
 
 def best_alignment(query: np.ndarray, source: np.ndarray, max_shift: int = 2, flips: Sequence[tuple[int, ...]] | None = None,
@@ -272,11 +184,10 @@ def ranked(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int 
             shapes = grid | {np.shape(v) for v in part}
             if len(shapes) != 1:
                 raise ValueError(f"all studies must share one grid to be compared, got shapes {sorted(shapes)}")
-            found = descriptors(part)
+            found = descriptors(part, previews=False)
             # (queries, k, descriptors): read row by row, candidates come in order of their best rank in any descriptor
-            candidates = np.stack([top_k(q, g, k) for q, g in zip(found.search[:3], index.search[:3])]
-                                  + [top_k_shifted(found.search[3], index.search[3], index.tiny_shape, k)], axis=2)
-            shortlists = [list(dict.fromkeys(ranks.ravel().tolist()))[: max(refine, keep)] for ranks in candidates]
+            shortlists = [list(dict.fromkeys(ranks.ravel().tolist()))[: max(refine, keep)]
+                          for ranks in candidates(found, index, k)]
             exact = lambda n: exact_stage(part[n], n, shortlists[n], found, index, gallery, max_shift, keep)  # noqa: E731
             out += list(pool.map(exact, range(len(part))))
             if on_chunk:
@@ -293,10 +204,15 @@ def exact_stage(query: np.ndarray, n: int, shortlist: list[int], found: Index, i
     if factor > 1:
         shift = int(np.ceil(max_shift / factor))
         small = Aligner(found.coarse_volume(n), shift, np.float32)
-        on_coarse = {row: small.best(index.coarse_volume(row), cache=index.prepared, key=(row, shift), keep_fft=True)
-                     for row in shortlist}
+        scores = small.best_each([index.coarse_volume(row) for row in shortlist], [(row, shift) for row in shortlist],
+                                 index.prepared, keep_fft=True)
+        on_coarse = dict(zip(shortlist, scores))
         flips = {row: [on_coarse[row][1]] for row in sorted(shortlist, key=lambda r: -on_coarse[r][0])[: max(keep, 2)]}
     full = Aligner(query, max_shift, np.float32)
+    if factor <= 1:   # the volumes are the coarse grid: every flip of every candidate, in one go
+        rows = list(flips)
+        found = full.best_each([gallery[row] for row in rows], [(row, max_shift, "full") for row in rows], index.prepared)
+        return sorted((Match(int(row), *f) for row, f in zip(rows, found)), key=lambda m: -m.score)[:keep]
     best = [Match(int(row), *full.best(gallery[row], tried, index.prepared, (row, max_shift, "full")))
             for row, tried in flips.items()]
     return sorted(best, key=lambda m: -m.score)[:keep]

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
+from medsynth.data.phantom import PhantomSpec, make_phantom
+from medsynth.privacy.descriptors import descriptors, top_k
 from medsynth.privacy.plant import plant_copy
+from medsynth.privacy.search import align, best_alignment, nearest, ranked, texture_score
 
 RUNGS = ("exact", "flip", "shift2", "rotation5", "noise", "intensity", "elastic1.5", "blur1_noise2.5")
-from medsynth.privacy.search import align, best_alignment, descriptors, nearest, ranked, texture_score, top_k
-from medsynth.data.phantom import PhantomSpec, make_phantom
 
 
 def _unit(study):
@@ -34,6 +35,21 @@ def test_every_kind_of_planted_copy_is_found_and_outranks_fresh_studies(gallery,
         kind = RUNGS[n // 5]
         assert match.index == source, kind
         assert match.score > null, (kind, match.score, null)  # every copy scores above every fresh study
+
+
+def test_a_large_gallery_searched_in_two_tiers_still_finds_every_kind_of_copy(gallery):
+    # Galleries of thousands are searched on previews first (an eighth of each descriptor) and only the previews'
+    # candidates are scored in full: each copy must still be matched to its source, with the same score and
+    # transform as the one-tier search gives.
+    rng = np.random.default_rng(4)
+    sources = rng.choice(len(gallery), 2 * len(RUNGS))
+    copies = [plant_copy(gallery[s], RUNGS[n // 2], rng)[0] for n, s in enumerate(sources)]
+    two_tier = descriptors(gallery, previews=True)
+    assert two_tier.previews[0].shape == (len(gallery), 16**3)
+    one = ranked(copies, gallery, k=3, keep=1, gallery_descriptors=descriptors(gallery, previews=False))
+    two = ranked(copies, gallery, k=3, keep=1, gallery_descriptors=two_tier)
+    assert [m[0].index for m in two] == list(sources)
+    assert [m[0] for m in two] == [m[0] for m in one]
 
 
 def test_flipped_and_shifted_copies_are_matched_exactly_with_their_transform(gallery):
