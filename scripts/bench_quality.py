@@ -250,6 +250,8 @@ def family_bench(args, start: float, device) -> None:
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
     work.mkdir(parents=True, exist_ok=True)
     catalog = ingest(args.data, work / "catalog_ids", overwrite=True, show_progress=False).catalog
+    if not (work / "catalog" / "catalog.csv").is_file():   # the runs' catalog: classes called by their names
+        ingest(args.data, work / "catalog", overwrite=True, show_progress=False, class_names=args.class_names)
     real = {k: StudySet(x, None, y) for k, (x, y) in real_arrays(catalog, cfg).items()}
     ids = {name: int(i) for i, _, name in (p.partition("=") for p in (args.class_names or "").split(",") if p)}
     names = [next((n for n, i in ids.items() if i == c), str(c)) for c in range(int(catalog["class"].astype(int).max()) + 1)]
