@@ -40,6 +40,12 @@ def zscore(volume: np.ndarray) -> np.ndarray:
     return v / norm if norm > 0 else v
 
 
+def axis_moment(weights: np.ndarray, axis: int, centre: float, power: int) -> float:
+    """sum over voxels of weight x (coordinate along `axis` - centre)^power, from the weights' marginal on that axis."""
+    marginal = weights.sum(tuple(a for a in range(weights.ndim) if a != axis))
+    return float(marginal @ (np.arange(weights.shape[axis]) - centre) ** power)
+
+
 def canonical_pose(volume: np.ndarray) -> np.ndarray:
     """Centroid to the grid centre (linear interpolation), then each axis flipped so its third moment is positive.
 
@@ -47,14 +53,14 @@ def canonical_pose(volume: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(volume, np.float64)
     weights = x - x.min()
-    grid = np.indices(x.shape).reshape(x.ndim, -1).T
     centre = (np.array(x.shape) - 1) / 2.0
-    if weights.sum() > 0:
-        centroid = (grid * weights.reshape(-1, 1)).sum(0) / weights.sum()
+    total = weights.sum()
+    if total > 0:
+        centroid = np.array([axis_moment(weights, a, 0.0, 1) for a in range(x.ndim)]) / total
         x = ndimage.shift(x, centre - centroid, order=1, mode="constant", cval=float(x.min()))
-    weights = (x - x.min()).reshape(-1)
+    weights = x - x.min()
     for axis in range(x.ndim):
-        if (weights * (grid[:, axis] - centre[axis]) ** 3).sum() < 0:
+        if axis_moment(weights, axis, centre[axis], 3) < 0:
             x = np.flip(x, axis)
     return x
 
@@ -77,7 +83,8 @@ def coarse(volume: np.ndarray, max_voxels: int = MAX_DESCRIPTOR_VOXELS) -> np.nd
     if f == 1:
         return v
     v = v[tuple(slice(0, n - n % f) for n in v.shape)]
-    return v.reshape([x for n in v.shape for x in (n // f, f)]).mean(tuple(range(1, 2 * v.ndim, 2)))
+    # the sum of the f^d strided views (each one voxel of every block): far faster than a mean over reshaped axes
+    return sum(v[tuple(slice(o, None, f) for o in offset)] for offset in itertools.product(range(f), repeat=v.ndim)) / f**v.ndim
 
 
 def pixel_descriptors(volumes: Sequence[np.ndarray]) -> np.ndarray:

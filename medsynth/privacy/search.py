@@ -42,10 +42,24 @@ def flip_axes(ndim: int) -> list[tuple[int, ...]]:
     return [a for r in range(ndim + 1) for a in itertools.combinations(range(ndim), r)]
 
 
-def integral_image(volume: np.ndarray) -> np.ndarray:
-    integral = np.pad(np.asarray(volume, np.float64), [(1, 0)] * volume.ndim)
-    for axis in range(volume.ndim):
-        integral = integral.cumsum(axis)
+def integral_image(volume: np.ndarray, max_shift: int | None = None) -> np.ndarray:
+    """Cumulative sums along every axis, zero-padded in front. With `max_shift`, filled only where box_sums reads
+    (the first and last max_shift + 1 positions of each axis), from one pass over the volume instead of one per axis;
+    the other entries are left unset."""
+    v = np.asarray(volume, np.float64)
+    if max_shift is None or min(v.shape) <= 2 * max_shift + 1:
+        integral = np.pad(v, [(1, 0)] * v.ndim)
+        for axis in range(v.ndim):
+            integral = integral.cumsum(axis)
+        return integral
+    m, x = max_shift, v
+    for axis in range(v.ndim):   # prefix sums at 0..m and n-m..n along this axis, the earlier axes already reduced
+        head = np.cumsum(np.take(x, range(m), axis), axis)
+        total = x.sum(axis, keepdims=True)
+        tail = total - np.flip(np.cumsum(np.flip(np.take(x, range(x.shape[axis] - m, x.shape[axis]), axis), axis), axis), axis)
+        x = np.concatenate([np.zeros_like(total), head, tail, total], axis)
+    integral = np.empty([n + 1 for n in v.shape])
+    integral[np.ix_(*[np.r_[0 : m + 1, n - m : n + 1] for n in v.shape])] = x
     return integral
 
 
@@ -104,7 +118,7 @@ class Aligner:
         self.count = overlap_count(self.query.shape, max_shift)
         self.flips: dict[tuple[int, ...], tuple] = {}
         self.z = zscore(self.query)
-        self.integrals = (integral_image(self.z), integral_image(self.z * self.z))
+        self.integrals = (integral_image(self.z, max_shift), integral_image(self.z * self.z, max_shift))
 
     def flipped(self, axes: tuple[int, ...]) -> tuple:
         if axes not in self.flips:
@@ -115,7 +129,7 @@ class Aligner:
         return self.flips[axes]
 
     def sums(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sum_g, sum_g2 = box_sums(g, self.max_shift, False), box_sums(g * g, self.max_shift, False)
+        sum_g, sum_g2 = (box_sums(x, self.max_shift, False, integral_image(x, self.max_shift)) for x in (g, g * g))
         return sum_g, sum_g2 - sum_g**2 / self.count
 
     def source_side(self, source: np.ndarray, cache: dict | None, key, keep_fft: bool) -> tuple:

@@ -1,7 +1,10 @@
 """Copy search: every kind of planted copy is found and outranks every fresh (non-copied) study."""
 
+import itertools
+
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from medsynth.data.phantom import PhantomSpec, make_phantom
 from medsynth.privacy.descriptors import descriptors, top_k
@@ -99,6 +102,27 @@ def test_two_d_studies_are_searched_too():
     slices = [_unit(make_phantom(PhantomSpec(dims=2, size=48, seed=2), k, False)) for k in range(12)]
     copy = np.roll(np.flip(slices[5], 1), 1, axis=0)
     assert nearest([copy], slices)[0].index == 5
+
+
+def _overlap_ncc(query, source, shift):
+    """NCC of the overlap when `query` is moved by `shift` onto `source` (each side's mean removed on the overlap)."""
+    q = tuple(slice(max(0, s), n + min(0, s)) for s, n in zip(shift, query.shape))
+    g = tuple(slice(max(0, -s), n - max(0, s)) for s, n in zip(shift, source.shape))
+    a, b = query[q] - query[q].mean(), source[g] - source[g].mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+@pytest.mark.parametrize("shape", [(12, 14, 11), (20, 17)])
+def test_the_alignment_score_is_the_best_overlap_ncc_over_every_flip_and_shift(shape):
+    rng = np.random.default_rng(7)
+    source = ndimage.gaussian_filter(rng.normal(size=shape), 1.5)
+    query = np.roll(np.flip(source, 0), (1,) + (-2,) * (len(shape) - 1), axis=tuple(range(len(shape))))
+    query = query + 0.3 * rng.normal(size=shape)
+    brute = max((_overlap_ncc(np.flip(query, axes) if axes else query, source, shift), axes, shift)
+                for axes in [a for r in range(len(shape) + 1) for a in itertools.combinations(range(len(shape)), r)]
+                for shift in itertools.product(range(-3, 4), repeat=len(shape)))
+    score, axes, shift = best_alignment(query, source, max_shift=3)
+    assert score == pytest.approx(brute[0], abs=1e-6) and (axes, shift) == brute[1:]
 
 
 def test_top_k_is_chunked_without_changing_the_answer():
