@@ -62,8 +62,6 @@ def fit_null(channel: str, scores) -> NullModel:
     return NullModel(channel, scores, float(loc), float(max(scale, 1e-6)))
 
 
-
-
 @dataclass(frozen=True)
 class Rule:
     """The flagging and verdict rule (see the module's docstring)."""
