@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 from scipy import fft as sfft, ndimage
+from threadpoolctl import threadpool_limits
 
 from medsynth.privacy.descriptors import WORKERS, Index, candidates, descriptors, zscore
 
@@ -203,7 +204,8 @@ def ranked(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int 
             shortlists = [list(dict.fromkeys(ranks.ravel().tolist()))[: max(refine, keep)]
                           for ranks in candidates(found, index, k)]
             exact = lambda n: exact_stage(part[n], n, shortlists[n], found, index, gallery, max_shift, keep)  # noqa: E731
-            out += list(pool.map(exact, range(len(part))))
+            with threadpool_limits(1, "blas"):   # the query threads share the cores: BLAS threads would oversubscribe
+                out += list(pool.map(exact, range(len(part))))
             if on_chunk:
                 on_chunk(start + len(part))
     return out
