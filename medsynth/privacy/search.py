@@ -154,7 +154,8 @@ class Aligner:
 
     def best_each(self, sources: Sequence[np.ndarray], keys: Sequence, cache: dict | None = None,
                   keep_fft: bool = False) -> list[tuple[float, tuple[int, ...], tuple[int, ...]]]:
-        """`best` for every source under every flip, the cross terms of all (flip, source) pairs in one inverse FFT."""
+        """`best` for every source under every flip, the cross terms of all (flip, source) pairs in one partial
+        inverse DFT."""
         sides = [self.source_side(source, cache, key, keep_fft) for source, key in zip(sources, keys)]
         return self.best_of(*(np.stack(column) for column in zip(*sides)), None)
 
@@ -227,10 +228,11 @@ def exact_stage(query: np.ndarray, n: int, shortlist: list[int], found: Index, i
     full = Aligner(query, max_shift, np.float32)
     if factor <= 1:   # the volumes are the coarse grid: every flip of every candidate, in one go
         rows = list(flips)
-        found = full.best_each([gallery[row] for row in rows], [(row, max_shift, "full") for row in rows], index.prepared)
-        return sorted((Match(int(row), *f) for row, f in zip(rows, found)), key=lambda m: -m.score)[:keep]
-    best = [Match(int(row), *full.best(gallery[row], tried, index.prepared, (row, max_shift, "full")))
-            for row, tried in flips.items()]
+        scores = full.best_each([gallery[row] for row in rows], [(row, max_shift, "full") for row in rows], index.prepared)
+        best = [Match(int(row), *score) for row, score in zip(rows, scores)]
+    else:
+        best = [Match(int(row), *full.best(gallery[row], tried, index.prepared, (row, max_shift, "full")))
+                for row, tried in flips.items()]
     return sorted(best, key=lambda m: -m.score)[:keep]
 
 
