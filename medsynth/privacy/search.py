@@ -73,13 +73,14 @@ def box_sums(volume: np.ndarray, max_shift: int, query_side: bool | Sequence[boo
     integral = integral_image(volume) if integral is None else integral
     sides = [query_side] * volume.ndim if isinstance(query_side, bool) else list(query_side)
     offsets = np.r_[0 : max_shift + 1, -max_shift:0]
-    lo = [np.maximum(0, (1 if side else -1) * offsets) for side in sides]
-    hi = [np.minimum(n, n + (1 if side else -1) * offsets) for n, side in zip(volume.shape, sides)]
-    total = 0.0
-    for corner in itertools.product((0, 1), repeat=volume.ndim):
-        index = np.ix_(*[low if c else high for c, low, high in zip(corner, lo, hi)])
-        total = total + (-1) ** sum(corner) * integral[index]
-    return total
+    # per axis, the overlap's upper ends then its lower ends: one gather reads every corner of every box at once
+    ends = [np.r_[np.minimum(n, n + sign * offsets), np.maximum(0, sign * offsets)]
+            for n, sign in zip(volume.shape, [1 if side else -1 for side in sides])]
+    corners = integral[np.ix_(*ends)]
+    for axis in range(volume.ndim):   # inclusion-exclusion: upper minus lower corner along each axis in turn
+        half = corners.shape[axis] // 2
+        corners = corners.take(range(half), axis) - corners.take(range(half, 2 * half), axis)
+    return corners
 
 
 @functools.lru_cache(maxsize=64)
@@ -191,7 +192,7 @@ def ranked(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int 
 
     Queries are described `chunk` at a time, so memory holds the gallery's index and one chunk, not every query;
     the exact stage runs on WORKERS threads (FFTs release the GIL). `on_chunk(done)` is told after each chunk."""
-    grid = {np.shape(v) for v in gallery}
+    grid, short = {np.shape(v) for v in gallery}, max(refine, keep)
     index = gallery_descriptors or descriptors(gallery)
     out = []
     with ThreadPoolExecutor(WORKERS) as pool:
@@ -201,9 +202,10 @@ def ranked(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int 
             if len(shapes) != 1:
                 raise ValueError(f"all studies must share one grid to be compared, got shapes {sorted(shapes)}")
             found = descriptors(part, previews=False)
-            # (queries, k, descriptors): read row by row, candidates come in order of their best rank in any descriptor
-            shortlists = [list(dict.fromkeys(ranks.ravel().tolist()))[: max(refine, keep)]
-                          for ranks in candidates(found, index, k)]
+            # (queries, k, descriptors): read row by row, candidates come in order of their best rank in any descriptor;
+            # the first `short` distinct ones lie within every descriptor's top `short`, so no more are looked for
+            shortlists = [list(dict.fromkeys(ranks.ravel().tolist()))[:short]
+                          for ranks in candidates(found, index, min(k, short))]
             exact = lambda n: exact_stage(part[n], n, shortlists[n], found, index, gallery, max_shift, keep)  # noqa: E731
             with threadpool_limits(1, "blas"):   # the query threads share the cores: BLAS threads would oversubscribe
                 out += list(pool.map(exact, range(len(part))))

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from medsynth.data.phantom import PhantomSpec, make_phantom
-from medsynth.privacy.descriptors import descriptors, top_k
+from medsynth.privacy.descriptors import descriptors, shift_linear, top_k
 from medsynth.privacy.plant import plant_copy
 from medsynth.privacy.search import align, best_alignment, nearest, ranked, texture_score
 
@@ -123,6 +123,13 @@ def test_the_alignment_score_is_the_best_overlap_ncc_over_every_flip_and_shift(s
                 for shift in itertools.product(range(-3, 4), repeat=len(shape)))
     score, axes, shift = best_alignment(query, source, max_shift=3)
     assert score == pytest.approx(brute[0], abs=1e-6) and (axes, shift) == brute[1:]
+
+
+@pytest.mark.parametrize("shift", [(1.3, -2.7, 0.4), (0.0, 5.5, -0.25), (-0.6, 0.0)])
+def test_the_pose_descriptors_shift_is_linear_interpolation_with_a_constant_outside(shift):
+    volume = ndimage.gaussian_filter(np.random.default_rng(3).normal(size=(9, 12, 10)[: len(shift)]), 1.0)
+    expected = ndimage.shift(volume, shift, order=1, mode="grid-constant", cval=-4.0)
+    np.testing.assert_allclose(shift_linear(volume, np.array(shift), -4.0), expected, atol=1e-12)
 
 
 def test_top_k_is_chunked_without_changing_the_answer():
