@@ -29,7 +29,7 @@ from medsynth.errors import MedsynthError
 from medsynth.outputs import check_output_dir
 from medsynth.privacy import calibrate, membership, report
 from medsynth.privacy.findings import Findings, judge, pairs_table, payload, power_table, write_report
-from medsynth.privacy.gallery import Gallery, Volumes, plant_ladder, residual
+from medsynth.privacy.gallery import Gallery, Volumes, label_sources, plant_ladder, residual
 from medsynth.privacy.plant import RUNGS
 from medsynth.privacy.descriptors import pixel_descriptors
 from medsynth.privacy.search import Match
@@ -121,14 +121,26 @@ def membership_attack(loaded: LoadedRun, train: Volumes, holdout: Volumes, s: Au
     return {**membership.attack(*losses, seed=s.seed), **membership.dp_bounds(loaded.privacy)}
 
 
-def mask_sources(sources: list[str] | None, matches: list[list[Match]], train: Volumes) -> dict | None:
+def source_rows(sides: "Sides") -> tuple[list[int | None] | None, str | None]:
+    """Mask-conditioned sets: the training study (row) each synthetic mask was drawn from, as the set says
+    (samples.csv) or, when it does not, found by matching label maps; and which of the two it was."""
+    if not sides.masked:
+        return None, None
+    if sides.mask_source and any(sides.mask_source):
+        row = {study: k for k, study in enumerate(sides.train.ids)}
+        return [row.get(src) for src in sides.mask_source], "the synthetic set's samples.csv"
+    rows = label_sources(sides.train.labels, sides.holdout.labels, sides.synthetic.labels)
+    return rows, ("label maps matching a training study's more closely than any held-out study's matches one")
+
+
+def mask_sources(rows: list[int | None] | None, how: str | None, matches: list[list[Match]]) -> dict | None:
     """Which training masks the synthetic masks came from (by design), and how often the image's nearest training
     study is that same study."""
-    if not sources or not any(sources):
+    if not rows or all(r is None for r in rows):
         return None
-    same = sum(train.ids[m[0].index] == src for m, src in zip(matches, sources))
-    return {"from_training_masks": int(sum(src in set(train.ids) for src in sources)),
-            "distinct_sources": len(set(sources)), "nearest_image_is_mask_source": int(same)}
+    return {"from_training_masks": int(sum(r is not None for r in rows)), "identified_by": how,
+            "distinct_sources": len({r for r in rows if r is not None}),
+            "nearest_image_is_mask_source": int(sum(m[0].index == r for m, r in zip(matches, rows)))}
 
 
 @dataclass
@@ -218,17 +230,19 @@ def audit_sides(sides: Sides, s: AuditConfig, out, overwrite: bool, show_progres
     nulls = {c: calibrate.fit_null(c, null_scores[c]) for c in gallery.channels}
     rule = calibrate.Rule(s.study_rate, s.alpha, len(gallery.channels))
     say("scoring the synthetic studies")
-    matches, scores = gallery.score(synthetic.volumes, images(synthetic))
+    rows, how = source_rows(sides)
+    matches, scores = gallery.score(synthetic.volumes, images(synthetic), rows)
     p = rule.p_values(scores, nulls)
     say(f"measuring detection power on planted copies ({s.copies_per_kind} per rung of the ladder)"
         + ("; then the membership attack" if attack else ""))
     planted = plant_ladder(gallery, train, s.copies_per_kind, s.seed)
     found = Findings(rule, p, power_table(planted, rule, nulls, s.required),
                      closer_to_training(synthetic, train, holdout, s.seed), attack() if attack else None,
-                     no_membership, mask_sources(sides.mask_source, matches, train))
+                     no_membership, mask_sources(rows, how, matches))
     verdict, reasons = judge(found, s, sides.masked)
     body = {**payload(found, s, verdict, reasons, nulls, gallery.channels, sides), "judged_files": sides.judged}
-    table = pairs_table(synthetic, train, matches, scores, nulls, found, gallery.channels, sides.mask_source)
+    names = [train.ids[r] if r is not None else "" for r in rows] if rows else None
+    table = pairs_table(synthetic, train, matches, scores, nulls, found, gallery.channels, names)
     views = report.Views(train, synthetic, matches, p, null_scores, scores, planted.scores, nulls,
                          rule.channel_level, gallery.channels)
     files = write_report(out, overwrite, body, table, views, s.redact)

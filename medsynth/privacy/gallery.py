@@ -13,7 +13,9 @@ Channels (higher: more alike the nearest training study):
   - image (mask-conditioned sets only): the query image's residual under each candidate training study's own label
     map against that study's residual, so a copied image is found whether or not it follows the mask beside it.
 Mask-conditioned sets compare residuals (image minus each label region's mean, label borders blanked) in the
-other channels: a synthetic image painted onto a training mask shares that mask's shape by design.
+other channels: a synthetic image painted onto a training mask shares that mask's shape by design. It shares more:
+whatever the mask decides that its labels do not name (a fat layer under the body outline, shading), so the study
+whose mask it was drawn on is left out of its distinct channel (Gallery.score).
 """
 
 from __future__ import annotations
@@ -86,6 +88,25 @@ def smooth_score(query: np.ndarray, source: np.ndarray) -> float:
     return ncc(a, b)
 
 
+def distinct(found: list[Match]) -> float:
+    """The nearest training study's pixel score minus the second nearest's. A mask-conditioned study's own mask
+    source is left out beforehand: a new image painted on a training mask shares the anatomy that mask decides
+    (unlabelled layers, shading) and stands out from every other training study by design, copy or not."""
+    return found[0].score - (found[1].score if len(found) > 1 else -1.0)
+
+
+def label_sources(train_labels: np.ndarray, holdout_labels: np.ndarray, query_labels: np.ndarray) -> list[int | None]:
+    """For sets that do not say where their masks came from: each query's training study whose label map matches the
+    query's (under flips and shifts) more closely than any held-out label map matches any training label map, or
+    None: the masks that were drawn from training studies."""
+    gallery = [np.asarray(lab, np.float32) for lab in train_labels]
+    index = descriptors(gallery)
+    best = lambda labels: [f[0] for f in ranked([np.asarray(lab, np.float32) for lab in labels], gallery,  # noqa: E731
+                                                max_shift=MAX_SHIFT, keep=1, gallery_descriptors=index)]
+    bar = max(m.score for m in best(holdout_labels))
+    return [m.index if m.score > bar else None for m in best(query_labels)]
+
+
 class Gallery:
     """The training studies in every channel, ready to score queries against."""
 
@@ -125,32 +146,39 @@ class Gallery:
             lines.close()
         return found
 
-    def score(self, queries: list[np.ndarray], images: list[np.ndarray] | None = None
-              ) -> tuple[list[list[Match]], dict[str, np.ndarray]]:
+    def score(self, queries: list[np.ndarray], images: list[np.ndarray] | None = None,
+              sources: list[int | None] | None = None) -> tuple[list[list[Match]], dict[str, np.ndarray]]:
         """Each query's top pixel matches and its score in every channel. `images` (mask-conditioned sets: each
-        query's image itself, not its residual) feed the image channel."""
+        query's image itself, not its residual) feed the image channel. `sources` (mask-conditioned sets): the
+        training study (row) each query's mask was drawn from, left out of its distinct channel."""
+        sources = sources or [None] * len(queries)
         smooth = [self.smoothed(q) for q in queries]
         matches = self.search(smooth, self.descriptors, self.volumes)
         pair = {c: [] for c in ("smooth", "structure", "texture")}
         for query, raw, found in progress_iter(list(zip(smooth, queries, matches)), "audit: comparing aligned pairs",
                                                enabled=self.show_progress):
-            best = {c: -1.0 for c in pair}
-            for m in found:
-                a = torch.from_numpy(unit_range(align(query, m)))[None, None]
-                b = torch.from_numpy(self.ssim_ready[m.index])[None, None]
-                best["structure"] = max(best["structure"], float(self.ssim(a, b).item()))
-                best["texture"] = max(best["texture"], texture_score(align(raw, m), self.raw[m.index]))
-                best["smooth"] = max(best["smooth"], smooth_score(align(raw, m), self.raw[m.index]))
+            best = self.pair_scores(query, raw, found)
             for c in pair:
                 pair[c].append(best[c])
         scores = {"pixel": np.array([f[0].score for f in matches]), **{c: np.array(v) for c, v in pair.items()},
-                  "distinct": np.array([f[0].score - (f[1].score if len(f) > 1 else -1.0) for f in matches])}
+                  "distinct": np.array([distinct([m for m in f if m.index != src]) for f, src in zip(matches, sources)])}
         if self.encoder is not None:
             z = encoder.embed(self.encoder, np.stack(queries)[:, None], flips=True)   # (Q, flips, D)
             scores["embedding"] = (z @ self.embeddings.T).max(axis=(1, 2))
         if self.labels is not None:
             scores["image"] = self.image_scores(images if images is not None else queries, matches)
         return matches, {c: scores[c] for c in self.channels}
+
+    def pair_scores(self, query: np.ndarray, raw: np.ndarray, found: list[Match]) -> dict[str, float]:
+        """The best structure, texture and smooth scores over a query's matches, each pair aligned as matched."""
+        best = {c: -1.0 for c in ("smooth", "structure", "texture")}
+        for m in found:
+            a = torch.from_numpy(unit_range(align(query, m)))[None, None]
+            b = torch.from_numpy(self.ssim_ready[m.index])[None, None]
+            best["structure"] = max(best["structure"], float(self.ssim(a, b).item()))
+            best["texture"] = max(best["texture"], texture_score(align(raw, m), self.raw[m.index]))
+            best["smooth"] = max(best["smooth"], smooth_score(align(raw, m), self.raw[m.index]))
+        return best
 
     def image_scores(self, images: list[np.ndarray], residual_matches: list[list[Match]]) -> np.ndarray:
         """Per query, the best over candidates (nearest by the image itself, and by residual) of the NCC between the
@@ -176,6 +204,7 @@ class Planted:
     sources: np.ndarray
     matches: list[list[Match]]
     scores: dict[str, np.ndarray]
+    mask_sources: list[int | None]   # mask sets: the training study whose mask lies beside each copy
 
 
 def plant_ladder(gallery: Gallery, train: Volumes, copies: int, seed: int) -> Planted:
@@ -184,15 +213,18 @@ def plant_ladder(gallery: Gallery, train: Volumes, copies: int, seed: int) -> Pl
     rungs = [r for r in ladder(masked) for _ in range(copies)]
     rng = np.random.default_rng(seed + 1)
     sources = rng.choice(len(train.volumes), len(rungs))
-    queries, images = [], []
+    queries, images, masks = [], [], []
     for rung, i in zip(rungs, sources):
         if masked:   # the residual and the image changed alike; mismatched: the image under another study's mask
             image, state = train.images[i][0].numpy(), rng.bit_generator.state
             images.append(plant_copy(image, rung, rng, float(image.flat[0]))[0].astype(np.float32))
             if rung.kind == "mismatched":
                 other = int(rng.integers(len(train.volumes) - 1))
-                queries.append(residual(images[-1], train.labels[other + (other >= i)]))
-            elif rung.kind in INTENSITY_ONLY:   # the mask stays where it was: the changed image under it
+                masks.append(other + (other >= i))
+                queries.append(residual(images[-1], train.labels[masks[-1]]))
+                continue
+            masks.append(int(i))
+            if rung.kind in INTENSITY_ONLY:   # the mask stays where it was: the changed image under it
                 queries.append(residual(images[-1], train.labels[i]))
             else:                               # the mask moves with the image: the residual moved alike
                 rng.bit_generator.state = state
@@ -200,5 +232,5 @@ def plant_ladder(gallery: Gallery, train: Volumes, copies: int, seed: int) -> Pl
         else:
             fill = float(train.volumes[i].flat[0])   # a corner voxel: background
             queries.append(plant_copy(train.volumes[i], rung, rng, fill)[0].astype(np.float32))
-    matches, scores = gallery.score(queries, images if masked else None)
-    return Planted(rungs, sources, matches, scores)
+    matches, scores = gallery.score(queries, images if masked else None, masks if masked else None)
+    return Planted(rungs, sources, matches, scores, masks if masked else [None] * len(rungs))

@@ -125,9 +125,15 @@ def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:
     masks = payload.get("mask_sources")
     if masks:
         parts.append("<section><h2>Mask sources</h2><p>" + f"{masks['from_training_masks']} synthetic label maps were drawn "
-                     f"from training masks ({masks['distinct_sources']} distinct), by design; the images are audited on "
+                     f"from training masks ({masks['distinct_sources']} distinct; known from "
+                     f"{html.escape(str(masks.get('identified_by')))}), by design; the images are audited on "
                      f"what the mask does not explain. For {masks['nearest_image_is_mask_source']} of them the nearest "
-                     "training image is the mask's own study.</p></section>")
+                     "training image is the mask's own study. A new image painted on a training mask shares the anatomy "
+                     "that mask decides (unlabelled layers, shading), copy or not, so the mask's own study is left out "
+                     "of the <i>distinct</i> channel; the other channels compare each image with every training study "
+                     "including it. Where the mask decides nearly the whole image (procedural phantoms), a faithful "
+                     "new image on a training mask scores like a copy in the pixel, smooth, structure and image "
+                     "channels: for a flag whose nearest study is the mask's own, look at the texture channel.""</p></section>")
     prov = payload["provenance"]
     parts.append("<section><h2>Provenance</h2>" + table([[k, html.escape(str(val))] for k, val in prov["inputs"].items()]
                                                        + [["medsynth", prov["versions"].get("medsynth", "")]], ["input", "value"])

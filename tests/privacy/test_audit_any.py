@@ -2,6 +2,7 @@
 honoured exactly, studies on other grids resampled, and bad input refused in one sentence."""
 
 import json
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -11,6 +12,9 @@ from scipy import ndimage
 
 from medsynth.data.catalog import read_catalog_folder, save_catalog_folder
 from medsynth.data.ingest import ingest
+from medsynth.data.phantom import (LABEL_NAMES, PhantomSpec, lesion_cases, make_phantom, phantom_anatomy,
+                                   phantom_intensities)
+from medsynth.data.writers import write_msd_dataset
 
 from conftest import assert_user_error, run_cli
 
@@ -104,3 +108,38 @@ def test_run_less_audit_needs_a_holdout_and_refuses_a_samples_table_without_its_
     assert_user_error(run_cli("audit", odd, "--train", foreign / "train", "--holdout", foreign / "holdout",
                               "--out", tmp_path / "r2"), "has no image column")
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def _redrawn(index: int, spec: PhantomSpec):
+    """Training phantom `index`'s label map (same anatomy) with a new image drawn on it: what a generator that
+    follows masks well makes from that training mask, and not a copy of the training image."""
+    rng = np.random.default_rng([spec.seed, index])
+    sex, age = ("M" if rng.random() < 0.5 else "F"), int(rng.integers(25, 86))
+    labels = phantom_anatomy(spec, rng, index in lesion_cases(spec), sex, age)
+    image = phantom_intensities(spec, np.random.default_rng([spec.seed + 99, index]), labels)
+    labels[labels == 6] = 1
+    study = make_phantom(spec, index, index in lesion_cases(spec))
+    return replace(study, image=image[None], label=labels, study_id=f"redrawn_{index + 1:03d}")
+
+
+def test_a_shared_training_mask_alone_does_not_make_a_study_distinct_and_a_copied_image_is_found(foreign, tmp_path):
+    """A mask-conditioned set from another generator (MSD folder, no samples.csv): the audit finds which training
+    masks its label maps came from; new images drawn on those masks stand out from every other training study (the
+    mask decides the phantom's unlabelled fat layer), so the distinct channel leaves the mask's own study out; the
+    study whose image is its mask source's own is still a copy beyond doubt."""
+    spec = PhantomSpec(dims=3, size=24, cases=40, seed=0)
+    copied = make_phantom(spec, 11, 11 in lesion_cases(spec))
+    studies = [_redrawn(i, spec) for i in (0, 4, 8, 15, 23, 31)] + [replace(copied, study_id="copy_012")]
+    write_msd_dataset(tmp_path / "syn", studies, "redrawn", LABEL_NAMES, "CT")
+    result = run_cli("audit", tmp_path / "syn", "--train", foreign / "train", "--holdout", foreign / "holdout",
+                     "--out", tmp_path / "rep", "--no-embedding", "--copies-per-kind", "2", timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    pairs = pd.read_csv(tmp_path / "rep" / "pairs.csv", dtype={"study_id": str}).set_index("study_id")
+    assert report["mask_sources"]["from_training_masks"] == 7 and "label maps" in report["mask_sources"]["identified_by"]
+    assert pairs.loc["copy_012", "mask_source"] == "phantom_012" and pairs.loc["copy_012", "copy_beyond_doubt"]
+    redrawn = pairs[pairs.index.str.startswith("redrawn_")]
+    assert list(redrawn["mask_source"]) == [f"phantom_{i + 1:03d}" for i in (0, 4, 8, 15, 23, 31)]
+    holdout_gap = report["calibration"]["channels"]["distinct"]["holdout_max"]
+    assert ((redrawn["pixel_1"] - redrawn["pixel_2"]) > holdout_gap).all()   # counting the mask's own study
+    assert (redrawn["p_distinct"] > report["summary"]["study_rate"]).all()
