@@ -130,7 +130,7 @@ def source_rows(sides: "Sides") -> tuple[list[int | None] | None, str | None]:
         row = {study: k for k, study in enumerate(sides.train.ids)}
         return [row.get(src) for src in sides.mask_source], "the synthetic set's samples.csv"
     rows = label_sources(sides.train.labels, sides.holdout.labels, sides.synthetic.labels)
-    return rows, ("label maps matching a training study's more closely than any held-out study's matches one")
+    return rows, "label maps matching a training study's more closely than any held-out study's matches one"
 
 
 def mask_sources(rows: list[int | None] | None, how: str | None, matches: list[list[Match]]) -> dict | None:

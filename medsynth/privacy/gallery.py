@@ -204,7 +204,6 @@ class Planted:
     sources: np.ndarray
     matches: list[list[Match]]
     scores: dict[str, np.ndarray]
-    mask_sources: list[int | None]   # mask sets: the training study whose mask lies beside each copy
 
 
 def plant_ladder(gallery: Gallery, train: Volumes, copies: int, seed: int) -> Planted:
@@ -233,4 +232,4 @@ def plant_ladder(gallery: Gallery, train: Volumes, copies: int, seed: int) -> Pl
             fill = float(train.volumes[i].flat[0])   # a corner voxel: background
             queries.append(plant_copy(train.volumes[i], rung, rng, fill)[0].astype(np.float32))
     matches, scores = gallery.score(queries, images if masked else None, masks if masked else None)
-    return Planted(rungs, sources, matches, scores, masks if masked else [None] * len(rungs))
+    return Planted(rungs, sources, matches, scores)

@@ -133,7 +133,7 @@ def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:
                      "of the <i>distinct</i> channel; the other channels compare each image with every training study "
                      "including it. Where the mask decides nearly the whole image (procedural phantoms), a faithful "
                      "new image on a training mask scores like a copy in the pixel, smooth, structure and image "
-                     "channels: for a flag whose nearest study is the mask's own, look at the texture channel.""</p></section>")
+                     "channels: for a flag whose nearest study is the mask's own, look at the texture channel.</p></section>")
     prov = payload["provenance"]
     parts.append("<section><h2>Provenance</h2>" + table([[k, html.escape(str(val))] for k, val in prov["inputs"].items()]
                                                        + [["medsynth", prov["versions"].get("medsynth", "")]], ["input", "value"])
