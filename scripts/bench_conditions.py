@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from medsynth.config import load_config
 from medsynth.data.ingest import ingest
@@ -34,7 +36,8 @@ from medsynth.synthesis.generate import generate
 from medsynth.training.trainer import train
 
 AGES, SEXES = (30, 55, 80), ("F", "M")   # the issue asks 25, 50, 80; the training ages start at 26
-VOXEL_CM3 = 1.0   # 10 mm voxels
+SPEC = PhantomSpec(dims=3, size=32, cases=200, seed=0)
+VOXEL_CM3 = SPEC.spacing_mm**3 / 1000.0
 
 
 def measure(image: np.ndarray) -> tuple[float, float]:
@@ -45,18 +48,17 @@ def measure(image: np.ndarray) -> tuple[float, float]:
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> dict:
-    """Pearson r with its 95% interval (Fisher z)."""
-    r = float(np.corrcoef(x, y)[0, 1])
-    half = 1.96 / np.sqrt(max(len(x) - 3, 1))
-    return {"r": r, "interval": [float(np.tanh(np.arctanh(r) - half)), float(np.tanh(np.arctanh(r) + half))],
-            "studies": int(len(x))}
+    """Pearson r with its 95% interval (scipy: Fisher z)."""
+    result = stats.pearsonr(x, y)
+    interval = result.confidence_interval(0.95)
+    return {"r": float(result.statistic), "interval": [float(interval.low), float(interval.high)], "studies": int(len(x))}
 
 
 def prepare(out: Path, cases: int, minutes: float) -> tuple[Path, pd.DataFrame]:
     """The phantoms, their catalog and the trained run (each kept when already there)."""
     data, catalog, run = out / "phantoms", out / "catalog", out / "run"
     if not data.exists():
-        write_phantom_dataset(data, PhantomSpec(dims=3, size=32, cases=cases, seed=0), show_progress=False)
+        write_phantom_dataset(data, replace(SPEC, cases=cases), show_progress=False)
     if not catalog.exists():
         ingest(data, catalog, holdout=0.2, show_progress=False)
     if not RunFolder(run).checkpoint.is_file():

@@ -121,16 +121,18 @@ def membership_attack(loaded: LoadedRun, train: Volumes, holdout: Volumes, s: Au
     return {**membership.attack(*losses, seed=s.seed), **membership.dp_bounds(loaded.privacy)}
 
 
-def source_rows(sides: "Sides") -> tuple[list[int | None] | None, str | None]:
+def source_rows(sides: "Sides") -> tuple[list[int | None] | None, list[str] | None, str | None]:
     """Mask-conditioned sets: the training study (row) each synthetic mask was drawn from, as the set says
-    (samples.csv) or, when it does not, found by matching label maps; and which of the two it was."""
+    (samples.csv) or, when it does not, found by matching label maps; the names pairs.csv shows (a user's mask file
+    stays named); and which of the two it was."""
     if not sides.masked:
-        return None, None
+        return None, None, None
     if sides.mask_source and any(sides.mask_source):
         row = {study: k for k, study in enumerate(sides.train.ids)}
-        return [row.get(src) for src in sides.mask_source], "the synthetic set's samples.csv"
+        return [row.get(src) for src in sides.mask_source], sides.mask_source, "the synthetic set's samples.csv"
     rows = label_sources(sides.train.labels, sides.holdout.labels, sides.synthetic.labels)
-    return rows, "label maps matching a training study's more closely than any held-out study's matches one"
+    return (rows, [sides.train.ids[r] if r is not None else "" for r in rows],
+            "label maps matching a training study's more closely than any held-out study's matches one")
 
 
 def mask_sources(rows: list[int | None] | None, how: str | None, matches: list[list[Match]]) -> dict | None:
@@ -230,7 +232,7 @@ def audit_sides(sides: Sides, s: AuditConfig, out, overwrite: bool, show_progres
     nulls = {c: calibrate.fit_null(c, null_scores[c]) for c in gallery.channels}
     rule = calibrate.Rule(s.study_rate, s.alpha, len(gallery.channels))
     say("scoring the synthetic studies")
-    rows, how = source_rows(sides)
+    rows, names, how = source_rows(sides)
     matches, scores = gallery.score(synthetic.volumes, images(synthetic), rows)
     p = rule.p_values(scores, nulls)
     say(f"measuring detection power on planted copies ({s.copies_per_kind} per rung of the ladder)"
@@ -241,7 +243,6 @@ def audit_sides(sides: Sides, s: AuditConfig, out, overwrite: bool, show_progres
                      no_membership, mask_sources(rows, how, matches))
     verdict, reasons = judge(found, s, sides.masked)
     body = {**payload(found, s, verdict, reasons, nulls, gallery.channels, sides), "judged_files": sides.judged}
-    names = [train.ids[r] if r is not None else "" for r in rows] if rows else None
     table = pairs_table(synthetic, train, matches, scores, nulls, found, gallery.channels, names)
     views = report.Views(train, synthetic, matches, p, null_scores, scores, planted.scores, nulls,
                          rule.channel_level, gallery.channels)

@@ -88,11 +88,12 @@ def smooth_score(query: np.ndarray, source: np.ndarray) -> float:
     return ncc(a, b)
 
 
-def distinct(found: list[Match]) -> float:
-    """The nearest training study's pixel score minus the second nearest's. A mask-conditioned study's own mask
-    source is left out beforehand: a new image painted on a training mask shares the anatomy that mask decides
-    (unlabelled layers, shading) and stands out from every other training study by design, copy or not."""
-    return found[0].score - (found[1].score if len(found) > 1 else -1.0)
+def distinct(found: list[Match], source: int | None = None) -> float:
+    """The nearest training study's pixel score minus the second nearest's, leaving out `source` (the training
+    study a mask-conditioned study's mask was drawn from): a new image painted on a training mask shares the anatomy
+    that mask decides (unlabelled layers, shading) and stands out from every other training study by design."""
+    rest = [m for m in found if m.index != source]
+    return rest[0].score - (rest[1].score if len(rest) > 1 else -1.0)
 
 
 def label_sources(train_labels: np.ndarray, holdout_labels: np.ndarray, query_labels: np.ndarray) -> list[int | None]:
@@ -161,7 +162,7 @@ class Gallery:
             for c in pair:
                 pair[c].append(best[c])
         scores = {"pixel": np.array([f[0].score for f in matches]), **{c: np.array(v) for c, v in pair.items()},
-                  "distinct": np.array([distinct([m for m in f if m.index != src]) for f, src in zip(matches, sources)])}
+                  "distinct": np.array([distinct(f, src) for f, src in zip(matches, sources)])}
         if self.encoder is not None:
             z = encoder.embed(self.encoder, np.stack(queries)[:, None], flips=True)   # (Q, flips, D)
             scores["embedding"] = (z @ self.embeddings.T).max(axis=(1, 2))
