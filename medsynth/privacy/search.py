@@ -25,7 +25,11 @@ import numpy as np
 from scipy import fft as sfft, ndimage
 from threadpoolctl import threadpool_limits
 
-from medsynth.privacy.descriptors import WORKERS, Index, candidates, descriptors, zscore
+from medsynth.privacy.descriptors import (WORKERS, Index, candidates, coarse, descriptors, preview_shape,
+                                         zscore)
+
+CASCADE_SIDE = 12   # coarse grids of twice this many voxels per axis or more are first searched at half size
+CASCADE_KEEP = 10   # candidates the half-size search passes on to the coarse grid
 
 
 @dataclass(frozen=True)
@@ -43,25 +47,25 @@ def flip_axes(ndim: int) -> list[tuple[int, ...]]:
     return [a for r in range(ndim + 1) for a in itertools.combinations(range(ndim), r)]
 
 
-def integral_image(volume: np.ndarray, max_shift: int | None = None) -> np.ndarray:
-    """Cumulative sums along every axis, zero-padded in front. With `max_shift`, filled only where box_sums reads
-    (the first and last max_shift + 1 positions of each axis), from one pass over the volume instead of one per axis;
-    the other entries are left unset."""
-    v = np.asarray(volume, np.float64)
-    if max_shift is None or min(v.shape) <= 2 * max_shift + 1:
-        integral = np.pad(v, [(1, 0)] * v.ndim)
-        for axis in range(v.ndim):
-            integral = integral.cumsum(axis)
-        return integral
-    m, x = max_shift, v
-    for axis in range(v.ndim):   # prefix sums at 0..m and n-m..n along this axis, the earlier axes already reduced
-        head = np.cumsum(np.take(x, range(m), axis), axis)
+def kept(n: int, max_shift: int) -> np.ndarray:
+    """The positions of an axis of n voxels where box_sums reads an integral image: the first and last max_shift + 1
+    (all n + 1 on a short axis)."""
+    return np.r_[0 : max_shift + 1, n - max_shift : n + 1] if n > 2 * max_shift + 1 else np.arange(n + 1)
+
+
+def integral_image(volume: np.ndarray, max_shift: int) -> np.ndarray:
+    """The volume's integral image (cumulative sums along every axis, zero-padded in front) at the `kept` positions of
+    every axis only, from one pass over the volume instead of one per axis."""
+    m, x = max_shift, np.asarray(volume, np.float64)
+    for axis, n in enumerate(x.shape):   # the earlier axes already reduced
         total = x.sum(axis, keepdims=True)
-        tail = total - np.flip(np.cumsum(np.flip(np.take(x, range(x.shape[axis] - m, x.shape[axis]), axis), axis), axis), axis)
+        if n <= 2 * m + 1:
+            x = np.concatenate([np.zeros_like(total), np.cumsum(x, axis)], axis)
+            continue
+        head = np.cumsum(np.take(x, range(m), axis), axis)
+        tail = total - np.flip(np.cumsum(np.flip(np.take(x, range(n - m, n), axis), axis), axis), axis)
         x = np.concatenate([np.zeros_like(total), head, tail, total], axis)
-    integral = np.empty([n + 1 for n in v.shape])
-    integral[np.ix_(*[np.r_[0 : m + 1, n - m : n + 1] for n in v.shape])] = x
-    return integral
+    return x
 
 
 def box_sums(volume: np.ndarray, max_shift: int, query_side: bool | Sequence[bool],
@@ -70,17 +74,24 @@ def box_sums(volume: np.ndarray, max_shift: int, query_side: bool | Sequence[boo
     in the order 0..m, -m..-1), from one integral image: the query side covers [max(0, o), min(n, n + o)), the
     source side [max(0, -o), min(n, n - o)). `query_side` may differ per axis: the query side of a volume flipped
     along an axis is the source side of the unflipped one, so one integral image serves every flip."""
-    integral = integral_image(volume) if integral is None else integral
-    sides = [query_side] * volume.ndim if isinstance(query_side, bool) else list(query_side)
-    offsets = np.r_[0 : max_shift + 1, -max_shift:0]
-    # per axis, the overlap's upper ends then its lower ends: one gather reads every corner of every box at once
-    ends = [np.r_[np.minimum(n, n + sign * offsets), np.maximum(0, sign * offsets)]
-            for n, sign in zip(volume.shape, [1 if side else -1 for side in sides])]
-    corners = integral[np.ix_(*ends)]
+    integral = integral_image(volume, max_shift) if integral is None else integral
+    sides = (query_side,) * volume.ndim if isinstance(query_side, bool) else tuple(query_side)
+    corners = integral[box_corners(volume.shape, max_shift, sides)]
     for axis in range(volume.ndim):   # inclusion-exclusion: upper minus lower corner along each axis in turn
         half = corners.shape[axis] // 2
-        corners = corners.take(range(half), axis) - corners.take(range(half, 2 * half), axis)
+        before = (slice(None),) * axis
+        corners = corners[(*before, slice(0, half))] - corners[(*before, slice(half, None))]
     return corners
+
+
+@functools.lru_cache(maxsize=256)
+def box_corners(shape: tuple[int, ...], max_shift: int, sides: tuple[bool, ...]) -> tuple[np.ndarray, ...]:
+    """Where box_sums reads the integral image (`kept` positions): per axis, the overlap's upper ends then its lower
+    ends, so one gather reads every corner of every box."""
+    offsets = np.r_[0 : max_shift + 1, -max_shift:0]
+    ends = [np.r_[np.minimum(n, n + sign * offsets), np.maximum(0, sign * offsets)]
+            for n, sign in zip(shape, [1 if side else -1 for side in sides])]
+    return np.ix_(*[np.searchsorted(kept(n, max_shift), e) for n, e in zip(shape, ends)])
 
 
 @functools.lru_cache(maxsize=64)
@@ -102,6 +113,30 @@ def partial_inverse(spectra: np.ndarray, shape: tuple[int, ...], offsets: np.nda
     return np.real(x.reshape(batch, m ** (len(shape) - 1), -1) @ half.T).reshape(batch, *(m,) * len(shape))
 
 
+def flipped_spectrum(spectrum: np.ndarray, axes: tuple[int, ...], size: tuple[int, ...], shape: tuple[int, ...],
+                     ) -> np.ndarray:
+    """rfftn(np.flip(v, axes), s=shape) from rfftn(v, s=shape) without another FFT (v of shape `size`, real): flipping
+    axis a negates its frequencies and multiplies by exp(-2 pi i k (n_a - 1) / N_a); the last axis, stored for
+    frequencies >= 0 only, is negated through Hermitian symmetry (conjugate, every other axis negated)."""
+    last = len(shape) - 1
+    negate = [a for a in range(last) if (a in axes) != (last in axes)]
+    x = spectrum
+    for a in negate:   # index k -> (N - k) mod N
+        x = np.roll(np.flip(x, a), 1, a)
+    x = np.conj(x) if last in axes else x
+    if not axes:
+        return x
+    phase = functools.reduce(np.multiply, [flip_phase(size[a], shape[a], x.shape[a], spectrum.dtype).reshape(
+        [-1 if b == a else 1 for b in range(x.ndim)]) for a in axes])
+    return x * phase
+
+
+@functools.lru_cache(maxsize=64)
+def flip_phase(n: int, length: int, bins: int, dtype) -> np.ndarray:
+    """exp(-2 pi i k (n - 1) / length) for the first `bins` frequencies k: the phase of a flip of n samples."""
+    return np.exp(-2j * np.pi * np.arange(bins) * (n - 1) / length).astype(dtype)
+
+
 @functools.lru_cache(maxsize=16)
 def overlap_count(shape: tuple[int, ...], max_shift: int) -> np.ndarray:
     """Voxels in the overlap at every offset (box_sums of ones)."""
@@ -119,15 +154,18 @@ class Aligner:
         self.offsets = np.r_[0 : max_shift + 1, -max_shift:0]
         self.count = overlap_count(self.query.shape, max_shift)
         self.flips: dict[tuple[int, ...], tuple] = {}
+        self.spectrum: np.ndarray | None = None   # the unflipped query's FFT; every flip's is derived from it
         self.z = zscore(self.query)
         self.integrals = (integral_image(self.z, max_shift), integral_image(self.z * self.z, max_shift))
 
     def flipped(self, axes: tuple[int, ...]) -> tuple:
         if axes not in self.flips:
-            q = np.flip(self.z, axes) if axes else self.z
-            sides = [axis not in axes for axis in range(q.ndim)]
-            sum_q, sum_q2 = (box_sums(q, self.max_shift, sides, integral) for integral in self.integrals)
-            self.flips[axes] = (sfft.rfftn(q.astype(self.dtype), s=self.shape), sum_q, sum_q2 - sum_q**2 / self.count)
+            if self.spectrum is None:
+                self.spectrum = sfft.rfftn(self.z.astype(self.dtype), s=self.shape)
+            sides = [axis not in axes for axis in range(self.z.ndim)]
+            sum_q, sum_q2 = (box_sums(self.z, self.max_shift, sides, integral) for integral in self.integrals)
+            self.flips[axes] = (flipped_spectrum(self.spectrum, axes, self.z.shape, self.shape), sum_q,
+                                sum_q2 - sum_q**2 / self.count)
         return self.flips[axes]
 
     def sums(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,11 +192,12 @@ class Aligner:
         return self.best_of(*(x[None] for x in self.source_side(source, cache, key, keep_fft)), flips)[0]
 
     def best_each(self, sources: Sequence[np.ndarray], keys: Sequence, cache: dict | None = None,
-                  keep_fft: bool = False) -> list[tuple[float, tuple[int, ...], tuple[int, ...]]]:
-        """`best` for every source under every flip, the cross terms of all (flip, source) pairs in one partial
-        inverse DFT."""
+                  keep_fft: bool = False, flips: Sequence[tuple[int, ...]] | None = None,
+                  ) -> list[tuple[float, tuple[int, ...], tuple[int, ...]]]:
+        """`best` for every source under every flip (or those given), the cross terms of all (flip, source) pairs in
+        one partial inverse DFT."""
         sides = [self.source_side(source, cache, key, keep_fft) for source, key in zip(sources, keys)]
-        return self.best_of(*(np.stack(column) for column in zip(*sides)), None)
+        return self.best_of(*(np.stack(column) for column in zip(*sides)), flips)
 
     def best_of(self, G: np.ndarray, sum_g: np.ndarray, var_g: np.ndarray, flips) -> list[tuple]:
         """(score, flip, shift) per source side (stacked on the first axis): the best over flips and shifts."""
@@ -221,12 +260,7 @@ def exact_stage(query: np.ndarray, n: int, shortlist: list[int], found: Index, i
     flips = {row: None for row in shortlist}
     factor = np.shape(query)[0] / index.shape[0]
     if factor > 1:
-        shift = int(np.ceil(max_shift / factor))
-        small = Aligner(found.coarse_volume(n), shift, np.float32)
-        scores = small.best_each([index.coarse_volume(row) for row in shortlist], [(row, shift) for row in shortlist],
-                                 index.prepared, keep_fft=True)
-        on_coarse = dict(zip(shortlist, scores))
-        flips = {row: [on_coarse[row][1]] for row in sorted(shortlist, key=lambda r: -on_coarse[r][0])[: max(keep, 2)]}
+        flips = coarse_flips(found.coarse_volume(n), shortlist, index, factor, max_shift, max(keep, 2))
     full = Aligner(query, max_shift, np.float32)
     if factor <= 1:   # the volumes are the coarse grid: every flip of every candidate, in one go
         rows = list(flips)
@@ -236,6 +270,27 @@ def exact_stage(query: np.ndarray, n: int, shortlist: list[int], found: Index, i
         best = [Match(int(row), *full.best(gallery[row], tried, index.prepared, (row, max_shift, "full")))
                 for row, tried in flips.items()]
     return sorted(best, key=lambda m: -m.score)[:keep]
+
+
+def coarse_flips(query: np.ndarray, shortlist: list[int], index: Index, factor: float, max_shift: int,
+                 keep: int) -> dict[int, list[tuple[int, ...]]]:
+    """The `keep` candidates that score best on the coarse grid under every flip, each with its best flip. A coarse
+    grid of at least 2 x CASCADE_SIDE voxels per axis is first searched at half its size, and only the CASCADE_KEEP
+    best candidates, under the flips they scored best with there, are scored on the coarse grid."""
+    rows, tried = shortlist, None
+    if min(index.shape) >= 2 * CASCADE_SIDE and len(shortlist) > CASCADE_KEEP:
+        shift = int(np.ceil(max_shift / (2 * factor)))
+        half = Aligner(coarse(query, int(np.prod(preview_shape(index.shape)))), shift, np.float32)
+        scores = half.best_each([index.half_volume(row) for row in shortlist], [(row, shift, "half") for row in shortlist],
+                                index.prepared, keep_fft=True)
+        chosen = sorted(range(len(shortlist)), key=lambda i: -scores[i][0])[:CASCADE_KEEP]
+        rows, tried = [shortlist[i] for i in chosen], sorted({scores[i][1] for i in chosen})
+    shift = int(np.ceil(max_shift / factor))
+    small = Aligner(query, shift, np.float32)
+    scores = small.best_each([index.coarse_volume(row) for row in rows], [(row, shift) for row in rows], index.prepared,
+                             keep_fft=True, flips=tried)
+    on_coarse = dict(zip(rows, scores))
+    return {row: [on_coarse[row][1]] for row in sorted(rows, key=lambda r: -on_coarse[r][0])[:keep]}
 
 
 def nearest(queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray], k: int = 20, max_shift: int = 2,
