@@ -4,7 +4,8 @@ On a grid of at most 32^3 voxels (block means of larger volumes), compared by do
   - pixel: the z-scored volume (finds noisy, rescaled, rotated, elastically warped and blurred copies);
   - pose: the volume in a canonical pose, its intensity centroid moved to the grid centre and each axis
     flipped so that its third moment is positive (finds flipped copies);
-  - spectrum: the log Fourier magnitude symmetrised over axis flips (finds shifted copies of noise-like texture);
+  - spectrum: the log Fourier magnitude symmetrised over axis flips, one orthant (finds shifted copies of noise-like
+    texture);
   - tiny: the z-scored volume on a grid of at most 20^3, each query tried at every one-voxel shift of that grid
     (finds copies shifted by a few voxels along every axis, which the others rank low).
 A query's candidates are each descriptor's top k. The cost grows with queries x gallery x descriptor length, so a
@@ -82,12 +83,19 @@ def canonical_pose(volume: np.ndarray) -> np.ndarray:
 
 
 def spectrum(volume: np.ndarray) -> np.ndarray:
-    """Log Fourier magnitude, averaged over mirrored frequency axes: unchanged by circular shifts and by axis flips,
-    nearly unchanged by small shifts; finds shifted copies of texture (noise-like) volumes that plain NCC misses."""
-    m = np.log1p(np.abs(sfft.fftn(np.asarray(volume, np.float32) - np.float32(np.mean(volume)))))
-    for axis in range(m.ndim):
+    """Log Fourier magnitude summed over mirrored frequencies: unchanged by circular shifts and by axis flips, nearly
+    unchanged by small shifts; finds shifted copies of texture (noise-like) volumes that plain NCC misses. The sum is
+    the same for every sign of every frequency, so one orthant (0..n/2 per axis) is kept: from a real FFT's half,
+    whose last axis's negative frequencies are the others' mirrored (|F(-k)| = |F(k)|)."""
+    v = np.asarray(volume, np.float32)
+    m = np.log1p(np.abs(sfft.rfftn(v - np.float32(np.mean(v)))))
+    for axis in range(m.ndim - 1):
         m = m + np.roll(np.flip(m, axis), 1, axis)
-    return m
+    return m[spectrum_orthant(v.shape)]
+
+
+def spectrum_orthant(shape: tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(slice(0, n // 2 + 1) for n in shape)
 
 
 def coarse(volume: np.ndarray, max_voxels: int = MAX_DESCRIPTOR_VOXELS) -> np.ndarray:
@@ -142,7 +150,7 @@ class Index:
         return coarse(np.zeros(self.shape, np.float32), MAX_SHIFTED_VOXELS).shape
 
     def shapes(self) -> tuple[tuple[int, ...], ...]:
-        return (self.shape,) * 3 + (self.tiny_shape,)
+        return (self.shape, self.shape, tuple(n // 2 + 1 for n in self.shape), self.tiny_shape)
 
     def with_previews(self) -> "Index":
         return Index(self.search, self.shape, self.volume_shape,

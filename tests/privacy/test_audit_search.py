@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from medsynth.data.phantom import PhantomSpec, make_phantom
-from medsynth.privacy.descriptors import descriptors, shift_linear, top_k
+from medsynth.privacy.descriptors import descriptors, shift_linear, spectrum, top_k
 from medsynth.privacy.plant import plant_copy
 from medsynth.privacy.search import align, best_alignment, nearest, ranked, texture_score
 
@@ -130,6 +130,16 @@ def test_the_pose_descriptors_shift_is_linear_interpolation_with_a_constant_outs
     volume = ndimage.gaussian_filter(np.random.default_rng(3).normal(size=(9, 12, 10)[: len(shift)]), 1.0)
     expected = ndimage.shift(volume, shift, order=1, mode="grid-constant", cval=-4.0)
     np.testing.assert_allclose(shift_linear(volume, np.array(shift), -4.0), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(16, 20, 15), (12, 9)])
+def test_the_spectrum_descriptor_ignores_flips_and_circular_shifts_and_tells_studies_apart(shape):
+    rng = np.random.default_rng(5)
+    volume, other = (ndimage.gaussian_filter(rng.normal(size=shape), 1.0).astype(np.float32) for _ in range(2))
+    moved = np.roll(np.flip(volume, 0), (3, -2), axis=(0, 1))
+    assert spectrum(volume).shape == tuple(n // 2 + 1 for n in shape)
+    np.testing.assert_allclose(spectrum(moved), spectrum(volume), atol=1e-3)
+    assert np.abs(spectrum(other) - spectrum(volume)).max() > 0.1
 
 
 def test_top_k_is_chunked_without_changing_the_answer():
