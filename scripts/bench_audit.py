@@ -91,8 +91,9 @@ def power(args) -> None:
           f"{roc_auc(planted.scores['pixel'], null['pixel']):.4f}")
     queries = len(planted.rungs) + len(holdout)
     print(f"scoring: {queries} queries x {len(train.ids)} gallery in {searched - trained:.1f} s "
-          f"({queries * len(train.ids) / (searched - trained):.0f} pairs/s, all channels); gallery (incl. encoder) "
-          f"{trained - prepared:.1f} s; data preparation {prepared - start:.1f} s")
+          f"({queries * len(train.ids) / (searched - trained):.0f} pairs/s, all channels); gallery "
+          f"{trained - prepared - gallery.encoder_seconds:.1f} s and its contrastive encoder (training and embedding) "
+          f"{gallery.encoder_seconds:.1f} s; data preparation {prepared - start:.1f} s")
 
 
 class SmoothVolumes(Sequence):

@@ -8,7 +8,9 @@ generates healthy studies requested at ages 30, 55 and 80 for both sexes, and me
   - fat share: voxels between -190 and -30 HU (fat) over body voxels;
 next to the same measured on the real phantoms of that sex within 10 years of that age. Joint sampling (`--n` alone:
 conditions drawn from the training rows) is checked by the correlation of age with fat share, synthetic against real
-training studies (Pearson r with its 95% Fisher interval).
+training studies (Pearson r with its 95% Fisher interval). Then `medsynth evaluate` on the joint set reads each
+condition back with judges trained on the real training studies: the age regressor's MAE and Pearson r against the
+requested age, and the sex classifier's accuracy per requested sex, each next to the same judge on real holdout.
 
     python scripts/bench_conditions.py --out /tmp/bench_conditions --minutes 10
 
@@ -28,7 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from medsynth.config import load_config
+from medsynth.config import EvaluateConfig, load_config
+from medsynth.evaluation.evaluate import evaluate
 from medsynth.data.ingest import ingest
 from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
 from medsynth.runs.layout import RunFolder
@@ -107,6 +110,20 @@ def cells(run: Path, out: Path, real: pd.DataFrame, per_cell: int) -> list[dict]
     return rows
 
 
+def judged(run: Path, synth: Path, out: Path, steps: int) -> dict:
+    """The evaluation's per-condition figures for `synth` (utility left out: it is not what is asked here)."""
+    folder = out / f"eval_{synth.name}"
+    if not (folder / "report.json").exists():
+        evaluate(run, synth, folder, EvaluateConfig(utility=False, steps=steps), overwrite=True, show_progress=False)
+    conditions = json.loads((folder / "report.json").read_text())["conditioning"]["conditions"]
+    age, sex = conditions["age"], conditions["sex"]["values"]
+    for side in ("holdout", "synthetic"):
+        print(f"judges on {side}: age MAE {age[side]['mae']:.1f} years, r {age[side]['pearson_r']:.2f} "
+              f"({age[side]['studies']} studies); sex recognised " +
+              ", ".join(f"{value} {v[side]:.2f}" for value, v in sex.items() if v[side] is not None), flush=True)
+    return conditions
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -114,6 +131,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget (wall minutes)")
     parser.add_argument("--per-cell", type=int, default=8, help="synthetic studies per (sex, age)")
     parser.add_argument("--joint", type=int, default=64, help="studies drawn jointly for the correlation check")
+    parser.add_argument("--judge-steps", type=int, default=1200, help="training steps of the evaluation's judges")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     run, catalog = prepare(args.out, args.cases, args.minutes)
@@ -130,8 +148,10 @@ def main() -> None:
     print(f"age vs fat share: real training r {correlation['real_train']['r']:.2f} "
           f"[{correlation['real_train']['interval'][0]:.2f}, {correlation['real_train']['interval'][1]:.2f}], "
           f"synthetic joint r {correlation['synthetic_joint']['r']:.2f} ({'inside' if inside else 'outside'} the interval)")
+    judges = judged(run, joint_dir, args.out, args.judge_steps)
     (args.out / "results.json").write_text(json.dumps({"cells": table, "correlation": correlation,
-                                                       "joint_inside_interval": bool(inside)}, indent=2))
+                                                       "joint_inside_interval": bool(inside), "judges": judges},
+                                                      indent=2))
 
 
 if __name__ == "__main__":

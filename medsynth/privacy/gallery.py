@@ -20,6 +20,7 @@ whose mask it was drawn on is left out of its distinct channel (Gallery.score).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,11 +126,12 @@ class Gallery:
             self.images = [ndimage.gaussian_filter(im[0].numpy(), 1.0) for im in train.images]
             self.image_index = descriptors(self.images)
             self.image_residuals = [residual(im, lab) for im, lab in zip(self.images, self.labels)]
-        self.encoder = None
+        self.encoder, self.encoder_seconds = None, 0.0
         if s.embedding:
-            stack = np.stack(self.raw)[:, None]
+            start, stack = time.perf_counter(), np.stack(self.raw)[:, None]
             self.encoder = encoder.train_encoder(stack, steps=s.encoder_steps, seed=s.seed, show_progress=show_progress)
             self.embeddings = encoder.embed(self.encoder, stack)
+            self.encoder_seconds = time.perf_counter() - start
 
     def smoothed(self, volume: np.ndarray) -> np.ndarray:
         return ndimage.gaussian_filter(volume, self.sigma) if self.sigma else volume
