@@ -12,7 +12,7 @@ training studies (Pearson r with its 95% Fisher interval). Then `medsynth evalua
 condition back with judges trained on the real training studies: the age regressor's MAE and Pearson r against the
 requested age, and the sex classifier's accuracy per requested sex, each next to the same judge on real holdout.
 
-    python scripts/bench_conditions.py --out /tmp/bench_conditions --minutes 10
+    python scripts/bench_conditions.py --out /tmp/bench_conditions --minutes 10 [--guidance-per age=3]
 
 Resumable: the phantoms, catalog and run in OUT are kept; figures go to OUT/results.json.
 """
@@ -131,15 +131,18 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget (wall minutes)")
     parser.add_argument("--per-cell", type=int, default=8, help="synthetic studies per (sex, age)")
     parser.add_argument("--joint", type=int, default=64, help="studies drawn jointly for the correlation check")
+    parser.add_argument("--guidance-per", action="append", default=[], metavar="NAME=W",
+                        help="one condition's own guidance scale for the joint set (e.g. age=3)")
     parser.add_argument("--judge-steps", type=int, default=1200, help="training steps of the evaluation's judges")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     run, catalog = prepare(args.out, args.cases, args.minutes)
     real = real_figures(catalog)
     table = cells(run, args.out, real, args.per_cell)
-    joint_dir = args.out / "syn_joint"
+    joint_dir = args.out / "_".join(["syn_joint", *(w.replace("=", "") for w in args.guidance_per)])
     if not (joint_dir / "samples.csv").exists():
-        generate(run, joint_dir, n=args.joint, seed=7, show_progress=False, overwrite=True)
+        generate(run, joint_dir, n=args.joint, seed=7, guidance_per=tuple(args.guidance_per), show_progress=False,
+                 overwrite=True)
     joint = synthetic_figures(joint_dir)
     train_rows = real[real["split"] == "train"]
     correlation = {"real_train": pearson(train_rows["age"].to_numpy(), train_rows["fat_share"].to_numpy()),
