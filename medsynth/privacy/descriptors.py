@@ -91,11 +91,12 @@ def spectrum(volume: np.ndarray) -> np.ndarray:
     m = np.log1p(np.abs(sfft.rfftn(v - np.float32(np.mean(v)))))
     for axis in range(m.ndim - 1):
         m = m + np.roll(np.flip(m, axis), 1, axis)
-    return m[spectrum_orthant(v.shape)]
+    return m[tuple(slice(0, n) for n in spectrum_shape(v.shape))]
 
 
-def spectrum_orthant(shape: tuple[int, ...]) -> tuple[slice, ...]:
-    return tuple(slice(0, n // 2 + 1) for n in shape)
+def spectrum_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The spectrum descriptor's grid for a volume on `shape`: frequencies 0..n/2 per axis."""
+    return tuple(n // 2 + 1 for n in shape)
 
 
 def coarse(volume: np.ndarray, max_voxels: int = MAX_DESCRIPTOR_VOXELS) -> np.ndarray:
@@ -150,7 +151,7 @@ class Index:
         return coarse(np.zeros(self.shape, np.float32), MAX_SHIFTED_VOXELS).shape
 
     def shapes(self) -> tuple[tuple[int, ...], ...]:
-        return (self.shape, self.shape, tuple(n // 2 + 1 for n in self.shape), self.tiny_shape)
+        return (self.shape, self.shape, spectrum_shape(self.shape), self.tiny_shape)
 
     def with_previews(self) -> "Index":
         return Index(self.search, self.shape, self.volume_shape,

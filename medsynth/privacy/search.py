@@ -7,9 +7,11 @@ Stage 2, the shortlist: the `refine` candidates ranked highest in any descriptor
 Stage 3, exact on the shortlist only: the maximum over every axis flip and every shift of at most `max_shift`
 voxels of the normalised cross-correlation on the overlap, means removed (the cross term by FFT, Lewis 1995; the
 overlap's sums from integral images). A shifted copy scores 1 against its source although most of its content
-moved. Volumes larger than the coarse grid are aligned there first (all flips, shifts scaled down), and only the
-best (at least 2) go on to full resolution with the flip found. A query's flips, their FFTs and overlap sums are
-computed once for its whole shortlist (Aligner); queries run on several threads.
+moved. Volumes larger than the coarse grid are aligned there first (all flips, shifts scaled down; a coarse grid of
+24 voxels per axis or more is searched at half size before, and only CASCADE_KEEP candidates go on), and only the
+best (at least 2) go on to full resolution with the flip found. A query's flips, their FFTs (derived from one FFT:
+a flip is a phase and a reversal of frequencies) and overlap sums are computed once for its whole shortlist
+(Aligner); queries run on several threads.
 Cost: stage 1 grows with queries x gallery (a matrix product), stages 2-3 with queries x k only.
 """
 
