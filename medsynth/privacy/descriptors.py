@@ -121,9 +121,14 @@ def preview_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(max(1, n // 2) for n in shape)
 
 
+def half_size(volume: np.ndarray) -> np.ndarray:
+    """Block means over 2 voxels per axis (the preview's grid)."""
+    return coarse(volume, int(np.prod(preview_shape(np.shape(volume)))))
+
+
 def preview(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Each row (a descriptor on `shape`) as block means over 2 voxels per axis, z-scored again."""
-    return pixel_descriptors([coarse(r.reshape(shape), int(np.prod(preview_shape(shape)))) for r in rows])
+    return pixel_descriptors([half_size(r.reshape(shape)) for r in rows])
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,7 @@ class Index:
         """The coarse volume at half size per axis (its preview when the index has them)."""
         if self.previews:
             return self.previews[0][row].reshape(preview_shape(self.shape))
-        return coarse(self.coarse_volume(row), int(np.prod(preview_shape(self.shape))))
+        return half_size(self.coarse_volume(row))
 
     @property
     def tiny_shape(self) -> tuple[int, ...]:

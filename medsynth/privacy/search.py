@@ -27,8 +27,7 @@ import numpy as np
 from scipy import fft as sfft, ndimage
 from threadpoolctl import threadpool_limits
 
-from medsynth.privacy.descriptors import (WORKERS, Index, candidates, coarse, descriptors, preview_shape,
-                                         zscore)
+from medsynth.privacy.descriptors import WORKERS, Index, candidates, descriptors, half_size, zscore
 
 CASCADE_SIDE = 12   # coarse grids of twice this many voxels per axis or more are first searched at half size
 CASCADE_KEEP = 10   # candidates the half-size search passes on to the coarse grid
@@ -120,14 +119,13 @@ def flipped_spectrum(spectrum: np.ndarray, axes: tuple[int, ...], size: tuple[in
     """rfftn(np.flip(v, axes), s=shape) from rfftn(v, s=shape) without another FFT (v of shape `size`, real): flipping
     axis a negates its frequencies and multiplies by exp(-2 pi i k (n_a - 1) / N_a); the last axis, stored for
     frequencies >= 0 only, is negated through Hermitian symmetry (conjugate, every other axis negated)."""
+    if not axes:
+        return spectrum
     last = len(shape) - 1
-    negate = [a for a in range(last) if (a in axes) != (last in axes)]
     x = spectrum
-    for a in negate:   # index k -> (N - k) mod N
+    for a in [a for a in range(last) if (a in axes) != (last in axes)]:   # index k -> (N - k) mod N
         x = np.roll(np.flip(x, a), 1, a)
     x = np.conj(x) if last in axes else x
-    if not axes:
-        return x
     phase = functools.reduce(np.multiply, [flip_phase(size[a], shape[a], x.shape[a], spectrum.dtype).reshape(
         [-1 if b == a else 1 for b in range(x.ndim)]) for a in axes])
     return x * phase
@@ -282,7 +280,7 @@ def coarse_flips(query: np.ndarray, shortlist: list[int], index: Index, factor: 
     rows, tried = shortlist, None
     if min(index.shape) >= 2 * CASCADE_SIDE and len(shortlist) > CASCADE_KEEP:
         shift = int(np.ceil(max_shift / (2 * factor)))
-        half = Aligner(coarse(query, int(np.prod(preview_shape(index.shape)))), shift, np.float32)
+        half = Aligner(half_size(query), shift, np.float32)
         scores = half.best_each([index.half_volume(row) for row in shortlist], [(row, shift, "half") for row in shortlist],
                                 index.prepared, keep_fft=True)
         chosen = sorted(range(len(shortlist)), key=lambda i: -scores[i][0])[:CASCADE_KEEP]
