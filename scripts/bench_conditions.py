@@ -13,6 +13,7 @@ condition back with judges trained on the real training studies: the age regress
 requested age, and the sex classifier's accuracy per requested sex, each next to the same judge on real holdout.
 
     python scripts/bench_conditions.py --out /tmp/bench_conditions --minutes 10 [--guidance-per age=3]
+        [--set model.condition_path=cross_attention]
 
 Resumable: the phantoms, catalog and run in OUT are kept; figures go to OUT/results.json.
 """
@@ -57,8 +58,9 @@ def pearson(x: np.ndarray, y: np.ndarray) -> dict:
     return {"r": float(result.statistic), "interval": [float(interval.low), float(interval.high)], "studies": int(len(x))}
 
 
-def prepare(out: Path, cases: int, minutes: float) -> tuple[Path, pd.DataFrame]:
-    """The phantoms, their catalog and the trained run (each kept when already there)."""
+def prepare(out: Path, cases: int, minutes: float, overrides: list[str]) -> tuple[Path, pd.DataFrame]:
+    """The phantoms, their catalog and the trained run (each kept when already there); `overrides` go to the config
+    after the bench's own (e.g. model.condition_path=cross_attention)."""
     data, catalog, run = out / "phantoms", out / "catalog", out / "run"
     if not data.exists():
         write_phantom_dataset(data, replace(SPEC, cases=cases), show_progress=False)
@@ -67,7 +69,7 @@ def prepare(out: Path, cases: int, minutes: float) -> tuple[Path, pd.DataFrame]:
     if not RunFolder(run).checkpoint.is_file():
         cfg = load_config("phantom_3d.yaml", ["conditioning.mask=false", "conditioning.classes=[pathology, sex]",
                                               "conditioning.covariates=[age]", f"train.max_minutes={minutes}",
-                                              "train.max_steps=100000", "train.sample_every=100000"])
+                                              "train.max_steps=100000", "train.sample_every=100000", *overrides])
         start = time.monotonic()
         done = train(cfg, catalog, run, show_progress=False, config_source="phantom_3d.yaml + conditions")
         print(f"trained {done.step} steps in {time.monotonic() - start:.0f} s (loss {done.loss:.4f})", flush=True)
@@ -134,9 +136,11 @@ def main() -> None:
     parser.add_argument("--guidance-per", action="append", default=[], metavar="NAME=W",
                         help="one condition's own guidance scale for the joint set (e.g. age=3)")
     parser.add_argument("--judge-steps", type=int, default=1200, help="training steps of the evaluation's judges")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="a training config override (e.g. model.condition_path=cross_attention)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    run, catalog = prepare(args.out, args.cases, args.minutes)
+    run, catalog = prepare(args.out, args.cases, args.minutes, args.overrides)
     real = real_figures(catalog)
     table = cells(run, args.out, real, args.per_cell)
     joint_dir = args.out / "_".join(["syn_joint", *(w.replace("=", "") for w in args.guidance_per)])

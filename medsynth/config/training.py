@@ -59,6 +59,9 @@ class ModelConfig:
     norm_num_groups: int = 8
     num_head_channels: int = 16
     checkpointing: bool = False                          # recompute block activations in the backward pass (memory)
+    condition_path: str = "embedding"                    # extra conditions: 'embedding' (summed with the class's) or
+                                                         # 'cross_attention' (one token per condition, at attention levels)
+    cross_attention_dim: int = 64                        # width of the condition tokens (cross_attention only)
 
 
 @dataclass(frozen=True)
@@ -181,15 +184,33 @@ class Config:
             raise ConfigError(f"train.flip_axes {axes} must name distinct spatial axes, 0 to {len(self.data.shape) - 1}.")
         if axes and lat.enabled:
             raise ConfigError("train.flip_axes mirrors images, which a latent run does not train on; leave it empty.")
-        if self.conditioning.extra_columns and (lat.enabled or self.train.dp.enabled):
+        if self.conditioning.extra_columns and self.train.dp.enabled:
             raise ConfigError("conditioning.classes beyond the class column and conditioning.covariates are not yet "
-                              "available for latent or private runs; train a pixel model without train.dp, or "
-                              "condition on the class column alone.")
+                              "available for private runs; train without train.dp, or condition on the class column "
+                              "alone.")
+        self.check_condition_path()
         for name in ("batch_size", "max_steps", "log_every", "checkpoint_every"):
             if getattr(self.train, name) < 1:
                 raise ConfigError(f"train.{name} must be a positive integer.")
         self.check_ranges()
         self.check_private()
+
+    def check_condition_path(self) -> None:
+        """Cross-attention needs conditions to attend to and a level with attention to attend from."""
+        m = self.model
+        if m.condition_path not in ("embedding", "cross_attention"):
+            raise ConfigError(f"model.condition_path must be 'embedding' or 'cross_attention', got {m.condition_path!r}.")
+        if m.condition_path == "embedding":
+            return
+        if not self.conditioning.extra_columns:
+            raise ConfigError("model.condition_path cross_attention attends to the conditions beyond the class: name them "
+                              "in conditioning.classes (after the class column) or conditioning.covariates, or use "
+                              "'embedding'.")
+        if not any(m.attention_levels):
+            raise ConfigError("model.condition_path cross_attention needs at least one level with attention "
+                              "(model.attention_levels); set one to true, or use 'embedding'.")
+        if m.cross_attention_dim < 1:
+            raise ConfigError(f"model.cross_attention_dim must be a positive integer, got {m.cross_attention_dim!r}.")
 
     def check_ranges(self) -> None:
         """Numbers that parse but cannot be meant: a negative budget, learning rate or dropout above 1."""

@@ -17,28 +17,46 @@ from medsynth.config import ModelConfig
 from medsynth.errors import MedsynthError
 
 
+def column_layers(extras: tuple[Column, ...], dim: int) -> nn.ModuleList:
+    """One layer per extra condition, each to `dim` numbers: a table with a null row for a categorical column, a linear
+    map of (value, present) for a covariate (left out: its bias alone)."""
+    return nn.ModuleList([nn.Linear(2, dim) if c.continuous else nn.Embedding(len(c.values) + 1, dim) for c in extras])
+
+
+def embed_column(layer: nn.Module, value: torch.Tensor) -> torch.Tensor:
+    """(B,) values of one column, NaN where left out -> (B, dim)."""
+    present = ~torch.isnan(value)
+    if isinstance(layer, nn.Embedding):
+        return layer(torch.where(present, value, layer.num_embeddings - 1).long())
+    return layer(torch.stack([torch.where(present, value, 0.0), present.to(value.dtype)], 1))
+
+
 class ConditionEmbedding(nn.Module):
     """Class embeddings summed: the primary class's embedding (MONAI's own table, null row included) plus one per
-    extra condition: a table with a null row for a categorical column, a linear map of (value, present) for a
-    covariate (left out: its bias alone). Takes the packed (B, 1 + E) tensor: class id, then Conditions.extra."""
+    extra condition (column_layers). Takes the packed (B, 1 + E) tensor: class id, then Conditions.extra."""
 
     def __init__(self, primary: nn.Embedding, extras: tuple[Column, ...]) -> None:
         super().__init__()
-        dim = primary.embedding_dim
         self.primary = primary
-        self.columns = nn.ModuleList([nn.Linear(2, dim) if c.continuous else nn.Embedding(len(c.values) + 1, dim)
-                                      for c in extras])
+        self.columns = column_layers(extras, primary.embedding_dim)
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
         out = self.primary(packed[:, 0].long())
         for j, layer in enumerate(self.columns):
-            value = packed[:, 1 + j]
-            present = ~torch.isnan(value)
-            if isinstance(layer, nn.Embedding):
-                out = out + layer(torch.where(present, value, layer.num_embeddings - 1).long())
-            else:
-                out = out + layer(torch.stack([torch.where(present, value, 0.0), present.to(value.dtype)], 1))
+            out = out + embed_column(layer, packed[:, 1 + j])
         return out
+
+
+class ConditionTokens(nn.Module):
+    """Extra conditions as a sequence for cross-attention (the brain LDM's path): (B, E) -> (B, E, dim), one token per
+    condition from the same layers as the summed path, so a left-out condition is its null token."""
+
+    def __init__(self, extras: tuple[Column, ...], dim: int) -> None:
+        super().__init__()
+        self.columns = column_layers(extras, dim)
+
+    def forward(self, extra: torch.Tensor) -> torch.Tensor:
+        return torch.stack([embed_column(layer, extra[:, j]) for j, layer in enumerate(self.columns)], 1)
 
 
 class Denoiser(nn.Module):
@@ -46,18 +64,21 @@ class Denoiser(nn.Module):
 
     Class conditioning: ids 0..num_classes-1, plus a reserved null id `num_classes` (classifier-free guidance).
     Mask conditioning: a one-hot label map (B, K, *spatial) concatenated to the input; all zeros means "no mask".
-    Extra conditions (categorical columns, covariates): embeddings summed with the class's (ConditionEmbedding).
+    Extra conditions (categorical columns, covariates): embeddings summed with the class's (ConditionEmbedding), or,
+    given `token_dim`, tokens the network's cross-attention reads (ConditionTokens).
     """
 
     def __init__(self, net: nn.Module, image_channels: int, mask_channels: int, num_classes: int,
-                 extras: tuple[Column, ...] = ()) -> None:
+                 extras: tuple[Column, ...] = (), token_dim: int | None = None) -> None:
         super().__init__()
         self.net = net
         self.image_channels = image_channels
         self.mask_channels = mask_channels
         self.num_classes = num_classes
         self.extras = tuple(extras)
-        if self.extras:
+        self.token_dim = token_dim if token_dim and self.extras else None
+        self.tokens = ConditionTokens(self.extras, token_dim) if self.token_dim else None
+        if self.extras and self.tokens is None:
             net.class_embedding = ConditionEmbedding(net.class_embedding, self.extras)
 
     @property
@@ -74,7 +95,8 @@ class Denoiser(nn.Module):
 
     def class_kwargs(self, x: torch.Tensor, class_labels: torch.Tensor | None, extra: torch.Tensor | None = None) -> dict:
         """The network's class argument: the given ids, the null class when none are given, nothing if unconditioned;
-        with extra conditions, the ids and the extra values packed (B, 1 + E), NaN where left out."""
+        with extra conditions, the ids and the extra values packed (B, 1 + E), NaN where left out; with condition
+        tokens, the ids (when the run has classes) and the tokens as the cross-attention context."""
         if not self.num_classes and not self.extras:
             return {}
         if class_labels is None:
@@ -83,14 +105,21 @@ class Denoiser(nn.Module):
             return {"class_labels": class_labels}
         if extra is None:
             extra = torch.full((x.shape[0], len(self.extras)), float("nan"), device=x.device)
+        if self.tokens is not None:
+            context = self.tokens(extra.to(x.device, x.dtype))
+            return {"context": context, **({"class_labels": class_labels} if self.num_classes else {})}
         return {"class_labels": torch.cat([class_labels[:, None].to(extra.dtype), extra.to(x.device)], 1)}
 
 
-def build_unet(cfg: ModelConfig, spatial_dims: int, in_channels: int, out_channels: int, num_class_embeds: int | None) -> nn.Module:
+def build_unet(cfg: ModelConfig, spatial_dims: int, in_channels: int, out_channels: int, num_class_embeds: int | None,
+               cross_attention_dim: int | None = None) -> nn.Module:
+    """MONAI's DiffusionModelUNet; with `cross_attention_dim`, its attention levels are transformer blocks that also
+    attend to a context of condition tokens."""
     return DiffusionModelUNet(
         spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, channels=cfg.channels,
         attention_levels=cfg.attention_levels, num_res_blocks=cfg.num_res_blocks, norm_num_groups=cfg.norm_num_groups,
         num_head_channels=cfg.num_head_channels, num_class_embeds=num_class_embeds,
+        with_conditioning=cross_attention_dim is not None, cross_attention_dim=cross_attention_dim,
     )
 
 
@@ -116,11 +145,14 @@ MODELS: dict[str, Callable[..., nn.Module]] = {"unet": build_unet}
 def build_denoiser(cfg: ModelConfig, spatial_dims: int, image_channels: int, mask_channels: int, num_classes: int,
                    extras: tuple[Column, ...] = ()) -> Denoiser:
     """The configured network for images of `image_channels`, with room for mask channels, a null class and extra
-    conditions (a run with extra conditions but no class keeps a one-row class table: the null class alone)."""
+    conditions (a run with summed extra conditions but no class keeps a one-row class table: the null class alone;
+    with cross-attention, the extra conditions are tokens and the class table holds the classes only)."""
     if cfg.name not in MODELS:
         raise MedsynthError(f"model.name {cfg.name!r} is unknown; choose one of {', '.join(MODELS)}.")
-    net = MODELS[cfg.name](cfg, spatial_dims, image_channels + mask_channels, image_channels,
-                           num_classes + 1 if num_classes or extras else None)
+    tokens = cfg.cross_attention_dim if extras and cfg.condition_path == "cross_attention" else None
+    table = num_classes + 1 if num_classes or (extras and tokens is None) else None
+    net = MODELS[cfg.name](cfg, spatial_dims, image_channels + mask_channels, image_channels, table,
+                           **({"cross_attention_dim": tokens} if tokens else {}))
     if cfg.checkpointing:
         checkpoint_blocks(net)
-    return Denoiser(net, image_channels, mask_channels, num_classes, extras)
+    return Denoiser(net, image_channels, mask_channels, num_classes, extras, tokens)

@@ -26,7 +26,7 @@ from monai.networks.utils import copy_model_state
 from torch import nn
 
 from medsynth.config import LatentConfig, ModelConfig
-from medsynth.models import Denoiser
+from medsynth.models import ConditionEmbedding, Denoiser
 from medsynth.models.autoencoder import AutoencoderSpec, build_autoencoder
 
 
@@ -233,16 +233,21 @@ def load_codec(state: dict, cfg: LatentConfig, spatial_dims: int, device: torch.
     return LatentCodec(autoencoder.to(device).eval(), float(state["scale_factor"]), cfg.factor, mask_mode=cfg.mask_mode)
 
 
-def build_controlnet(model: ModelConfig, spatial_dims: int, latent_channels: int, num_labels: int,
-                     num_classes: int, factor: int) -> ControlNet:
-    """A MONAI ControlNet matching the latent UNet; its conditioning embedding takes the full-resolution one-hot mask
-    down to the latent grid (one stride-2 convolution per factor of 2)."""
+def build_controlnet(model: ModelConfig, spatial_dims: int, latent_channels: int, num_labels: int, base: Denoiser,
+                     factor: int) -> ControlNet:
+    """A MONAI ControlNet matching the latent UNet `base`, conditions included (its class table, summed extra
+    conditions or cross-attention to the base's condition tokens); its conditioning embedding takes the
+    full-resolution one-hot mask down to the latent grid (one stride-2 convolution per factor of 2)."""
     embed = tuple(min(64, 8 * 2 ** i) for i in range(int(math.log2(factor)) + 1))
-    return ControlNet(spatial_dims=spatial_dims, in_channels=latent_channels, num_res_blocks=model.num_res_blocks,
-                      channels=model.channels, attention_levels=model.attention_levels,
-                      norm_num_groups=model.norm_num_groups, num_head_channels=model.num_head_channels,
-                      num_class_embeds=num_classes + 1 if num_classes else None,
-                      conditioning_embedding_in_channels=num_labels, conditioning_embedding_num_channels=embed)
+    net = ControlNet(spatial_dims=spatial_dims, in_channels=latent_channels, num_res_blocks=model.num_res_blocks,
+                     channels=model.channels, attention_levels=model.attention_levels,
+                     norm_num_groups=model.norm_num_groups, num_head_channels=model.num_head_channels,
+                     num_class_embeds=base.net.num_class_embeds, with_conditioning=base.token_dim is not None,
+                     cross_attention_dim=base.token_dim,
+                     conditioning_embedding_in_channels=num_labels, conditioning_embedding_num_channels=embed)
+    if base.extras and base.token_dim is None:
+        net.class_embedding = ConditionEmbedding(net.class_embedding, base.extras)
+    return net
 
 
 def controlnet_from(base: Denoiser, controlnet: ControlNet) -> ControlNet:
@@ -275,7 +280,7 @@ class ControlledDenoiser(nn.Module):
         cond = Conditions() if cond is None else cond
         if cond.mask is None:
             return self.base(x, t, cond)
-        kwargs = self.base.class_kwargs(x, cond.classes)
+        kwargs = self.base.class_kwargs(x, cond.classes, cond.extra)
         down, mid = self.controlnet(x, t, controlnet_cond=cond.mask.to(x.dtype), **kwargs)
         on = (cond.mask.flatten(1).amax(1) > 0).to(x.dtype)
         gate = lambda r: r * on.view(-1, *([1] * (r.ndim - 1)))  # noqa: E731

@@ -185,7 +185,7 @@ def load_controlnet(run: Path, cfg: Config, base: Denoiser, base_sha256: str, nu
     if state["base_sha256"] != base_sha256:
         raise MedsynthError(f"the ControlNet in {run} was trained on another latent model than the run's last checkpoint; "
                             "retrain it with `medsynth train ... --stage controlnet`.")
-    controlnet = build_controlnet(cfg.model, cfg.spatial_dims, cfg.latent.latent_channels, num_labels, base.num_classes,
+    controlnet = build_controlnet(cfg.model, cfg.spatial_dims, cfg.latent.latent_channels, num_labels, base,
                                   cfg.latent.factor)
     controlnet.load_state_dict(state["controlnet"])
     return ControlledDenoiser(base, controlnet)

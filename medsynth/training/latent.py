@@ -112,7 +112,7 @@ def train_controlnet(run: Path, cfg: Config, ts: TrainingSet, base: Denoiser, ba
     torch.manual_seed(cfg.train.seed + 1)
     base = base.to(device).eval().requires_grad_(False)
     controlnet = controlnet_from(base, build_controlnet(cfg.model, cfg.spatial_dims, ts.images.shape[1], ts.num_labels,
-                                                        len(ts.class_names), lat.factor)).to(device)
+                                                        base, lat.factor)).to(device)
     model = ControlledDenoiser(base, controlnet)
     opt = optimisation(controlnet, deepcopy(controlnet).requires_grad_(False), lat.controlnet_lr,
                        cfg.train.weight_decay, min(cfg.train.warmup_steps, steps // 4 + 1), steps)

@@ -39,13 +39,18 @@ def test_a_column_encodes_known_values_refuses_the_rest_and_leaves_blanks_out():
     assert extra.shape == (2, 2) and torch.isnan(extra[1, 0]) and spec.conditions(None, None, extra).null(2).extra.isnan().all()
 
 
-def test_each_condition_moves_the_model_and_a_left_out_one_is_its_null_form():
+CROSS = ["model.condition_path=cross_attention", "model.attention_levels=[false,true]"]
+
+
+@pytest.mark.parametrize("path", [[], CROSS], ids=["summed", "cross-attention"])
+def test_each_condition_moves_the_model_and_a_left_out_one_is_its_null_form(path):
     from medsynth.config import load_config
     from medsynth.models import build_denoiser
 
     extras = (Column("sex", ("F", "M")), Column("age", stats=(55.0, 10.0, 25.0, 85.0)))
     torch.manual_seed(0)
-    model = build_denoiser(load_config("tiny_2d.yaml").model, 2, 1, 0, 2, extras)
+    model = build_denoiser(load_config("tiny_2d.yaml", [*EXTRA, *path]).model, 2, 1, 0, 2, extras)
+    assert (model.tokens is not None) == bool(path)
     for param in model.parameters():     # MONAI zero-initialises output layers: wake them so every input shows
         if not param.any():
             torch.nn.init.normal_(param, std=0.5)
@@ -73,6 +78,30 @@ def test_training_records_the_columns_and_generation_keeps_fixed_conditions_and_
     assert record["conditions"]["sex"] == "F" and record["conditions"]["age"] == table["age"][0]
     rows = {(r["class"], r["sex"], r["age"]) for r in run.meta["condition_rows"]}
     assert all((c, "F", a) in rows for c, a in zip(table["class"], table["age"]))   # drawn jointly from a real row
+
+
+def test_a_cross_attention_run_trains_resumes_and_generates_with_its_conditions(tmp_path):
+    data = medsynth.write_phantom_dataset(tmp_path / "data", medsynth.PhantomSpec(dims=2, size=16, cases=12),
+                                          show_progress=False)
+    cfg = medsynth.load_config("tiny_2d.yaml", [*EXTRA, *CROSS, "train.max_steps=4", "train.checkpoint_every=2"])
+    assert medsynth.train(cfg, data, tmp_path / "run", stop_at=2, show_progress=False).step == 2
+    assert medsynth.train(cfg, data, tmp_path / "run", resume=True, show_progress=False).step == 4
+    medsynth.generate(tmp_path / "run", tmp_path / "syn", n=3, conditions=("sex=M", "age=60"), steps=2, max_attempts=1,
+                      show_progress=False)
+    table = pd.read_csv(tmp_path / "syn" / "samples.csv")
+    assert list(table["sex"]) == ["M"] * 3 and list(table["age"]) == [60] * 3
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (CROSS[:1], "needs at least one level with attention"),
+    (["conditioning.covariates=[]", "conditioning.classes=[pathology]", *CROSS], "attends to the conditions beyond"),
+    ([CROSS[0].replace("cross_attention", "film")], "must be 'embedding' or 'cross_attention'"),
+])
+def test_cross_attention_without_conditions_or_attention_levels_is_refused(overrides, message):
+    from medsynth.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        medsynth.load_config("tiny_2d.yaml", [*EXTRA, *overrides])
 
 
 def test_unknown_conditions_and_out_of_range_covariates_are_refused_at_the_cli(covariate_run, tmp_path):
@@ -184,3 +213,29 @@ def test_training_leaves_every_condition_out_with_the_class_and_each_one_out_on_
     assert ((alone > 0.27) & (alone < 0.33)).all()                       # each on its own at condition_dropout
     both = (dropped[classes != 2].all(1)).float().mean()
     assert 0.06 < both < 0.12                                            # independent: about 0.3 x 0.3
+
+
+@pytest.mark.parametrize("path", [[], ["model.condition_path=cross_attention"]], ids=["summed", "cross-attention"])
+def test_a_latent_run_and_its_controlnet_take_the_same_conditions(path, tmp_path):
+    from medsynth.runs.loaded import load_run
+
+    data = medsynth.write_phantom_dataset(tmp_path / "data", medsynth.PhantomSpec(dims=3, size=16, cases=10),
+                                          show_progress=False)
+    cfg = medsynth.load_config("tiny_latent_3d.yaml", [*EXTRA, *path, "model.attention_levels=[false,true]",
+                                                        "latent.steps=4", "latent.controlnet_steps=4",
+                                                        "train.max_steps=4"])
+    medsynth.train(cfg, data, tmp_path / "run", show_progress=False)
+    loaded = load_run(tmp_path / "run", torch.device("cpu"))
+    assert [c.name for c in loaded.extras] == ["sex", "age"]
+    assert (loaded.model.base.tokens is not None) == bool(path)
+    mask = torch.zeros(1, loaded.num_labels, 16, 16, 16)
+    mask[:, 1, 4:12, 4:12, 4:12] = 1
+    x, t, classes = torch.randn(1, *loaded.model_shape), torch.tensor([500.0]), torch.tensor([0])
+    with torch.no_grad():
+        woman, man = (loaded.model(x, t, Conditions(classes, mask, torch.tensor([[s, 0.0]]))) for s in (0.0, 1.0))
+        controls = [loaded.model.controlnet(x, t, mask, **loaded.model.base.class_kwargs(x, classes, torch.tensor([[s, 0.0]])))[1]
+                    for s in (0.0, 1.0)]
+    assert not torch.equal(woman, man) and not torch.equal(*controls)    # the ControlNet reads the conditions too
+    medsynth.generate(tmp_path / "run", tmp_path / "syn", n=2, conditions=("sex=M", "age=60"), steps=2, max_attempts=1,
+                      show_progress=False)
+    assert list(pd.read_csv(tmp_path / "syn" / "samples.csv")["sex"]) == ["M", "M"]
