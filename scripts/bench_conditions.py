@@ -13,7 +13,7 @@ condition back with judges trained on the real training studies: the age regress
 requested age, and the sex classifier's accuracy per requested sex, each next to the same judge on real holdout.
 
     python scripts/bench_conditions.py --out /tmp/bench_conditions --minutes 10 [--guidance-per age=3]
-        [--set model.condition_path=cross_attention]
+        [--set model.condition_path=cross_attention] [--baseline]
 
 Resumable: the phantoms, catalog and run in OUT are kept; figures go to OUT/results.json.
 """
@@ -58,17 +58,17 @@ def pearson(x: np.ndarray, y: np.ndarray) -> dict:
     return {"r": float(result.statistic), "interval": [float(interval.low), float(interval.high)], "studies": int(len(x))}
 
 
-def prepare(out: Path, cases: int, minutes: float, overrides: list[str]) -> tuple[Path, pd.DataFrame]:
+def prepare(out: Path, cases: int, minutes: float, overrides: list[str], baseline: bool) -> tuple[Path, pd.DataFrame]:
     """The phantoms, their catalog and the trained run (each kept when already there); `overrides` go to the config
-    after the bench's own (e.g. model.condition_path=cross_attention)."""
+    after the bench's own (e.g. model.condition_path=cross_attention). The baseline conditions on the class alone."""
     data, catalog, run = out / "phantoms", out / "catalog", out / "run"
     if not data.exists():
         write_phantom_dataset(data, replace(SPEC, cases=cases), show_progress=False)
     if not catalog.exists():
         ingest(data, catalog, holdout=0.2, show_progress=False)
     if not RunFolder(run).checkpoint.is_file():
-        cfg = load_config("phantom_3d.yaml", ["conditioning.mask=false", "conditioning.classes=[pathology, sex]",
-                                              "conditioning.covariates=[age]", f"train.max_minutes={minutes}",
+        conditions = ([] if baseline else ["conditioning.classes=[pathology, sex]", "conditioning.covariates=[age]"])
+        cfg = load_config("phantom_3d.yaml", ["conditioning.mask=false", *conditions, f"train.max_minutes={minutes}",
                                               "train.max_steps=100000", "train.sample_every=100000", *overrides])
         start = time.monotonic()
         done = train(cfg, catalog, run, show_progress=False, config_source="phantom_3d.yaml + conditions")
@@ -93,14 +93,16 @@ def synthetic_figures(folder: Path) -> pd.DataFrame:
     return table.assign(body_cm3=[m[0] for m in measured], fat_share=[m[1] for m in measured])
 
 
-def cells(run: Path, out: Path, real: pd.DataFrame, per_cell: int) -> list[dict]:
-    """Per (sex, age): synthetic healthy studies requested there against real phantoms of that sex, age +- 10."""
+def cells(run: Path, out: Path, real: pd.DataFrame, per_cell: int, baseline: bool) -> list[dict]:
+    """Per (sex, age): synthetic healthy studies requested there (the baseline cannot ask: healthy studies alone)
+    against real phantoms of that sex, age +- 10."""
     rows = []
     for sex in SEXES:
         for age in AGES:
             folder = out / f"syn_{sex}_{age}"
             if not (folder / "samples.csv").exists():
-                generate(run, folder, classes=(f"normal={per_cell}",), conditions=(f"sex={sex}", f"age={age}"),
+                generate(run, folder, classes=(f"normal={per_cell}",),
+                         conditions=() if baseline else (f"sex={sex}", f"age={age}"),
                          seed=age + (1000 if sex == "M" else 0), show_progress=False, overwrite=True)
             syn = synthetic_figures(folder)
             near = real[(real["sex"] == sex) & ((real["age"] - age).abs() <= 10)]
@@ -138,24 +140,28 @@ def main() -> None:
     parser.add_argument("--judge-steps", type=int, default=1200, help="training steps of the evaluation's judges")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="a training config override (e.g. model.condition_path=cross_attention)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="the single-class config (pathology alone): what the model makes without the conditions")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    run, catalog = prepare(args.out, args.cases, args.minutes, args.overrides)
+    run, catalog = prepare(args.out, args.cases, args.minutes, args.overrides, args.baseline)
     real = real_figures(catalog)
-    table = cells(run, args.out, real, args.per_cell)
+    table = cells(run, args.out, real, args.per_cell, args.baseline)
     joint_dir = args.out / "_".join(["syn_joint", *(w.replace("=", "") for w in args.guidance_per)])
     if not (joint_dir / "samples.csv").exists():
         generate(run, joint_dir, n=args.joint, seed=7, guidance_per=tuple(args.guidance_per), show_progress=False,
                  overwrite=True)
-    joint = synthetic_figures(joint_dir)
     train_rows = real[real["split"] == "train"]
+    joint = synthetic_figures(joint_dir)
+    if args.baseline:   # no ages to ask for: each study stands beside a training row's age, as a joint draw would give
+        joint["age"] = train_rows["age"].sample(len(joint), replace=True, random_state=7).to_numpy()
     correlation = {"real_train": pearson(train_rows["age"].to_numpy(), train_rows["fat_share"].to_numpy()),
                    "synthetic_joint": pearson(joint["age"].astype(float).to_numpy(), joint["fat_share"].to_numpy())}
     inside = correlation["real_train"]["interval"][0] <= correlation["synthetic_joint"]["r"] <= correlation["real_train"]["interval"][1]
     print(f"age vs fat share: real training r {correlation['real_train']['r']:.2f} "
           f"[{correlation['real_train']['interval'][0]:.2f}, {correlation['real_train']['interval'][1]:.2f}], "
           f"synthetic joint r {correlation['synthetic_joint']['r']:.2f} ({'inside' if inside else 'outside'} the interval)")
-    judges = judged(run, joint_dir, args.out, args.judge_steps)
+    judges = None if args.baseline else judged(run, joint_dir, args.out, args.judge_steps)
     (args.out / "results.json").write_text(json.dumps({"cells": table, "correlation": correlation,
                                                        "joint_inside_interval": bool(inside), "judges": judges},
                                                       indent=2))
