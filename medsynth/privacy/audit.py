@@ -69,14 +69,18 @@ def real_volumes(part: RealSplit, masked: bool) -> Volumes:
 
 
 def load_synthetic(sset, loaded, masked: bool) -> Volumes:
+    """The synthetic studies on the run's grid, with the class and the extra conditions each was asked for."""
     ids, vols, classes, images, labels = [], [], [], [], []
+    conditions = {c.name: [] for c in loaded.extras if c.name in sset.table.columns}
     for row, study, unit in studies_on_grid(sset, loaded, "audit"):
         ids.append(str(row["study_id"]))
         vols.append(residual(unit[0], study.label if masked else None))
         classes.append(str(row.get("class", "") or ""))
+        for name, values in conditions.items():
+            values.append(row[name])
         images.append(torch.as_tensor(unit, dtype=torch.float32))
         labels.append(study.label)
-    return Volumes(ids, vols, torch.stack(images), np.stack(labels) if masked else None, classes)
+    return Volumes(ids, vols, torch.stack(images), np.stack(labels) if masked else None, classes, conditions)
 
 
 def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:

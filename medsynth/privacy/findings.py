@@ -104,8 +104,10 @@ def judge(found: Findings, s: AuditConfig, masked: bool) -> tuple[str, list[str]
 def pairs_table(synthetic, train, matches: list, scores: dict, nulls: dict, found: Findings,
                 channels: tuple[str, ...], mask_source: list[str] | None) -> pd.DataFrame:
     """pairs.csv: per synthetic study its 3 nearest training studies, every channel's score and p-value, the combined
-    p-value, the flip and shift found, whether it is flagged, and (mask runs) its mask's source."""
+    p-value, the flip and shift found, whether it is flagged, and (mask runs) its mask's source; the conditions it was
+    asked for come after its class."""
     table = pd.DataFrame({"study_id": synthetic.ids, "class": synthetic.classes or [""] * len(synthetic.ids),
+                          **synthetic.conditions,
                           "flagged": found.flagged, "copy_beyond_doubt": found.certain, "p_combined": found.p})
     for r in range(3):
         table[f"nearest_{r + 1}"] = [train.ids[m[r].index] if len(m) > r else "" for m in matches]

@@ -50,6 +50,7 @@ class Volumes:
     images: torch.Tensor | None = None     # (N, C, *spatial) model units (membership, the image channel)
     labels: np.ndarray | None = None       # (N, *spatial) label maps
     classes: list[str] = field(default_factory=list)
+    conditions: dict[str, list] = field(default_factory=dict)   # extra condition -> each study's value (synthetic sets)
 
 
 def residual(volume: np.ndarray, labels: np.ndarray | None) -> np.ndarray:

@@ -239,3 +239,20 @@ def test_a_latent_run_and_its_controlnet_take_the_same_conditions(path, tmp_path
     medsynth.generate(tmp_path / "run", tmp_path / "syn", n=2, conditions=("sex=M", "age=60"), steps=2, max_attempts=1,
                       show_progress=False)
     assert list(pd.read_csv(tmp_path / "syn" / "samples.csv")["sex"]) == ["M", "M"]
+
+
+def test_the_audits_pairs_carry_each_synthetic_studys_conditions(tmp_path):
+    from medsynth.config import AuditConfig
+
+    data = medsynth.write_phantom_dataset(tmp_path / "data", medsynth.PhantomSpec(dims=2, size=16, cases=84),
+                                          show_progress=False)
+    medsynth.train(medsynth.load_config("tiny_2d.yaml", [*EXTRA, "train.max_steps=2"]), data, tmp_path / "run",
+                   show_progress=False)
+    medsynth.generate(tmp_path / "run", tmp_path / "syn", n=4, conditions=("sex=F",), steps=2, max_attempts=1,
+                      show_progress=False)
+    medsynth.audit(tmp_path / "run", tmp_path / "syn", tmp_path / "rep",
+                   AuditConfig(copies_per_kind=2, embedding=False, membership=False), show_progress=False)
+    pairs = pd.read_csv(tmp_path / "rep" / "pairs.csv", dtype={"study_id": str})
+    samples = pd.read_csv(tmp_path / "syn" / "samples.csv", dtype={"study_id": str})
+    assert list(pairs.columns[:4]) == ["study_id", "class", "sex", "age"]
+    assert pairs.set_index("study_id")[["sex", "age"]].equals(samples.set_index("study_id")[["sex", "age"]])
