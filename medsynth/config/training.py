@@ -209,8 +209,6 @@ class Config:
         if not any(m.attention_levels):
             raise ConfigError("model.condition_path cross_attention needs at least one level with attention "
                               "(model.attention_levels); set one to true, or use 'embedding'.")
-        if m.cross_attention_dim < 1:
-            raise ConfigError(f"model.cross_attention_dim must be a positive integer, got {m.cross_attention_dim!r}.")
 
     def check_ranges(self) -> None:
         """Numbers that parse but cannot be meant: a negative budget, learning rate or dropout above 1."""
@@ -224,6 +222,8 @@ class Config:
                  ("conditioning.class_dropout", c.class_dropout, 0 <= c.class_dropout <= 1, "between 0 and 1"),
                  ("conditioning.mask_dropout", c.mask_dropout, 0 <= c.mask_dropout <= 1, "between 0 and 1"),
                  ("conditioning.condition_dropout", c.condition_dropout, 0 <= c.condition_dropout <= 1, "between 0 and 1"),
+                 ("model.cross_attention_dim", self.model.cross_attention_dim, self.model.cross_attention_dim >= 1,
+                  "a positive integer"),
                  ("data.holdout", self.data.holdout, 0 <= self.data.holdout < 1, "at least 0 and below 1")]
         for key, value, ok, rule in rules:
             if not ok:
