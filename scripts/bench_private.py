@@ -11,8 +11,13 @@ planned for exactly those steps, so every private setting spends its whole epsil
   - the membership attack (denoising loss, medsynth.privacy.membership) on the official train split against val +
     test: AUC with its bootstrap interval, next to the AUC bound that epsilon implies for any attack;
   - seconds per step next to non-private training's.
+The synthetic-only balanced accuracy is also measured on real val, the split to choose a recipe on (`--tag NAME --set
+KEY=VALUE`: a variant of the fine-tuned private runs, e.g. train.trainable, with its own step cost and run folders),
+so that test confirms a choice instead of making it.
 
     python scripts/bench_private.py --data ../shared/data/breastmnist/breastmnist.npz --minutes 5 --out /tmp/bp
+    python scripts/bench_private.py ... --epsilons 10 --starts pre-trained --tag attention \
+        --set "train.trainable=['*attention*','*class_embedding*','*time_emb*']"
 """
 
 from __future__ import annotations
@@ -82,15 +87,17 @@ def membership(run, real: dict) -> dict:
 def judge_setting(run_dir: Path, work: Path, real: dict, judge: dict, args) -> dict:
     run = load_run(run_dir, torch.device("cpu"))
     names, classes = run.class_names, len(run.class_names)
-    generate(run_dir, work / "synthetic", classes=[f"{c}={args.n_per_class}" for c in names], overwrite=True,
-             show_progress=False, guidance=args.guidance)
-    syn_x, syn_y = synthetic_arrays(work / "synthetic", run)
+    out = work / ("synthetic" if args.guidance == 2.0 else f"synthetic_g{args.guidance:g}")
+    generate(run_dir, out, classes=[f"{c}={args.n_per_class}" for c in names], overwrite=True, show_progress=False,
+             guidance=args.guidance)
+    syn_x, syn_y = synthetic_arrays(out, run)
     pred, feat = predict(judge["model"], syn_x)
     mean, _ = utility(syn_x, syn_y, *real["test"], classes, 0, args.seeds, args.utility_steps)
+    val, _ = utility(syn_x, syn_y, *real["val"], classes, 0, args.seeds, args.utility_steps)
     mia = membership(run, real)
     return {"recognised": recall_per_class(pred, syn_y, classes).round(3).tolist(),
             "frechet": frechet_distance(judge["scale"](feat), judge["test_feat"]),
-            "synthetic_only_bacc": float(mean[0]), "mia_auc": mia["auc"], "mia_interval": mia["auc_interval"],
+            "synthetic_only_bacc": float(mean[0]), "synthetic_only_bacc_val": float(val[0]), "mia_auc": mia["auc"], "mia_interval": mia["auc_interval"],
             "auc_bound": mia.get("auc_bound", 1.0), "epsilon_spent": run.privacy.get("epsilon", float("inf")),
             "private": run.privacy.get("private", False)}
 
@@ -102,16 +109,47 @@ def cached(path: Path, compute):
     return json.loads(path.read_text())
 
 
-def measured_costs(work: Path, epsilons: list[float], batch: int) -> dict[float, float]:
-    """Seconds per step of each setting, measured once per work folder (costs.json) so a resumed benchmark keeps the
-    same step budgets."""
+def measured_cost(work: Path, key: str, overrides: list[str]) -> float:
+    """Seconds per step of one setting (key: its epsilon, and /tag for a variant), measured once per work folder
+    (costs.json) so a resumed benchmark keeps the same step budgets."""
     path = work / "costs.json"
-    known = {float(k): v for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
-    for e in epsilons:
-        if e not in known:
-            known[e] = seconds_per_step(work / "catalog", work / "timing", dp_overrides(e, batch))
-    path.write_text(json.dumps({str(k): v for k, v in known.items()}))
-    return known
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    if key not in known:
+        known[key] = seconds_per_step(work / "catalog", work / "timing", overrides)
+        path.write_text(json.dumps(known))
+    return known[key]
+
+
+def row_key(row: dict) -> tuple[str, float]:
+    """A results row's run folder and generation guidance (rows written before variants and guidance choices existed
+    have neither: they are the default run names at guidance 2.0)."""
+    name = row["run"] if isinstance(row.get("run"), str) else f"eps{row['epsilon']:g}_{row['start']}"
+    guidance = row.get("guidance")
+    return name, 2.0 if guidance is None or math.isnan(guidance) else float(guidance)
+
+
+def trained_setting(work: Path, name: str, overrides: list[str], cost: float, minutes: float) -> tuple[int, float]:
+    """Train one setting for the steps its measured cost fits in the budget (a finished run folder of the same steps,
+    from an earlier call at another guidance, is reused). Returns the steps and training seconds (nan if reused)."""
+    steps = int(minutes * 60 / cost)
+    checkpoint = work / name / "checkpoints" / "last.pt"
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state.get("finished") and state.get("step") == steps:
+            return steps, float("nan")
+    t0 = time.time()
+    train(load_config(CONFIG, overrides + [
+        f"train.max_steps={steps}", "train.max_minutes=0", f"train.warmup_steps={min(100, steps // 10)}"]),
+        work / "catalog", work / name, overwrite=True, show_progress=False)
+    return steps, time.time() - t0
+
+
+def setting_overrides(work: Path, epsilon: float, start_from: str, args) -> tuple[str, list[str]]:
+    """The run name and config overrides of one setting: DP, the pre-trained start, and the variant's own."""
+    init = [f"train.init_from={work / 'public'}", "train.init_fresh_layers=true"] if start_from != "scratch" else []
+    variant = args.set if args.tag and start_from != "scratch" else []
+    name = f"eps{epsilon:g}_{start_from}" + (f"_{args.tag}" if variant else "")
+    return name, dp_overrides(epsilon, args.dp_batch) + init + variant
 
 
 def pretrain(work: Path, steps: int) -> None:
@@ -130,11 +168,15 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="BreastMNIST .npz (train / val / test splits)")
     parser.add_argument("--out", required=True, help="work folder (runs, synthetic sets, results.csv)")
     parser.add_argument("--epsilons", default="1,4,10,inf")
+    parser.add_argument("--starts", default="scratch,pre-trained")
+    parser.add_argument("--tag", default="", help="name of a variant of the pre-trained settings (its run folders)")
+    parser.add_argument("--set", action="append", default=[], help="config override KEY=VALUE of the variant")
     parser.add_argument("--minutes", type=float, default=5.0, help="wall-clock training budget of every setting")
     parser.add_argument("--pretrain-minutes", type=float, default=5.0)
     parser.add_argument("--dp-batch", type=int, default=64, help="expected batch of the private runs (Poisson)")
     parser.add_argument("--n-per-class", type=int, default=200)
-    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--guidance", type=float, default=2.0, help="generation guidance (another value re-judges the "
+                        "trained runs: a row per run and guidance)")
     parser.add_argument("--seeds", type=int, default=3, help="synthetic-only classifiers per setting")
     parser.add_argument("--utility-steps", type=int, default=800)
     args = parser.parse_args()
@@ -151,25 +193,22 @@ def main() -> None:
           f"accuracy {real_only[0]:.3f}", flush=True)
 
     epsilons = [float(e) for e in args.epsilons.split(",")]
-    costs = measured_costs(work, epsilons, args.dp_batch)
-    print("seconds per step: " + ", ".join(f"eps {e:g}: {c:.3f}" for e, c in costs.items()), flush=True)
-    pretrain(work, int(args.pretrain_minutes * 60 / costs[math.inf]))
+    base = measured_cost(work, str(math.inf), [])
+    pretrain(work, int(args.pretrain_minutes * 60 / base))
 
     results = work / "results.csv"
     rows = pd.read_csv(results).to_dict("records") if results.is_file() else []   # settings measured before: kept
     for epsilon in epsilons:
-        for start_from in ("scratch", "pre-trained"):
-            if any(r["epsilon"] == epsilon and r["start"] == start_from for r in rows):
+        for start_from in args.starts.split(","):
+            name, overrides = setting_overrides(work, epsilon, start_from, args)
+            if any(row_key(r) == (name, args.guidance) for r in rows):
                 continue
-            steps = int(args.minutes * 60 / costs[epsilon])
-            name = f"eps{epsilon:g}_{start_from}"
-            init = [f"train.init_from={work / 'public'}", "train.init_fresh_layers=true"] if start_from != "scratch" else []
-            t0 = time.time()
-            train(load_config(CONFIG, dp_overrides(epsilon, args.dp_batch) + init + [
-                f"train.max_steps={steps}", "train.max_minutes=0", f"train.warmup_steps={min(100, steps // 10)}"]),
-                work / "catalog", work / name, overwrite=True, show_progress=False)
-            row = {"epsilon": epsilon, "start": start_from, "steps": steps, "train_s": time.time() - t0,
-                   "s_per_step": costs[epsilon], **judge_setting(work / name, work / name, real, judge, args)}
+            cost = measured_cost(work, str(epsilon) + (f"/{args.tag}" if name.endswith(f"_{args.tag}") else ""),
+                                 overrides)
+            print(f"{name}: {cost:.3f} s per step (non-private {base:.3f})", flush=True)
+            steps, seconds = trained_setting(work, name, overrides, cost, args.minutes)
+            row = {"run": name, "guidance": args.guidance, "epsilon": epsilon, "start": start_from, "steps": steps,
+                   "train_s": seconds, "s_per_step": cost, **judge_setting(work / name, work / name, real, judge, args)}
             rows.append(row)
             print(f"{name}: {row}", flush=True)
             pd.DataFrame(rows).to_csv(results, index=False)

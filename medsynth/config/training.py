@@ -107,6 +107,7 @@ class TrainConfig:
     init_from: str | None = None     # a finished run folder whose weights this run starts from (fine-tuning)
     init_weights: str = "ema"        # which of the parent's weights: 'ema' (what it generates with) or 'raw'
     init_fresh_layers: bool = False  # parent layers that do not fit (other classes, mask labels) start fresh
+    trainable: tuple[str, ...] = ()  # fine-tuning: glob patterns of the layers trained (e.g. '*attention*'); () all
     dp: DPConfig = field(default_factory=DPConfig)
 
 
@@ -234,6 +235,10 @@ class Config:
         t, dp = self.train, self.train.dp
         if t.init_weights not in ("ema", "raw"):
             raise ConfigError(f"train.init_weights must be 'ema' or 'raw', got {t.init_weights!r}.")
+        if t.trainable and not t.init_from:
+            raise ConfigError("train.trainable keeps the other layers at their starting weights, which without "
+                              "train.init_from are random: set train.init_from (--init-from) or leave train.trainable "
+                              "empty.")
         if not dp.enabled:
             return
         rules = [("train.dp.epsilon", dp.epsilon, dp.epsilon > 0, "positive"),

@@ -7,14 +7,21 @@ train.init_fresh_layers is true: then the class rows of classes the parent knew 
 copied and new classes start fresh, and the input convolution keeps the parent's image-channel weights while the new
 mask channels start fresh. The run records the parent (its checkpoint hash, data, classes, privacy) and the parent's
 own lineage, so every artefact downstream names every dataset the weights learnt from.
+
+train.trainable (glob patterns over the network's parameter names) fine-tunes only the layers it names and keeps the
+rest at the parent's weights: fewer parameters to adapt, and under train.dp less noise in all (the noise is added to
+every trained parameter) and cheaper per-example gradients, as DP-LDM does (Lyu et al. 2023: attention and
+conditioning layers only). The run records the patterns and how many parameters they train.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from medsynth import provenance
 from medsynth.config import Config, config_from_dict
@@ -64,7 +71,8 @@ def read_parent(cfg: Config, image_channels: int, num_labels: int, class_names: 
     record = {"run": str(run), "run_hash": provenance.sha256_file(folder.checkpoint), "weights": cfg.train.init_weights,
               "data_source": state.get("data_source"), "catalog_fingerprint": state.get("catalog_fingerprint"),
               "class_names": list(state["class_names"]), "steps": int(state.get("step", 0)),
-              "privacy": state.get("privacy"), "fresh_layers": misfits, "parent": state.get("parent")}
+              "privacy": state.get("privacy"), "fresh_layers": misfits, "parent": state.get("parent"),
+              **trained_layers(cfg.train.trainable, new)}
     return Parent(record, mapped)
 
 
@@ -129,3 +137,33 @@ def map_weights(weights: dict, new: dict, old_classes: list[str], new_classes: l
         conv[:, :image_channels] = weights[INPUT_CONV][:, :image_channels]
         out[INPUT_CONV] = conv
     return out
+
+
+def trained_names(names: list[str], patterns: tuple[str, ...]) -> set[str]:
+    """The parameter names train.trainable's patterns match (all without patterns); a pattern that matches nothing is
+    refused with examples of the names there are."""
+    if not patterns:
+        return set(names)
+    for pattern in patterns:
+        if not any(fnmatch(n, pattern) for n in names):
+            examples = ", ".join(names[i] for i in range(0, len(names), max(1, len(names) // 5)))
+            raise MedsynthError(f"train.trainable: {pattern!r} matches no layer of this network; its parameters are "
+                                f"named like {examples} (glob patterns, e.g. '*attention*', '*time_emb*').")
+    return {n for n in names if any(fnmatch(n, p) for p in patterns)}
+
+
+def trained_layers(patterns: tuple[str, ...], state: dict[str, torch.Tensor]) -> dict:
+    """What a fine-tuning run's record says about the layers it trains (nothing when it trains them all)."""
+    if not patterns:
+        return {}
+    names = [k for k, v in state.items() if v.is_floating_point()]
+    chosen = trained_names(names, patterns)
+    return {"trainable": list(patterns), "trained_parameters": sum(state[k].numel() for k in chosen),
+            "all_parameters": sum(state[k].numel() for k in names)}
+
+
+def freeze_untrained(model: nn.Module, patterns: tuple[str, ...]) -> None:
+    """Keep every parameter train.trainable does not name at its starting weights (no gradient, no optimiser)."""
+    chosen = trained_names([n for n, _ in model.named_parameters()], patterns)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in chosen)

@@ -55,8 +55,9 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 def optimisation(trained: nn.Module, ema: nn.Module, lr: float, weight_decay: float, warmup: int,
                  total: int) -> Optimisation:
-    """AdamW on `trained` with linear warm-up then cosine decay over `total` steps."""
-    optimizer = torch.optim.AdamW(trained.parameters(), lr=lr, weight_decay=weight_decay)
+    """AdamW on `trained`'s trainable parameters with linear warm-up then cosine decay over `total` steps."""
+    optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=lr,
+                                  weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total))
     return Optimisation(trained, ema, optimizer, scheduler)
 
@@ -130,7 +131,7 @@ def training_step(net: nn.Module, opt: Optimisation, batch: Batch, process: Nois
         torch.nn.utils.clip_grad_norm_(opt.trained.parameters(), cfg.train.grad_clip)
         opt.optimizer.step()
     else:
-        private.step(list(opt.trained.parameters()))
+        private.step([p for p in opt.trained.parameters() if p.requires_grad])
     opt.scheduler.step()
     ema_update(opt.ema, opt.trained, step, cfg.train.ema_decay)
     return loss.item()

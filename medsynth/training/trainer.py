@@ -35,7 +35,7 @@ from medsynth.runtime import resolve_device, stop_on_sigterm
 from medsynth.training.data import (Catalogued, TrainingSet, check_conditioning, intensity_stats, load_training_set,
                                     open_catalog)
 from medsynth.training.distributed import Processes
-from medsynth.training.init_from import Parent, read_parent
+from medsynth.training.init_from import Parent, freeze_untrained, read_parent
 from medsynth.training.latent import autoencoder_stage, controlnet_stage, latent_meta, latent_training_set
 from medsynth.training.loop import MetricsLog, Optimisation, draw_batch, optimisation, step_generator, training_step
 from medsynth.training.preview import preview
@@ -76,9 +76,11 @@ class Lineage:
         """What the CLI tells the user about the parent and the privacy spent."""
         found = []
         if self.parent is not None:
-            fresh = self.parent.record["fresh_layers"]
-            found.append(f"started from {self.parent.record['run']} ({self.parent.record['weights']} weights"
-                         + (f"; fresh: {'; '.join(fresh)}" if fresh else "") + ")")
+            rec = self.parent.record
+            fresh, trained = rec["fresh_layers"], rec.get("trained_parameters")
+            found.append(f"started from {rec['run']} ({rec['weights']} weights"
+                         + (f"; fresh: {'; '.join(fresh)}" if fresh else "")
+                         + (f"; trained {trained:,} of {rec['all_parameters']:,} parameters" if trained else "") + ")")
         if self.plan is not None:
             found.append("privacy: " + spend_summary(self.plan.record(step, list(self.stored))))
         return found
@@ -185,6 +187,7 @@ def build_optimisation(cfg: Config, ts: TrainingSet, dev: torch.device, state: d
                            ts.extras)
     if parent is not None and state is None:
         model.load_state_dict(parent.weights)
+    freeze_untrained(model, cfg.train.trainable)
     model = model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d if cfg.spatial_dims == 3 else torch.channels_last)

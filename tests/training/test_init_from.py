@@ -96,3 +96,31 @@ def test_class_rows_are_matched_by_name_and_new_classes_start_fresh():
     assert rows[0].tolist() == [3.0, 4.0, 5.0]                        # b keeps its row
     assert rows[1].tolist() == [-1.0, -1.0, -1.0]                     # c is new: fresh
     assert rows[2].tolist() == [6.0, 7.0, 8.0]                        # the null class (guidance) is kept
+
+
+def test_train_trainable_fine_tunes_only_the_named_layers_privately_and_resumes(parent, tmp_path):
+    overrides = ["train.max_steps=4", "train.batch_size=8", f"train.init_from={parent / 'run'}",
+                 "train.trainable=['*class_embedding*','*time_emb*']", "train.dp.enabled=true", "train.dp.epsilon=10",
+                 "train.dp.intensity_range=[0, 1]"]
+    cfg = load_config("tiny_2d.yaml", overrides)
+    train(cfg, parent / "second", tmp_path / "tuned", stop_at=2, show_progress=False)
+    result = train(cfg, parent / "second", tmp_path / "tuned", resume=True, show_progress=False)
+    assert result.finished and "trained" in result.notes[0] and "parameters" in result.notes[0]
+    start, tuned = load_checkpoint(RunFolder(parent / "run").checkpoint)["ema"], load_checkpoint(
+        RunFolder(tmp_path / "tuned").checkpoint)
+    moved = {k for k in start if not torch.equal(start[k], tuned["model"][k])}
+    assert moved and all("class_embedding" in k or "time_emb" in k for k in moved)
+    record = tuned["parent"]
+    assert record["trainable"] == ["*class_embedding*", "*time_emb*"]
+    assert 0 < record["trained_parameters"] < record["all_parameters"]
+    assert tuned["privacy"]["steps_taken"] == 4
+
+
+def test_train_trainable_is_refused_without_a_parent_or_when_a_pattern_names_nothing(parent, tmp_path):
+    result = run_cli("train", parent / "second", "--config", "tiny_2d.yaml", "--out", tmp_path / "run", "--set",
+                     "train.trainable=['*attention*']")
+    assert_user_error(result, "train.trainable", "train.init_from")
+    result = run_cli("train", parent / "second", "--config", "tiny_2d.yaml", "--out", tmp_path / "run", "--init-from",
+                     parent / "run", "--set", "train.trainable=['*decoder_only*']")
+    assert_user_error(result, "'*decoder_only*' matches no layer", "net.")
+    assert not (tmp_path / "run").exists()
