@@ -131,7 +131,7 @@ def training_step(net: nn.Module, opt: Optimisation, batch: Batch, process: Nois
         torch.nn.utils.clip_grad_norm_(opt.trained.parameters(), cfg.train.grad_clip)
         opt.optimizer.step()
     else:
-        private.step([p for p in opt.trained.parameters() if p.requires_grad])
+        private.step()
     opt.scheduler.step()
     ema_update(opt.ema, opt.trained, step, cfg.train.ema_decay)
     return loss.item()

@@ -140,11 +140,12 @@ class PrivateStep:
         """Clears the per-example gradients too (Opacus keeps them on each parameter between steps)."""
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
-    def step(self, parameters: list[nn.Parameter]) -> None:
-        """Average each study's gradients over its multiplicity draws, then clip, noise and step. An empty batch (no
-        gradients) still steps: the noise alone, as the accountant counts it."""
+    def step(self) -> None:
+        """Average each study's gradients over its multiplicity draws, then clip, noise and step the parameters the
+        optimiser holds (the trained ones). An empty batch (no gradients) still steps: the noise alone, as the
+        accountant counts it."""
         k = self.plan.multiplicity
-        for p in parameters:
+        for p in self.optimizer.params:
             sample = getattr(p, "grad_sample", None)
             if sample is None:
                 p.grad_sample = p.new_zeros((0, *p.shape))

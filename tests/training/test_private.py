@@ -123,7 +123,7 @@ def test_multiplicity_averages_each_studys_gradients_before_clipping():
     before = model.weight.detach().clone()
     step.zero_grad()
     step.net(x).sum().div(2).backward()                           # a mean loss over the two rows
-    step.step(list(model.parameters()))
+    step.step()
     mean = x.mean(0)                                              # gradient of the averaged loss: (1.5, 2, 0), norm 2.5
     assert torch.allclose(before - model.weight.detach(), (mean / mean.norm()).view(1, 3), atol=1e-6)
 
