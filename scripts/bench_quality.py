@@ -207,7 +207,7 @@ def mask_bench(args, start: float, device) -> None:
         generate(run_dir, synthetic, n=args.n, device=str(device), guidance=args.guidance, overwrite=True,
                  show_progress=False)
     generate_minutes = (time.time() - start) / 60 - train_minutes
-    result = evaluate(run_dir, synthetic, work / "evaluation", EvaluateConfig(seeds=args.seeds, steps=args.steps),
+    result = evaluate(run_dir, synthetic, work / "evaluation", EvaluateConfig(seeds=args.seeds, steps=args.steps, family=args.family),
                       device=str(device), overwrite=True, show_progress=False)
     report = json.loads((work / "evaluation" / "report.json").read_text())
     s, cond = result.summary, report["conditioning"]["mask"]
@@ -232,8 +232,21 @@ def mask_bench(args, start: float, device) -> None:
             m = d["mean_dice"]
             print(f"utility, Dice on real holdout, {name:18s} {m['mean']:.3f} ({m['interval'][0]:.3f}-{m['interval'][1]:.3f}, "
                   f"{util['seeds']} seeds)")
+    family = report.get("utility_family", {}).get("mask")
+    if family:
+        print_segmentation_family(family)
     print(f"total: {(time.time() - start) / 60:.1f} wall minutes, {(cpu.ru_utime + cpu.ru_stime) / 60:.1f} CPU minutes; "
           f"report {work / 'evaluation' / 'report.html'}")
+
+
+def print_segmentation_family(family: dict) -> None:
+    """Mean Dice on real holdout per recipe and training set, and the paired lift, as the family reports them."""
+    print(f"recipe family ({family['seeds']} seeds; fixed epochs: {family['epochs']}; added: {family['added']}):")
+    for recipe, row in family["recipes"].items():
+        sets = ", ".join(f"{name} {d['mean_dice']['mean']:.3f}" for name, d in row.items() if name != "lift")
+        low, high = row["lift"]["interval"]
+        print(f"  {recipe:28s} {sets}; lift {row['lift']['mean']:+.3f} [{low:+.3f}, {high:+.3f}]")
+    print(f"verdict over every segmentation recipe: {family['verdict']}")
 
 
 

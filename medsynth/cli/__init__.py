@@ -191,11 +191,13 @@ def evaluate(
                                            "synthetic and real + synthetic studies (the slow part; default on)."),
     family: Optional[bool] = typer.Option(None, "--family/--no-family", help="Also measure utility over the family "
                                           "of downstream recipes (MONAI Classifier with and without class weights, at "
-                                          "fixed steps and fixed epochs, quarter-width resnet18; UNet and SegResNet) with a verdict "
+                                          "fixed steps and fixed epochs, quarter-width resnet18; UNet at fixed steps and epochs, SegResNet) "
+                                          "with a verdict "
                                           "helps / neutral / hurts. Several times slower; default off."),
     boost: Optional[int] = typer.Option(None, "--boost", help="Synthetic studies of the rarest class added to real ones "
                                         "for the real + synthetic utility set (0, the default: up to the commonest "
-                                        "class's count)."),
+                                        "class's count); mask runs' family: synthetic pairs in its fixed-count mix "
+                                        "(0: half the real training count)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for encoders, judges, downstream models and pair "
                                        "sampling. Default 0."),
     config: Optional[Path] = StageConfigOpt("evaluate"),

@@ -4,7 +4,8 @@ A recipe is a downstream model and how it trains: for classification a MONAI Cla
 class-balanced loss, at a fixed number of steps or a fixed number of epochs, and MONAI's resnet18 (at a quarter
 of its width, for CPU cost); synthetic studies
 of the rare class join the real ones up to class balance or as a fixed count (`boost`). For segmentation, MONAI UNet
-and SegResNet on real + all synthetic studies. The lift of a recipe is the paired (same seed) difference between
+(at a fixed number of steps and at a fixed number of epochs) and SegResNet, with all synthetic studies added or a fixed
+count (`boost`; 0: half the real training count). The lift of a recipe is the paired (same seed) difference between
 real + synthetic and real only in rare-class recall (segmentation: mean Dice), with a t interval over seeds. The
 verdict is "helps" only when every recipe's interval lies above zero, "hurts" when any lies below, else "neutral".
 """
@@ -23,7 +24,13 @@ CLASSIFIERS = {  # name -> (network, class-balanced loss, budget)
     "monai-classifier-epochs": ("classifier", True, "epochs"),
     "resnet18-quarter": ("resnet18-quarter", True, "steps"),
 }
-SEGMENTERS = ("unet", "segresnet")
+SEGMENTERS = {  # name -> (network, budget)
+    "monai-unet": ("unet", "steps"),
+    "monai-segresnet": ("segresnet", "steps"),
+    "monai-unet-epochs": ("unet", "epochs"),
+}
+SEGMENT_MIXES = ("all", "fixed")
+SEGMENT_BATCH = 8
 MIXES = ("balance", "fixed")
 BATCH = 16
 
@@ -104,19 +111,36 @@ def classification_family(train, holdout, synthetic, names: list[str], s, show_p
             "recipes": recipes, "verdict": verdict({r: d["lift"] for r, d in recipes.items()})}
 
 
+def segmentation_sets(train, synthetic, boost: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Real only, synthetic only, real + all synthetic, and real + a fixed count (`boost`, 0: half the real count)."""
+    fixed = min(boost or max(len(train.images) // 2, 1), len(synthetic.images))
+    both = lambda n: (np.concatenate([train.images, synthetic.images[:n]]),  # noqa: E731
+                      np.concatenate([train.labels, synthetic.labels[:n]]))
+    return {"real only": (train.images, train.labels), "synthetic only": (synthetic.images, synthetic.labels),
+            "real + synthetic (all)": both(len(synthetic.images)), "real + synthetic (fixed)": both(fixed)}
+
+
 def segmentation_family(train, holdout, synthetic, labels: int, s, show_progress: bool) -> dict:
-    """UNet and SegResNet on real only, synthetic only and real + synthetic; the lift in mean Dice."""
-    sets = {"real only": (train.images, train.labels), "synthetic only": (synthetic.images, synthetic.labels),
-            "real + synthetic": (np.concatenate([train.images, synthetic.images]),
-                                 np.concatenate([train.labels, synthetic.labels]))}
+    """Every segmentation recipe on real only, synthetic only and real + synthetic (each mix); the lift in mean Dice.
+    A fixed-epochs recipe trains each set for as many passes as the steps budget gives real only."""
+    sets = segmentation_sets(train, synthetic, s.boost)
+    epochs = max(1, round(s.steps * SEGMENT_BATCH / len(train.images)))
     runs = [(r, n, seed) for r in SEGMENTERS for n in sets for seed in range(s.seeds)]
     dice: dict[tuple[str, str], list[float]] = {}
-    for network, name, seed in progress_iter(runs, "utility recipes", enabled=show_progress):
-        model = segmenter.train_segmenter(*sets[name], labels, steps=s.steps, seed=s.seed + seed, network=network)
+    for recipe, name, seed in progress_iter(runs, "utility recipes", enabled=show_progress):
+        network, budget = SEGMENTERS[recipe]
+        x, y = sets[name]
+        steps = s.steps if budget == "steps" else -(-epochs * len(x) // SEGMENT_BATCH)
+        model = segmenter.train_segmenter(x, y, labels, steps=steps, batch_size=SEGMENT_BATCH, seed=s.seed + seed,
+                                          network=network)
         per_label = segmenter.dice_per_label(segmenter.segment(model, holdout.images), holdout.labels, labels)
-        dice.setdefault((network, name), []).append(float(np.nanmean(np.nanmean(per_label, 0))))
-    recipes = {network: {**{name: {"mean_dice": metrics.mean_interval(dice[network, name], (0, 1))} for name in sets},
-                         "lift": lift(dice[network, "real + synthetic"], dice[network, "real only"])}
-               for network in SEGMENTERS}
-    return {"metric": "mean_dice", "seeds": s.seeds, "recipes": recipes,
-            "verdict": verdict({r: d["lift"] for r, d in recipes.items()})}
+        dice.setdefault((recipe, name), []).append(float(np.nanmean(np.nanmean(per_label, 0))))
+    recipes = {}
+    for recipe in SEGMENTERS:
+        row = {name: {"mean_dice": metrics.mean_interval(dice[recipe, name], (0, 1))} for name in sets}
+        for m in SEGMENT_MIXES:
+            recipes[f"{recipe}, {m}"] = {**row, "lift": lift(dice[recipe, f"real + synthetic ({m})"],
+                                                             dice[recipe, "real only"])}
+    return {"metric": "mean_dice", "seeds": s.seeds, "epochs": epochs,
+            "added": {m: len(sets[f"real + synthetic ({m})"][0]) - len(train.images) for m in SEGMENT_MIXES},
+            "recipes": recipes, "verdict": verdict({r: d["lift"] for r, d in recipes.items()})}

@@ -166,11 +166,14 @@ def test_the_recipe_family_runs_end_to_end_and_reports_each_recipe(tmp_path):
 
 
 def test_the_recipe_family_on_a_mask_run_has_both_segmenters_and_the_cli_prints_its_verdicts(tiny_run, tmp_path):
+    from medsynth.evaluation.recipes import SEGMENT_MIXES, SEGMENTERS
+
     result = run_cli("evaluate", tiny_run / "run", tiny_run / "syn", "--out", tmp_path / "e", "--family", "--seeds", "1",
                      "--steps", "5", "--encoder-steps", "5", "--slices", "2", "--pairs", "5")
     assert result.returncode == 0, result.stderr
     family = json.loads((tmp_path / "e" / "report.json").read_text())["utility_family"]
-    assert set(family) == {"class", "mask"} and set(family["mask"]["recipes"]) == {"unet", "segresnet"}
+    assert set(family) == {"class", "mask"}
+    assert set(family["mask"]["recipes"]) == {f"{r}, {m}" for r in SEGMENTERS for m in SEGMENT_MIXES}
     assert "over every downstream recipe (class): the synthetic set" in result.stdout
     assert "over every downstream recipe (mask)" in result.stdout
 
@@ -199,3 +202,24 @@ def test_the_family_trains_real_only_once_for_several_synthetic_sets_and_runs_on
     recipes.classification_family(train, study(12, 2), study(10, 2), ["a", "b"], s, False, only=("monai-classifier",),
                                   cache=cache)
     assert len(trained) == 4 * 2 + 3 * 2 + 4 * 2       # another holdout: real only is scored again
+
+
+def test_the_segmentation_family_mixes_a_fixed_count_and_gives_the_epochs_recipe_steps_in_proportion(monkeypatch):
+    from types import SimpleNamespace
+
+    from medsynth.config import EvaluateConfig
+    from medsynth.evaluation import recipes
+
+    rng = np.random.default_rng(0)
+    pairs = lambda n: SimpleNamespace(images=rng.normal(size=(n, 1, 8, 8)).astype(np.float32),  # noqa: E731
+                                      labels=(rng.random((n, 8, 8)) > 0.7).astype(np.int64))
+    trained = []
+    original = recipes.segmenter.train_segmenter
+    monkeypatch.setattr(recipes.segmenter, "train_segmenter",
+                        lambda x, *a, **k: trained.append((k["network"], len(x), k["steps"])) or original(x, *a, **k))
+    family = recipes.segmentation_family(pairs(16), pairs(6), pairs(12), 1, EvaluateConfig(seeds=1, steps=4), False)
+    assert family["added"] == {"all": 12, "fixed": 8}          # fixed: half the real count when no boost is asked
+    epochs = [(n, steps) for network, n, steps in trained[-4:]]
+    assert family["epochs"] == 2 and epochs == [(16, 4), (12, 3), (28, 7), (24, 6)]   # 2 passes over each set of 8
+    assert all(steps == 4 for _, _, steps in trained[:8])     # the steps recipes train every set for the same steps
+    assert {r["lift"]["n"] for r in family["recipes"].values()} == {1}
