@@ -62,6 +62,8 @@ class ModelConfig:
     condition_path: str = "embedding"                    # extra conditions: 'embedding' (summed with the class's) or
                                                          # 'cross_attention' (one token per condition, at attention levels)
     cross_attention_dim: int = 64                        # width of the condition tokens (cross_attention only)
+    covariate_embedding: str = "linear"                  # covariates: 'linear' (a map of the value) or 'fourier'
+                                                         # (sinusoids at octave frequencies and an MLP)
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,8 @@ class Config:
         m = self.model
         if m.condition_path not in ("embedding", "cross_attention"):
             raise ConfigError(f"model.condition_path must be 'embedding' or 'cross_attention', got {m.condition_path!r}.")
+        if m.covariate_embedding not in ("linear", "fourier"):
+            raise ConfigError(f"model.covariate_embedding must be 'linear' or 'fourier', got {m.covariate_embedding!r}.")
         if m.condition_path == "embedding":
             return
         if not self.conditioning.extra_columns:

@@ -17,10 +17,32 @@ from medsynth.config import ModelConfig
 from medsynth.errors import MedsynthError
 
 
-def column_layers(extras: tuple[Column, ...], dim: int) -> nn.ModuleList:
-    """One layer per extra condition, each to `dim` numbers: a table with a null row for a categorical column, a linear
-    map of (value, present) for a covariate (left out: its bias alone)."""
-    return nn.ModuleList([nn.Linear(2, dim) if c.continuous else nn.Embedding(len(c.values) + 1, dim) for c in extras])
+class FourierCovariate(nn.Module):
+    """A covariate (standardised value, present flag) -> `dim` numbers through sinusoids of the value at octave
+    frequencies and a two-layer MLP, as diffusion networks embed their timestep: each value gets its own code rather
+    than a point on one line. Left out: the flag is 0 and the features are zeros, so the MLP's output is the null code."""
+
+    def __init__(self, dim: int, octaves: int = 6) -> None:
+        super().__init__()
+        self.register_buffer("frequencies", torch.pi / 8 * 2.0 ** torch.arange(octaves), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(2 + 2 * octaves, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+        value, present = pair[:, :1], pair[:, 1:]
+        angles = value * self.frequencies.to(value.dtype)
+        return self.mlp(torch.cat([value, present, present * torch.sin(angles), present * torch.cos(angles)], 1))
+
+
+COVARIATE_LAYERS: dict[str, Callable[[int], nn.Module]] = {"linear": lambda dim: nn.Linear(2, dim),
+                                                            "fourier": FourierCovariate}
+
+
+def column_layers(extras: tuple[Column, ...], dim: int, covariate: str = "linear") -> nn.ModuleList:
+    """One layer per extra condition, each to `dim` numbers: a table with a null row for a categorical column; for a
+    covariate a map of (value, present) (left out: its null output), linear or Fourier features and an MLP
+    (`model.covariate_embedding`)."""
+    return nn.ModuleList([COVARIATE_LAYERS[covariate](dim) if c.continuous else nn.Embedding(len(c.values) + 1, dim)
+                          for c in extras])
 
 
 def embed_column(layer: nn.Module, value: torch.Tensor) -> torch.Tensor:
@@ -35,10 +57,10 @@ class ConditionEmbedding(nn.Module):
     """Class embeddings summed: the primary class's embedding (MONAI's own table, null row included) plus one per
     extra condition (column_layers). Takes the packed (B, 1 + E) tensor: class id, then Conditions.extra."""
 
-    def __init__(self, primary: nn.Embedding, extras: tuple[Column, ...]) -> None:
+    def __init__(self, primary: nn.Embedding, extras: tuple[Column, ...], covariate: str = "linear") -> None:
         super().__init__()
         self.primary = primary
-        self.columns = column_layers(extras, primary.embedding_dim)
+        self.columns = column_layers(extras, primary.embedding_dim, covariate)
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
         out = self.primary(packed[:, 0].long())
@@ -51,9 +73,9 @@ class ConditionTokens(nn.Module):
     """Extra conditions as a sequence for cross-attention (the brain LDM's path): (B, E) -> (B, E, dim), one token per
     condition from the same layers as the summed path, so a left-out condition is its null token."""
 
-    def __init__(self, extras: tuple[Column, ...], dim: int) -> None:
+    def __init__(self, extras: tuple[Column, ...], dim: int, covariate: str = "linear") -> None:
         super().__init__()
-        self.columns = column_layers(extras, dim)
+        self.columns = column_layers(extras, dim, covariate)
 
     def forward(self, extra: torch.Tensor) -> torch.Tensor:
         return torch.stack([embed_column(layer, extra[:, j]) for j, layer in enumerate(self.columns)], 1)
@@ -69,17 +91,18 @@ class Denoiser(nn.Module):
     """
 
     def __init__(self, net: nn.Module, image_channels: int, mask_channels: int, num_classes: int,
-                 extras: tuple[Column, ...] = (), token_dim: int | None = None) -> None:
+                 extras: tuple[Column, ...] = (), token_dim: int | None = None, covariate: str = "linear") -> None:
         super().__init__()
         self.net = net
         self.image_channels = image_channels
         self.mask_channels = mask_channels
         self.num_classes = num_classes
         self.extras = tuple(extras)
+        self.covariate = covariate
         self.token_dim = token_dim if token_dim and self.extras else None
-        self.tokens = ConditionTokens(self.extras, token_dim) if self.token_dim else None
+        self.tokens = ConditionTokens(self.extras, token_dim, covariate) if self.token_dim else None
         if self.extras and self.tokens is None:
-            net.class_embedding = ConditionEmbedding(net.class_embedding, self.extras)
+            net.class_embedding = ConditionEmbedding(net.class_embedding, self.extras, covariate)
 
     @property
     def null_class(self) -> int:
@@ -155,4 +178,4 @@ def build_denoiser(cfg: ModelConfig, spatial_dims: int, image_channels: int, mas
                            **({"cross_attention_dim": tokens} if tokens else {}))
     if cfg.checkpointing:
         checkpoint_blocks(net)
-    return Denoiser(net, image_channels, mask_channels, num_classes, extras, tokens)
+    return Denoiser(net, image_channels, mask_channels, num_classes, extras, tokens, cfg.covariate_embedding)

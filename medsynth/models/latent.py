@@ -246,7 +246,7 @@ def build_controlnet(model: ModelConfig, spatial_dims: int, latent_channels: int
                      cross_attention_dim=base.token_dim,
                      conditioning_embedding_in_channels=num_labels, conditioning_embedding_num_channels=embed)
     if base.extras and base.token_dim is None:
-        net.class_embedding = ConditionEmbedding(net.class_embedding, base.extras)
+        net.class_embedding = ConditionEmbedding(net.class_embedding, base.extras, base.covariate)
     return net
 
 

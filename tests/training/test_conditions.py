@@ -42,7 +42,8 @@ def test_a_column_encodes_known_values_refuses_the_rest_and_leaves_blanks_out():
 CROSS = ["model.condition_path=cross_attention", "model.attention_levels=[false,true]"]
 
 
-@pytest.mark.parametrize("path", [[], CROSS], ids=["summed", "cross-attention"])
+@pytest.mark.parametrize("path", [[], CROSS, ["model.covariate_embedding=fourier"]],
+                         ids=["summed", "cross-attention", "fourier-covariates"])
 def test_each_condition_moves_the_model_and_a_left_out_one_is_its_null_form(path):
     from medsynth.config import load_config
     from medsynth.models import build_denoiser
@@ -50,7 +51,7 @@ def test_each_condition_moves_the_model_and_a_left_out_one_is_its_null_form(path
     extras = (Column("sex", ("F", "M")), Column("age", stats=(55.0, 10.0, 25.0, 85.0)))
     torch.manual_seed(0)
     model = build_denoiser(load_config("tiny_2d.yaml", [*EXTRA, *path]).model, 2, 1, 0, 2, extras)
-    assert (model.tokens is not None) == bool(path)
+    assert (model.tokens is not None) == (path == CROSS)
     for param in model.parameters():     # MONAI zero-initialises output layers: wake them so every input shows
         if not param.any():
             torch.nn.init.normal_(param, std=0.5)
