@@ -200,15 +200,15 @@ def mask_bench(args, start: float, device) -> None:
     work.mkdir(parents=True, exist_ok=True)
     run_dir = Path(args.run) if args.run else work / "run"
     if not args.run:
-        train(cfg, args.data, run_dir, device=str(device), overwrite=True, show_progress=False)
+        train(cfg, args.data, run_dir, device=str(device), overwrite=True, show_progress=True)
     train_minutes = (time.time() - start) / 60
     synthetic = work / "synthetic"
     if not SetFolder(synthetic).table.is_file():
         generate(run_dir, synthetic, n=args.n, device=str(device), guidance=args.guidance, overwrite=True,
-                 show_progress=False)
+                 show_progress=True)
     generate_minutes = (time.time() - start) / 60 - train_minutes
     result = evaluate(run_dir, synthetic, work / "evaluation", EvaluateConfig(seeds=args.seeds, steps=args.steps, family=args.family),
-                      device=str(device), overwrite=True, show_progress=False)
+                      device=str(device), overwrite=True, show_progress=True)
     report = json.loads((work / "evaluation" / "report.json").read_text())
     s, cond = result.summary, report["conditioning"]["mask"]
     cpu = resource.getrusage(resource.RUSAGE_SELF)
