@@ -207,7 +207,8 @@ def mask_bench(args, start: float, device) -> None:
         generate(run_dir, synthetic, n=args.n, device=str(device), guidance=args.guidance, overwrite=True,
                  show_progress=True)
     generate_minutes = (time.time() - start) / 60 - train_minutes
-    result = evaluate(run_dir, synthetic, work / "evaluation", EvaluateConfig(seeds=args.seeds, steps=args.steps, family=args.family),
+    result = evaluate(run_dir, synthetic, work / "evaluation",
+                      EvaluateConfig(seeds=args.seeds, steps=args.steps, family=args.family),
                       device=str(device), overwrite=True, show_progress=True)
     report = json.loads((work / "evaluation" / "report.json").read_text())
     s, cond = result.summary, report["conditioning"]["mask"]
@@ -247,7 +248,6 @@ def print_segmentation_family(family: dict) -> None:
         low, high = row["lift"]["interval"]
         print(f"  {recipe:28s} {sets}; lift {row['lift']['mean']:+.3f} [{low:+.3f}, {high:+.3f}]")
     print(f"verdict over every segmentation recipe: {family['verdict']}")
-
 
 
 # --- #23: the utility family at two CPU budgets, the synthetic variant chosen on val and confirmed on test ---------
