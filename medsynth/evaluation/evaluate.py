@@ -228,17 +228,27 @@ def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, name
 
 
 def segmentation(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded, s: EvaluateConfig,
-                 show_progress: bool) -> tuple[dict, dict | None]:
-    """Conditioning fidelity (Dice of a real-trained segmenter against the conditioning mask) and utility."""
+                 show_progress: bool, cache: dict | None = None) -> tuple[dict, dict | None]:
+    """Conditioning fidelity (Dice of a real-trained segmenter against the conditioning mask) and utility. Each
+    model's mean holdout Dice goes into `cache` (recipes.segmenter_key), so the recipe family, whose steps UNet is
+    this one, does not train it again."""
     labels = loaded.num_labels - 1   # the run's num_labels counts background (label ids 0..num_labels-1)
     names = {k: v for k, v in loaded.label_names().items() if k > 0} or {v: str(v) for v in range(1, labels + 1)}
     sets = {"real only": (train.images, train.labels), "synthetic only": (synthetic.images, synthetic.labels),
             "real + synthetic": (np.concatenate([train.images, synthetic.images]),
                                  np.concatenate([train.labels, synthetic.labels]))}
     predictions, judge = fit_each(
-        sets, s, lambda x, y, seed: segmenter.train_segmenter(x, y, labels, steps=s.steps, seed=seed),
+        sets, s, lambda x, y, seed: segmenter.train_segmenter(x, y, labels, steps=s.steps, seed=seed,
+                                                              batch_size=recipes.SEGMENT_BATCH),
         segmenter.segment, holdout.images, "evaluation segmenters", show_progress)
     dice = {name: [segmenter.dice_per_label(p, holdout.labels, labels) for p in preds] for name, preds in predictions.items()}
+    if cache is not None:
+        held = recipes.fingerprint(holdout.images, holdout.labels)
+        for name, per_seed in dice.items():
+            data = recipes.fingerprint(*sets[name])
+            for seed, d in enumerate(per_seed):
+                key = recipes.segmenter_key("unet", s.steps, s.seed + seed, data, held)
+                cache[key] = float(np.nanmean(np.nanmean(d, 0)))
     syn_dice = segmenter.dice_per_label(segmenter.segment(judge, synthetic.images), synthetic.labels, labels)
     hold_dice = dice["real only"][0]
     conditioning = {"judge": "MONAI UNet trained on the run's training studies",
@@ -255,14 +265,17 @@ def segmentation(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded
     return conditioning, utility
 
 
-def utility_family(train, holdout, synthetic, loaded, s: EvaluateConfig, show_progress: bool) -> dict:
-    """The recipe family (evaluation/recipes.py) for each kind of conditioning the run has."""
+def utility_family(train, holdout, synthetic, loaded, s: EvaluateConfig, show_progress: bool,
+                   trained: dict | None = None) -> dict:
+    """The recipe family (evaluation/recipes.py) for each kind of conditioning the run has; `trained`: the
+    segmenters' Dice already measured (see `segmentation`)."""
     stage(f"evaluate: utility over the recipe family ({s.seeds} seeds per recipe and set)", show_progress)
     family = {}
     if loaded.class_names and synthetic.classes is not None:
         family["class"] = recipes.classification_family(train, holdout, synthetic, loaded.class_names, s, show_progress)
     if loaded.num_labels:
-        family["mask"] = recipes.segmentation_family(train, holdout, synthetic, loaded.num_labels - 1, s, show_progress)
+        family["mask"] = recipes.segmentation_family(train, holdout, synthetic, loaded.num_labels - 1, s, show_progress,
+                                                     cache=trained)
     return family
 
 
@@ -325,7 +338,7 @@ def _evaluate(run, synth, out, s: EvaluateConfig, device: str, overwrite: bool, 
     payload["fidelity"] = fidelity(train, holdout, synthetic, s, show_progress)
     payload["intensity"] = intensities(train, holdout, synthetic, loaded, s.seed)
     payload["diversity"] = diversity(train, holdout, synthetic, names, s)
-    payload["conditioning"], payload["utility"] = {}, {}
+    payload["conditioning"], payload["utility"], trained = {}, {}, {}
     stage("evaluate: conditioning" + (f" and utility ({s.seeds} seeds per training set)" if s.utility else ""),
           show_progress)
     if names and synthetic.classes is not None:
@@ -333,12 +346,12 @@ def _evaluate(run, synth, out, s: EvaluateConfig, device: str, overwrite: bool, 
             train, holdout, synthetic, names, s, show_progress)
     if masked:
         payload["conditioning"]["mask"], payload["utility"]["mask"] = segmentation(
-            train, holdout, synthetic, loaded, s, show_progress)
+            train, holdout, synthetic, loaded, s, show_progress, trained)
     if loaded.extras:
         payload["conditioning"]["conditions"] = condition_fidelity(loaded.extras, train, holdout, synthetic, s)
     payload["utility"] = {k: v for k, v in payload["utility"].items() if v}
     if s.family and s.utility:
-        payload["utility_family"] = utility_family(train, holdout, synthetic, loaded, s, show_progress)
+        payload["utility_family"] = utility_family(train, holdout, synthetic, loaded, s, show_progress, trained)
     payload["summary"] = headline(payload)
     payload["judged_files"] = judged
     payload["provenance"] = provenance.record("evaluation", as_dict(s), {

@@ -12,6 +12,8 @@ verdict is "helps" only when every recipe's interval lies above zero, "hurts" wh
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from medsynth.evaluation import classifier as cls
@@ -120,21 +122,44 @@ def segmentation_sets(train, synthetic, boost: int) -> dict[str, tuple[np.ndarra
             "real + synthetic (all)": both(len(synthetic.images)), "real + synthetic (fixed)": both(fixed)}
 
 
-def segmentation_family(train, holdout, synthetic, labels: int, s, show_progress: bool) -> dict:
+def fingerprint(*arrays: np.ndarray) -> str:
+    """A digest of the arrays' bytes: two training sets with the same studies in the same order share it."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def segmenter_key(network: str, steps: int, seed: int, data: str, holdout: str) -> tuple:
+    """What a segmenter's holdout Dice depends on: the network, its steps, batch and seed, its data and the holdout."""
+    return network, steps, SEGMENT_BATCH, seed, data, holdout
+
+
+def segmentation_family(train, holdout, synthetic, labels: int, s, show_progress: bool,
+                        cache: dict | None = None) -> dict:
     """Every segmentation recipe on real only, synthetic only and real + synthetic (each mix); the lift in mean Dice.
-    A fixed-epochs recipe trains each set for as many passes as the steps budget gives real only."""
+    A fixed-epochs recipe trains each set for as many passes as the steps budget gives real only. `cache` maps
+    `segmenter_key(...)` to a mean Dice: a model with the same key (the epochs UNet on real only when its steps come
+    out as the steps UNet's, or the evaluation's own utility models) is trained once."""
     sets = segmentation_sets(train, synthetic, s.boost)
     epochs = max(1, round(s.steps * SEGMENT_BATCH / len(train.images)))
-    runs = [(r, n, seed) for r in SEGMENTERS for n in sets for seed in range(s.seeds)]
-    dice: dict[tuple[str, str], list[float]] = {}
-    for recipe, name, seed in progress_iter(runs, "utility recipes", enabled=show_progress):
-        network, budget = SEGMENTERS[recipe]
-        x, y = sets[name]
-        steps = s.steps if budget == "steps" else -(-epochs * len(x) // SEGMENT_BATCH)
-        model = segmenter.train_segmenter(x, y, labels, steps=steps, batch_size=SEGMENT_BATCH, seed=s.seed + seed,
+    prints, held = {name: fingerprint(*xy) for name, xy in sets.items()}, fingerprint(holdout.images, holdout.labels)
+    cache = {} if cache is None else cache
+    keys = {}
+    for recipe, (network, budget) in SEGMENTERS.items():
+        for name, (x, _) in sets.items():
+            steps = s.steps if budget == "steps" else -(-epochs * len(x) // SEGMENT_BATCH)
+            for seed in range(s.seeds):
+                keys[recipe, name, seed] = segmenter_key(network, steps, s.seed + seed, prints[name], held)
+    runs = list(dict.fromkeys(key for key in keys.values() if key not in cache))
+    for network, steps, _, seed, data, _ in progress_iter(runs, "utility recipes", enabled=show_progress):
+        x, y = next(xy for name, xy in sets.items() if prints[name] == data)
+        model = segmenter.train_segmenter(x, y, labels, steps=steps, batch_size=SEGMENT_BATCH, seed=seed,
                                           network=network)
         per_label = segmenter.dice_per_label(segmenter.segment(model, holdout.images), holdout.labels, labels)
-        dice.setdefault((recipe, name), []).append(float(np.nanmean(np.nanmean(per_label, 0))))
+        cache[segmenter_key(network, steps, seed, data, held)] = float(np.nanmean(np.nanmean(per_label, 0)))
+    dice = {(recipe, name): [cache[keys[recipe, name, seed]] for seed in range(s.seeds)]
+            for recipe in SEGMENTERS for name in sets}
     recipes = {}
     for recipe in SEGMENTERS:
         row = {name: {"mean_dice": metrics.mean_interval(dice[recipe, name], (0, 1))} for name in sets}

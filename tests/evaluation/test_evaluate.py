@@ -219,7 +219,36 @@ def test_the_segmentation_family_mixes_a_fixed_count_and_gives_the_epochs_recipe
                         lambda x, *a, **k: trained.append((k["network"], len(x), k["steps"])) or original(x, *a, **k))
     family = recipes.segmentation_family(pairs(16), pairs(6), pairs(12), 1, EvaluateConfig(seeds=1, steps=4), False)
     assert family["added"] == {"all": 12, "fixed": 8}          # fixed: half the real count when no boost is asked
-    epochs = [(n, steps) for network, n, steps in trained[-4:]]
-    assert family["epochs"] == 2 and epochs == [(16, 4), (12, 3), (28, 7), (24, 6)]   # 2 passes over each set of 8
+    epochs = [(n, steps) for network, n, steps in trained[8:]]
+    assert family["epochs"] == 2 and epochs == [(12, 3), (28, 7), (24, 6)]   # 2 passes over each set of 8
     assert all(steps == 4 for _, _, steps in trained[:8])     # the steps recipes train every set for the same steps
-    assert {r["lift"]["n"] for r in family["recipes"].values()} == {1}
+    rows = family["recipes"]
+    # 2 passes over the 16 real studies are the steps UNet's 4 steps: that model is not trained twice
+    assert len(trained) == 11 and rows["monai-unet-epochs, all"]["real only"] == rows["monai-unet, all"]["real only"]
+    assert {r["lift"]["n"] for r in rows.values()} == {1}
+
+
+def test_the_family_reuses_the_segmenters_the_evaluation_already_trained(monkeypatch):
+    from types import SimpleNamespace
+
+    from medsynth.config import EvaluateConfig
+    from medsynth.evaluation import evaluate, recipes
+
+    rng = np.random.default_rng(1)
+    pairs = lambda n: SimpleNamespace(images=rng.normal(size=(n, 1, 8, 8)).astype(np.float32),  # noqa: E731
+                                      labels=(rng.random((n, 8, 8)) > 0.7).astype(np.int64))
+    train, holdout, synthetic = pairs(16), pairs(6), pairs(12)
+    calls = []
+    original = recipes.segmenter.train_segmenter
+    monkeypatch.setattr(recipes.segmenter, "train_segmenter", lambda x, y, *a, **k: calls.append(
+        (k.get("network", "unet"), k["steps"], k["seed"], recipes.fingerprint(x, y))) or original(x, y, *a, **k))
+    s, trained = EvaluateConfig(seeds=2, steps=4), {}
+    loaded = SimpleNamespace(num_labels=2, label_names=lambda: {1: "lesion"})
+    _, utility = evaluate.segmentation(train, holdout, synthetic, loaded, s, False, trained)
+    family = recipes.segmentation_family(train, holdout, synthetic, 1, s, False, cache=trained)
+    assert len(calls) == len(set(calls))       # no segmenter is trained twice on the same data with the same settings
+    assert len(calls) == 3 * 2 + (1 + 4 + 3) * 2   # the family adds the UNet's fixed mix, SegResNet, the epochs UNet
+    for name, mix in (("real only", "all"), ("synthetic only", "all"), ("real + synthetic", "all")):
+        row = family["recipes"][f"monai-unet, {mix}"]
+        family_name = name if name != "real + synthetic" else "real + synthetic (all)"
+        assert row[family_name]["mean_dice"] == utility["sets"][name]["mean_dice"]
