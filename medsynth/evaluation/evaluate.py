@@ -248,7 +248,7 @@ def segmentation(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded
             data = recipes.fingerprint(*sets[name])
             for seed, d in enumerate(per_seed):
                 key = recipes.segmenter_key("unet", s.steps, s.seed + seed, data, held)
-                cache[key] = float(np.nanmean(np.nanmean(d, 0)))
+                cache[key] = segmenter.mean_dice(d)
     syn_dice = segmenter.dice_per_label(segmenter.segment(judge, synthetic.images), synthetic.labels, labels)
     hold_dice = dice["real only"][0]
     conditioning = {"judge": "MONAI UNet trained on the run's training studies",
@@ -259,7 +259,7 @@ def segmentation(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded
     if not s.utility:
         return conditioning, None
     utility = {"model": "MONAI UNet", "test": "real holdout", "seeds": s.seeds, "metrics": ["mean_dice"],
-               "sets": {name: {"mean_dice": metrics.mean_interval([float(np.nanmean(np.nanmean(d, 0))) for d in per_seed],
+               "sets": {name: {"mean_dice": metrics.mean_interval([segmenter.mean_dice(d) for d in per_seed],
                                                                   bounds=(0, 1))}
                         for name, per_seed in dice.items()}}
     return conditioning, utility

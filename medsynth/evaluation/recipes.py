@@ -157,7 +157,7 @@ def segmentation_family(train, holdout, synthetic, labels: int, s, show_progress
         model = segmenter.train_segmenter(x, y, labels, steps=steps, batch_size=SEGMENT_BATCH, seed=seed,
                                           network=network)
         per_label = segmenter.dice_per_label(segmenter.segment(model, holdout.images), holdout.labels, labels)
-        cache[segmenter_key(network, steps, seed, data, held)] = float(np.nanmean(np.nanmean(per_label, 0)))
+        cache[segmenter_key(network, steps, seed, data, held)] = segmenter.mean_dice(per_label)
     dice = {(recipe, name): [cache[keys[recipe, name, seed]] for seed in range(s.seeds)]
             for recipe in SEGMENTERS for name in sets}
     recipes = {}

@@ -60,3 +60,8 @@ def dice_per_label(predicted: np.ndarray, truth: np.ndarray, num_labels: int) ->
     p = one_hot(torch.from_numpy(predicted.astype(np.int64))[:, None], num_labels + 1)
     t = one_hot(torch.from_numpy(truth.astype(np.int64))[:, None], num_labels + 1)
     return metric(p, t).numpy()
+
+
+def mean_dice(per_label: np.ndarray) -> float:
+    """One model's score: Dice averaged over studies per label, then over labels (NaN labels left out)."""
+    return float(np.nanmean(np.nanmean(per_label, 0)))
