@@ -129,17 +129,21 @@ def source_hash(path: Path) -> str:
     return _HASHES[path]
 
 
-def segmenter(images, labels, seed: int, steps: int):
+def segmenter(images, labels, seed: int, steps: int, recipe: str = "steady"):
     """A MONAI UNet lesion segmenter: Dice + focal loss on the lesion only, half of every batch drawn from studies that
-    hold a lesion (a lesion is a fraction of a percent of a study; plain Dice + CE learns to say background)."""
+    hold a lesion (a lesion is a fraction of a percent of a study; plain Dice + CE learns to say background).
+    recipe "plain" (session 9): batch norm, Adam at a constant 2e-3; "steady": instance norm, Adam from 1e-3 with a
+    cosine decay to zero, so the model ends where training settled rather than wherever the last step left it."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(unit(images)[:, None])
     y = torch.from_numpy((labels == LESION).astype(np.int64))[:, None]
     with_lesion = torch.from_numpy(np.flatnonzero(y.flatten(1).any(1).numpy()))
-    model = UNet(3, 1, 2, (16, 32, 64), (2, 2), num_res_units=1, norm="batch")
+    steady = recipe == "steady"
+    model = UNet(3, 1, 2, (16, 32, 64), (2, 2), num_res_units=1, norm="instance" if steady else "batch")
     loss_fn = DiceFocalLoss(include_background=False, to_onehot_y=True, softmax=True)
-    optimizer = torch.optim.Adam(model.parameters(), 2e-3)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3 if steady else 2e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if steady else None
     model.train()
     for _ in range(steps):
         pick = torch.cat([with_lesion[torch.randint(len(with_lesion), (4,), generator=g)],
@@ -148,14 +152,17 @@ def segmenter(images, labels, seed: int, steps: int):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
     return model.eval()
 
 
-def segmenter_figures(train_pairs, extra, test, seed: int, steps: int) -> tuple[float, float]:
+def segmenter_figures(train_pairs, extra, tests: dict, seed: int, steps: int, recipe: str) -> dict:
     images, labels = read_pairs(train_pairs)
     if extra is not None:
         images, labels = np.concatenate([images, extra[0]]), np.concatenate([labels, extra[1]])
-    return score(segmenter(images, labels, seed, steps), *test)
+    model = segmenter(images, labels, seed, steps, recipe)
+    return {name: score(model, *test) for name, test in tests.items()}
 
 
 def score(model, images, labels) -> tuple[float, float]:
@@ -167,42 +174,90 @@ def score(model, images, labels) -> tuple[float, float]:
     return dice, float(np.mean(found))
 
 
-def utility(out: Path, groups, edited: Path, table, synthetic: Path, seeds: int, steps: int) -> dict:
-    test = read_pairs(groups["holdout", "lesion"][1])
+def independent_lesions(cases: int, lesion_radius: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """`cases` more real lesion phantoms, made with another seed (seen by neither the generator nor any segmenter), as
+    written to disk (CT int16 HU): a test set large enough that the test studies are not what decides a comparison."""
+    spec = PhantomSpec(dims=3, size=32, cases=cases, modality="CT", seed=1, lesion_radius=lesion_radius)
+    studies = [make_phantom(spec, i, lesion=True) for i in range(cases)]
+    images = np.stack([np.round(s.image[0]).astype(np.int16).astype(np.float32) for s in studies])
+    return images, np.stack([s.label.astype(np.int64) for s in studies])
+
+
+ARMS = {"real": "real only (+ the healthy studies as they are)",
+        "synthetic": "real + whole synthetic lesion studies (in their place)",
+        "edited": "real + the healthy studies edited"}
+LIFTS = [("edited", "real"), ("synthetic", "real"), ("edited", "synthetic")]
+
+
+def utility(groups, edits, syn, tests: dict, seeds: int, steps: int, recipe: str, cache: Path) -> dict:
+    """Each arm trained with the same seeds (same initial weights and batch draws), so each seed gives a paired
+    difference between arms; the lifts' intervals are over those differences. Scores are kept in `cache` by (added
+    set, recipe, steps, seed), so an ablation of the edit trains only the edited arm again."""
     base = groups["train", "lesion"][1] + groups["train", "normal"][1]
-    healthy = read_pairs(groups["holdout", "normal"][1])
-    edits = read_pairs([(edited / r["image"], edited / r["label"]) for _, r in table.iterrows()])
-    syn_table = pd.read_csv(synthetic / "samples.csv")
-    syn = read_pairs([(synthetic / r["image"], synthetic / r["label"]) for _, r in syn_table.iterrows()])
-    arms = {"real only (+ the healthy studies as they are)": healthy,          # the same count of studies each
-            "real + whole synthetic lesion studies (in their place)": syn,
-            "real + the healthy studies edited": edits}
+    extras = {"real": ("real", read_pairs(groups["holdout", "normal"][1])), "synthetic": ("synthetic", syn),
+              "edited": edits}
+    kept = json.loads(cache.read_text()) if cache.is_file() else {}
+    runs = {arm: [] for arm in ARMS}
+    for seed in range(seeds):
+        for arm, (name, extra) in extras.items():
+            key = f"{name} | {recipe} | {steps} | {seed}"
+            if key not in kept or set(kept[key]) != set(tests):
+                kept[key] = segmenter_figures(base, extra, tests, seed, steps, recipe)
+                cache.write_text(json.dumps(kept, indent=1))
+            runs[arm].append(kept[key])
+        print(f"  seed {seed}: " + "; ".join(f"{arm} {runs[arm][-1][t][0]:.3f}" for arm in ARMS for t in tests),
+              flush=True)
     figures = {}
-    for name, extra in arms.items():
-        runs = [segmenter_figures(base, extra, test, seed, steps) for seed in range(seeds)]
-        figures[name] = {"lesion Dice": mean_interval([r[0] for r in runs]),
-                         "detection recall": mean_interval([r[1] for r in runs])}
-        print(f"  {name}: lesion Dice {shown(figures[name]['lesion Dice'])}, detection recall "
-              f"{shown(figures[name]['detection recall'])}", flush=True)
+    for test in tests:
+        print(f"tested on {test} ({len(tests[test][0])} studies), {seeds} seeds, 95% t intervals:")
+        for k, (figure, name) in enumerate([("lesion Dice", "Dice"), ("detection recall", "recall")]):
+            for arm, label in ARMS.items():
+                figures[test, arm, figure] = mean_interval([r[test][k] for r in runs[arm]])
+                print(f"  {label}: {figure} {shown(figures[test, arm, figure])}")
+            for a, b in LIFTS:
+                figures[test, f"{a} - {b}", figure] = mean_interval([x[test][k] - y[test][k]
+                                                                     for x, y in zip(runs[a], runs[b])])
+                print(f"  {name} lift, {a} minus {b} (paired by seed): "
+                      f"{shown(figures[test, f'{a} - {b}', figure], signed=True)}")
     return figures
 
 
-def shown(figure: dict) -> str:
+def shown(figure: dict, signed: bool = False) -> str:
     low, high = figure["interval"]
-    return f"{figure['mean']:.3f} [{low:.3f}, {high:.3f}]"
+    form = "+.3f" if signed else ".3f"
+    return f"{figure['mean']:{form}} [{low:{form}}, {high:{form}}]"
 
 
 def make_sets(out: Path, args):
-    """Phantoms, the trained run, the edited healthy holdout studies and as many whole synthetic lesion studies."""
+    """Phantoms, the trained run and as many whole synthetic lesion studies as there are healthy holdout studies."""
     catalog = prepare(out, args.cases, args.minutes, tuple(args.lesion_radius))
-    groups = split_pairs(catalog, out / "data")
+    healthy = split_pairs(catalog, out / "data")["holdout", "normal"][0]
+    medsynth.generate(out / "run", out / "synthetic", classes=[f"lesion={len(healthy)}"], overwrite=True)
+
+
+def edit_keys(args) -> dict:
+    """--edit guidance=1.0 margin_mm=30 as medsynth.edit's keyword arguments."""
+    keys = {}
+    for item in args.edit:
+        key, _, value = item.partition("=")
+        keys[key] = float(value) if key in ("guidance", "margin_mm") else int(value)
+    return keys
+
+
+def edited_set(out: Path, args, groups) -> Path:
+    """The healthy holdout studies edited with the defaults (folder `edited`) or with --edit's keys (`edited_<keys>`),
+    made unless an earlier run left it."""
+    keys = edit_keys(args)
+    folder = out / "_".join(["edited"] + [f"{k}={v}" for k, v in keys.items()])
+    if (folder / "samples.csv").is_file():
+        return folder
     start = time.monotonic()
-    result = medsynth.edit(out / "run", out / "catalog", out / "edited", cases=tuple(groups["holdout", "normal"][0]),
-                           inside="liver", overwrite=True, show_progress=True)
+    result = medsynth.edit(out / "run", out / "catalog", folder, cases=tuple(groups["holdout", "normal"][0]),
+                           inside="liver", overwrite=True, show_progress=True, **keys)
     per_edit = (time.monotonic() - start) / max(result.edited, 1)
-    medsynth.generate(out / "run", out / "synthetic", classes=[f"lesion={result.edited}"], overwrite=True)
     print(f"edited {result.edited} healthy holdout studies ({len(result.skipped)} skipped), {per_edit:.1f} s per edit; "
           f"voxels changed outside the edit regions: {result.changed_outside}")
+    return folder
 
 
 def main_bench(args) -> None:
@@ -210,16 +265,28 @@ def main_bench(args) -> None:
     if not (args.reuse and (out / "synthetic" / "samples.csv").is_file()):
         make_sets(out, args)
     groups = split_pairs(read_catalog_folder(out / "catalog")[0], out / "data")
-    table = pd.read_csv(out / "edited" / "samples.csv")
-    for key, value in lesion_figures(out / "edited", groups, table).items():
+    edited = edited_set(out, args, groups)
+    table = pd.read_csv(edited / "samples.csv")
+    for key, value in lesion_figures(edited, groups, table).items():
         print(f"  {key}: {value:.2f}")
-    judge = segmenter(*read_pairs(groups["train", "lesion"][1] + groups["train", "normal"][1]), 0, args.seg_steps)
-    edits = read_pairs([(out / "edited" / r["image"], out / "edited" / r["label"]) for _, r in table.iterrows()])
+    judge = segmenter(*read_pairs(groups["train", "lesion"][1] + groups["train", "normal"][1]), 0, args.seg_steps,
+                      args.seg_recipe)
+    edits = read_pairs([(edited / r["image"], edited / r["label"]) for _, r in table.iterrows()])
     on_edits, on_real = score(judge, *edits), score(judge, *read_pairs(groups["holdout", "lesion"][1]))
     print(f"conditioning fidelity: segmenter Dice on edited lesions {on_edits[0]:.3f} (recall {on_edits[1]:.2f}), on "
           f"real holdout lesions {on_real[0]:.3f} (recall {on_real[1]:.2f}); ratio {on_edits[0] / max(on_real[0], 1e-9):.2f}")
-    print(f"utility over {args.seeds} seeds (tested on {len(groups['holdout', 'lesion'][0])} real holdout lesion studies):")
-    utility(out, groups, out / "edited", table, out / "synthetic", args.seeds, args.seg_steps)
+    syn_table = pd.read_csv(out / "synthetic" / "samples.csv")
+    syn = read_pairs([(out / "synthetic" / r["image"], out / "synthetic" / r["label"]) for _, r in syn_table.iterrows()])
+    tests = {"the real holdout lesion studies": read_pairs(groups["holdout", "lesion"][1])}
+    if args.test_cases:
+        tests[f"{args.test_cases} independent real lesion phantoms"] = independent_lesions(args.test_cases,
+                                                                                           tuple(args.lesion_radius))
+    print(f"utility over {args.seeds} seeds, {args.seg_steps} segmenter steps, recipe {args.seg_recipe}:")
+    figures = utility(groups, (edited.name, edits), syn, tests, args.seeds, args.seg_steps, args.seg_recipe,
+                      out / "segmenter_scores.json")
+    path = out / f"utility_{edited.name}_{args.seg_recipe}_{args.seg_steps}.json"
+    path.write_text(json.dumps({" | ".join(k): v for k, v in figures.items()}, indent=1))
+    print(f"figures: {path}")
 
 
 def big(args) -> None:
@@ -289,7 +356,14 @@ def main() -> None:
     parser.add_argument("--lesion-radius", type=float, nargs=2, default=(0.15, 0.22), help="phantom lesion radius range "
                         "(half fields of view; the phantoms' default 0.06 0.1 gives lesions of 2-20 voxels at 32^3, "
                         "which no segmenter here finds)")
-    parser.add_argument("--seg-steps", type=int, default=300)
+    parser.add_argument("--seg-steps", type=int, default=500)
+    parser.add_argument("--seg-recipe", choices=("steady", "plain"), default="steady", help="the lesion segmenter's "
+                        "training: 'plain' is session 9's (batch norm, constant learning rate)")
+    parser.add_argument("--test-cases", type=int, default=100, help="an independent real test set of this many lesion "
+                        "phantoms (another seed), besides the holdout lesion studies; 0 for none")
+    parser.add_argument("--edit", nargs="*", default=[], metavar="KEY=VALUE", help="edit settings other than the "
+                        "defaults (guidance=1.0, margin_mm=30, steps=40, resample=5); that edited set is made and "
+                        "scored in its own folder")
     parser.add_argument("--reuse", action="store_true", help="keep the run, edits and synthetic set of an earlier run "
                         "in --out; redo the figures")
     parser.add_argument("--big", action="store_true", help="time and memory of one 256 x 256 x 128 edit (needs --out "
