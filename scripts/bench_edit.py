@@ -165,13 +165,14 @@ def segmenter_figures(train_pairs, extra, tests: dict, seed: int, steps: int, re
     return {name: score(model, *test) for name, test in tests.items()}
 
 
-def score(model, images, labels) -> tuple[float, float]:
-    """Lesion Dice (mean over studies) and per-study detection recall (any predicted lesion voxel on the lesion)."""
+def score(model, images, labels) -> tuple[float, float, list]:
+    """Lesion Dice (mean over studies), per-study detection recall (any predicted lesion voxel on the lesion) and
+    each study's lesion Dice."""
     predicted = segment(model, unit(images)[:, None])
     truth = (labels == LESION).astype(np.int64)
-    dice = float(np.nanmean(dice_per_label(predicted, truth, 1)[:, 0]))
+    per_study = dice_per_label(predicted, truth, 1)[:, 0]
     found = [bool((p.astype(bool) & t.astype(bool)).any()) for p, t in zip(predicted, truth)]
-    return dice, float(np.mean(found))
+    return float(np.nanmean(per_study)), float(np.mean(found)), [float(d) for d in per_study]
 
 
 def independent_lesions(cases: int, lesion_radius: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -201,15 +202,22 @@ def utility(groups, edits, syn, tests: dict, seeds: int, steps: int, recipe: str
     for seed in range(seeds):
         for arm, (name, extra) in extras.items():
             key = f"{name} | {recipe} | {steps} | {seed}"
-            if key not in kept or set(kept[key]) != set(tests):
+            if key not in kept or set(kept[key]) != set(tests) or any(len(v) < 3 for v in kept[key].values()):
                 kept[key] = segmenter_figures(base, extra, tests, seed, steps, recipe)
                 cache.write_text(json.dumps(kept, indent=1))
             runs[arm].append(kept[key])
         print(f"  seed {seed}: " + "; ".join(f"{arm} {runs[arm][-1][t][0]:.3f}" for arm in ARMS for t in tests),
               flush=True)
+    return report(runs, tests)
+
+
+def report(runs: dict, tests: dict) -> dict:
+    """Each arm's mean with its interval over seeds, and each lift twice: paired by seed (the test studies fixed), and
+    paired by study (each study's Dice averaged over the seeds, the interval over studies: which studies are tested
+    is part of the uncertainty)."""
     figures = {}
     for test in tests:
-        print(f"tested on {test} ({len(tests[test][0])} studies), {seeds} seeds, 95% t intervals:")
+        print(f"tested on {test} ({len(tests[test][0])} studies), {len(runs['real'])} seeds, 95% t intervals:")
         for k, (figure, name) in enumerate([("lesion Dice", "Dice"), ("detection recall", "recall")]):
             for arm, label in ARMS.items():
                 figures[test, arm, figure] = mean_interval([r[test][k] for r in runs[arm]])
@@ -219,6 +227,11 @@ def utility(groups, edits, syn, tests: dict, seeds: int, steps: int, recipe: str
                                                                      for x, y in zip(runs[a], runs[b])])
                 print(f"  {name} lift, {a} minus {b} (paired by seed): "
                       f"{shown(figures[test, f'{a} - {b}', figure], signed=True)}")
+        for a, b in LIFTS:
+            by_study = np.mean([np.subtract(x[test][2], y[test][2]) for x, y in zip(runs[a], runs[b])], axis=0)
+            figures[test, f"{a} - {b}", "lesion Dice by study"] = mean_interval(by_study)
+            print(f"  Dice lift, {a} minus {b} (paired by study, over {len(by_study)} studies): "
+                  f"{shown(figures[test, f'{a} - {b}', 'lesion Dice by study'], signed=True)}")
     return figures
 
 
