@@ -92,3 +92,24 @@ def test_a_monai_denoiser_takes_left_out_conditions_as_their_null_form():
         assert torch.equal(model(x, t), model(x, t, explicit_null))
         assert torch.equal(guided(model, x, t, Conditions(torch.tensor([0, 1])), 1.0),
                            model(x, t, Conditions(torch.tensor([0, 1]))))
+
+
+def test_a_lone_3d_row_is_run_as_a_pair_and_gets_its_own_prediction_back():
+    """PyTorch sends a batch of one to its slow reference 3D convolution (scripts/bench_lone_row.py): the sampler runs
+    a lone row as two, and what comes back is that row's own prediction, with its own conditions."""
+
+    class Recording(Toy):
+        seen: list = []
+
+        def forward(self, x, t, cond=None):
+            self.seen.append((x.shape[0], None if cond is None or cond.classes is None else cond.classes.tolist()))
+            return super().forward(x, t, cond)
+
+    toy, x, t = Recording(), torch.randn(1, 1, 4, 4, 4), torch.full((1,), 300.0)
+    cond = Conditions(torch.tensor([1]))
+    out = guided(toy, x, t, cond, 1.0)
+    assert toy.seen == [(2, [1, 1])] and out.shape == (1, 1, 4, 4, 4)
+    assert torch.equal(out, Toy()(x, t, cond))
+    toy.seen.clear()
+    guided(toy, torch.randn(1, 1, 4, 4), torch.full((1,), 300.0), cond, 1.0)   # 2D: no such detour
+    assert toy.seen == [(1, [1])]
