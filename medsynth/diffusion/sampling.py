@@ -31,7 +31,7 @@ def without(cond: Conditions, part: str | int, null_class: int) -> Conditions:
 def call(model: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: Conditions) -> torch.Tensor:
     """One model call. A lone 3D row on the CPU is run as a pair and the copy dropped: for a batch of one PyTorch
     picks its reference 3D convolution over oneDNN whenever N * C * D * H <= 20,480 (the deeper levels of a 32^3
-    model), and two rows through oneDNN cost less than one through the reference path (scripts/bench_sample.py)."""
+    model), and two rows through oneDNN cost less than one through the reference path (scripts/bench_lone_row.py)."""
     if x.shape[0] != 1 or x.ndim != 5 or x.device.type != "cpu":
         return model(x, t, cond)
     return model(x.repeat(2, 1, 1, 1, 1), t.repeat(2), cond.cat(cond))[:1]
