@@ -59,6 +59,11 @@ def read_pairs(paths: list[tuple[Path, Path]]) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def read_set(folder: Path, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The images and label maps of a generated or edited set, in the order of its samples.csv."""
+    return read_pairs([(folder / r["image"], folder / r["label"]) for _, r in table.iterrows()])
+
+
 def shell(region: np.ndarray) -> np.ndarray:
     """The voxels just outside a region: where a seam would show."""
     return ndimage.binary_dilation(region, iterations=1) & ~region
@@ -284,13 +289,12 @@ def main_bench(args) -> None:
         print(f"  {key}: {value:.2f}")
     judge = segmenter(*read_pairs(groups["train", "lesion"][1] + groups["train", "normal"][1]), 0, args.seg_steps,
                       args.seg_recipe)
-    edits = read_pairs([(edited / r["image"], edited / r["label"]) for _, r in table.iterrows()])
-    on_edits, on_real = score(judge, *edits), score(judge, *read_pairs(groups["holdout", "lesion"][1]))
+    edits, holdout = read_set(edited, table), read_pairs(groups["holdout", "lesion"][1])
+    on_edits, on_real = score(judge, *edits), score(judge, *holdout)
     print(f"conditioning fidelity: segmenter Dice on edited lesions {on_edits[0]:.3f} (recall {on_edits[1]:.2f}), on "
           f"real holdout lesions {on_real[0]:.3f} (recall {on_real[1]:.2f}); ratio {on_edits[0] / max(on_real[0], 1e-9):.2f}")
-    syn_table = pd.read_csv(out / "synthetic" / "samples.csv")
-    syn = read_pairs([(out / "synthetic" / r["image"], out / "synthetic" / r["label"]) for _, r in syn_table.iterrows()])
-    tests = {"the real holdout lesion studies": read_pairs(groups["holdout", "lesion"][1])}
+    syn = read_set(out / "synthetic", pd.read_csv(out / "synthetic" / "samples.csv"))
+    tests = {"the real holdout lesion studies": holdout}
     if args.test_cases:
         tests[f"{args.test_cases} independent real lesion phantoms"] = independent_lesions(args.test_cases,
                                                                                            tuple(args.lesion_radius))
