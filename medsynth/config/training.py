@@ -64,6 +64,8 @@ class ModelConfig:
     cross_attention_dim: int = 64                        # width of the condition tokens (cross_attention only)
     covariate_embedding: str = "linear"                  # covariates: 'linear' (a map of the value) or 'fourier'
                                                          # (sinusoids at octave frequencies and an MLP)
+    embedding_mode: str = "add"                          # how each residual block takes the timestep and condition
+                                                         # embedding: 'add' (MONAI's) or 'scale_shift' (adaptive norm)
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,8 @@ class Config:
             raise ConfigError(f"model.condition_path must be 'embedding' or 'cross_attention', got {m.condition_path!r}.")
         if m.covariate_embedding not in ("linear", "fourier"):
             raise ConfigError(f"model.covariate_embedding must be 'linear' or 'fourier', got {m.covariate_embedding!r}.")
+        if m.embedding_mode not in ("add", "scale_shift"):
+            raise ConfigError(f"model.embedding_mode must be 'add' or 'scale_shift', got {m.embedding_mode!r}.")
         if m.condition_path == "embedding":
             return
         if not self.conditioning.extra_columns:

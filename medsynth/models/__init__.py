@@ -5,11 +5,13 @@ A registry: a latent model or another backbone slots in by adding a builder to M
 
 from __future__ import annotations
 
+import types
 from typing import Callable
 
 import torch
 import torch.utils.checkpoint
 from monai.networks.nets import DiffusionModelUNet
+from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
 from torch import nn
 
 from medsynth.conditioning import Column, Conditions
@@ -134,16 +136,46 @@ class Denoiser(nn.Module):
         return {"class_labels": torch.cat([class_labels[:, None].to(extra.dtype), extra.to(x.device)], 1)}
 
 
+def scale_shift_forward(block: DiffusionUNetResnetBlock, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """MONAI's residual block with adaptive group normalisation (Dhariwal & Nichol 2021, "AdaGN"): the embedding
+    (timestep, class, extra conditions) scales and shifts the normalised features, norm(h) * (1 + scale) + shift,
+    where MONAI adds it before the normalisation (which removes part of a per-channel sum)."""
+    h = block.nonlinearity(block.norm1(x))
+    if block.upsample is not None:
+        x, h = block.upsample(x), block.upsample(h)
+    elif block.downsample is not None:
+        x, h = block.downsample(x), block.downsample(h)
+    h = block.conv1(h)
+    out = block.time_emb_proj(block.nonlinearity(emb))
+    scale, shift = out.reshape(out.shape[0], 2, -1, *[1] * (h.ndim - 2)).unbind(1)
+    h = block.conv2(block.nonlinearity(block.norm2(h) * (1 + scale) + shift))
+    return block.skip_connection(x) + h
+
+
+def scale_shift_blocks(net: nn.Module) -> nn.Module:
+    """Every residual block of a MONAI diffusion UNet or ControlNet takes its embedding as a scale and a shift
+    (scale_shift_forward). Its projection gets twice the outputs, so the state dict is not the additive network's:
+    the run's config (`model.embedding_mode`) says which network a checkpoint holds."""
+    for block in net.modules():
+        if isinstance(block, DiffusionUNetResnetBlock):
+            block.time_emb_proj = nn.Linear(block.time_emb_proj.in_features, 2 * block.out_channels)
+            block.forward = types.MethodType(scale_shift_forward, block)
+    return net
+
+
+EMBEDDING_MODES: dict[str, Callable[[nn.Module], nn.Module]] = {"add": lambda net: net, "scale_shift": scale_shift_blocks}
+
+
 def build_unet(cfg: ModelConfig, spatial_dims: int, in_channels: int, out_channels: int, num_class_embeds: int | None,
                cross_attention_dim: int | None = None) -> nn.Module:
     """MONAI's DiffusionModelUNet; with `cross_attention_dim`, its attention levels are transformer blocks that also
-    attend to a context of condition tokens."""
-    return DiffusionModelUNet(
+    attend to a context of condition tokens; `model.embedding_mode` says how its blocks take the embedding."""
+    return EMBEDDING_MODES[cfg.embedding_mode](DiffusionModelUNet(
         spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, channels=cfg.channels,
         attention_levels=cfg.attention_levels, num_res_blocks=cfg.num_res_blocks, norm_num_groups=cfg.norm_num_groups,
         num_head_channels=cfg.num_head_channels, num_class_embeds=num_class_embeds,
         with_conditioning=cross_attention_dim is not None, cross_attention_dim=cross_attention_dim,
-    )
+    ))
 
 
 def checkpoint_blocks(net: nn.Module) -> nn.Module:

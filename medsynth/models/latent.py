@@ -26,7 +26,7 @@ from monai.networks.utils import copy_model_state
 from torch import nn
 
 from medsynth.config import LatentConfig, ModelConfig
-from medsynth.models import ConditionEmbedding, Denoiser
+from medsynth.models import EMBEDDING_MODES, ConditionEmbedding, Denoiser
 from medsynth.models.autoencoder import AutoencoderSpec, build_autoencoder
 
 
@@ -247,7 +247,7 @@ def build_controlnet(model: ModelConfig, spatial_dims: int, latent_channels: int
                      conditioning_embedding_in_channels=num_labels, conditioning_embedding_num_channels=embed)
     if base.extras and base.token_dim is None:
         net.class_embedding = ConditionEmbedding(net.class_embedding, base.extras, base.covariate)
-    return net
+    return EMBEDDING_MODES[model.embedding_mode](net)
 
 
 def controlnet_from(base: Denoiser, controlnet: ControlNet) -> ControlNet:

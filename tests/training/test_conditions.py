@@ -42,8 +42,8 @@ def test_a_column_encodes_known_values_refuses_the_rest_and_leaves_blanks_out():
 CROSS = ["model.condition_path=cross_attention", "model.attention_levels=[false,true]"]
 
 
-@pytest.mark.parametrize("path", [[], CROSS, ["model.covariate_embedding=fourier"]],
-                         ids=["summed", "cross-attention", "fourier-covariates"])
+@pytest.mark.parametrize("path", [[], CROSS, ["model.covariate_embedding=fourier"], ["model.embedding_mode=scale_shift"]],
+                         ids=["summed", "cross-attention", "fourier-covariates", "scale-shift"])
 def test_each_condition_moves_the_model_and_a_left_out_one_is_its_null_form(path):
     from medsynth.config import load_config
     from medsynth.models import build_denoiser
@@ -216,8 +216,10 @@ def test_training_leaves_every_condition_out_with_the_class_and_each_one_out_on_
     assert 0.06 < both < 0.12                                            # independent: about 0.3 x 0.3
 
 
-@pytest.mark.parametrize("path", [[], ["model.condition_path=cross_attention"]], ids=["summed", "cross-attention"])
+@pytest.mark.parametrize("path", [[], ["model.condition_path=cross_attention"], ["model.embedding_mode=scale_shift"]],
+                         ids=["summed", "cross-attention", "scale-shift"])
 def test_a_latent_run_and_its_controlnet_take_the_same_conditions(path, tmp_path):
+    from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
     from medsynth.runs.loaded import load_run
 
     data = medsynth.write_phantom_dataset(tmp_path / "data", medsynth.PhantomSpec(dims=3, size=16, cases=10),
@@ -228,7 +230,10 @@ def test_a_latent_run_and_its_controlnet_take_the_same_conditions(path, tmp_path
     medsynth.train(cfg, data, tmp_path / "run", show_progress=False)
     loaded = load_run(tmp_path / "run", torch.device("cpu"))
     assert [c.name for c in loaded.extras] == ["sex", "age"]
-    assert (loaded.model.base.tokens is not None) == bool(path)
+    assert (loaded.model.base.tokens is not None) == ("cross_attention" in str(path))
+    blocks = [m for net in (loaded.model.base.net, loaded.model.controlnet) for m in net.modules()
+              if isinstance(m, DiffusionUNetResnetBlock)]     # base and ControlNet take the embedding the same way
+    assert all(b.time_emb_proj.out_features == (2 if "scale_shift" in str(path) else 1) * b.out_channels for b in blocks)
     mask = torch.zeros(1, loaded.num_labels, 16, 16, 16)
     mask[:, 1, 4:12, 4:12, 4:12] = 1
     x, t, classes = torch.randn(1, *loaded.model_shape), torch.tensor([500.0]), torch.tensor([0])
