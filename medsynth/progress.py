@@ -15,6 +15,8 @@ from typing import Iterable, Iterator, TypeVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from medsynth.runtime import check_stop
+
 T = TypeVar("T")
 
 
@@ -67,21 +69,28 @@ class LogLines:
 
 def progress_iter(items: Iterable[T], description: str, enabled: bool = True, total: int | None = None) -> Iterator[T]:
     """Iterate over `items` (a sequence, or any iterable with `total` given) with a progress bar on a terminal, or
-    plain lines on stderr otherwise."""
+    plain lines on stderr otherwise; a stop asked for (runtime.check_stop) ends it before the next item."""
     total = len(items) if total is None else total
     if not enabled or total < 2:
-        yield from items
+        yield from stoppable(items)
         return
     if not sys.stderr.isatty():
         lines = LogLines(description, total)
-        for k, item in enumerate(items):
+        for k, item in enumerate(stoppable(items)):
             yield item
             lines.update(k + 1)
         lines.close()
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        yield from bar.track(items, total=total, description=description)
+        yield from stoppable(bar.track(items, total=total, description=description))
+
+
+def stoppable(items: Iterable[T]) -> Iterator[T]:
+    """`items`, checking before each one whether a stop was asked for."""
+    for item in items:
+        check_stop()
+        yield item
 
 
 class StepBar:
@@ -98,6 +107,7 @@ class StepBar:
         self.progress.start()
 
     def update(self, step: int, loss: float, rate: float) -> None:
+        check_stop()
         self.loss, self.rate = loss, rate
         self.progress.update(self.task, completed=step, loss=loss, rate=rate)
         if self.lines is not None:

@@ -1,4 +1,4 @@
-"""What every stage may use, low in the house: the device to run on, seeded random streams, SIGTERM as Ctrl-C."""
+"""What every stage may use, low in the house: the device to run on, seeded random streams, stopping on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -29,17 +29,32 @@ def seeded_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1)[0]))
 
 
+STOP = {"signal": 0}   # the signal that asked this process to stop, 0 when none did
+
+
 @contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM (kill) into KeyboardInterrupt inside the block, so a killed command cleans up as on Ctrl-C."""
+def stop_on_signals() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM (kill) raise KeyboardInterrupt inside the block, so a stopped command cleans up the
+    same way either way. Each is also remembered: an interrupt that lands where Python swallows exceptions (an
+    object's finaliser or a garbage-collector callback prints "Exception ignored" and carries on) is raised again at
+    the next `check_stop()`, which every progress loop calls."""
     def handler(signum, frame):
+        STOP["signal"] = signum
         raise KeyboardInterrupt
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, before in previous.items():
+            signal.signal(s, before)
+        STOP["signal"] = 0
+
+
+def check_stop() -> None:
+    """Raise KeyboardInterrupt if a stop was asked for inside stop_on_signals (see there)."""
+    if STOP["signal"]:
+        raise KeyboardInterrupt

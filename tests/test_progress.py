@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
+import pytest
+
 from medsynth.data.phantom import PhantomSpec, write_phantom_dataset
+from medsynth.progress import progress_iter
+from medsynth.runtime import STOP, stop_on_signals
 
 
 def logged(*args, seconds: str = "0") -> subprocess.CompletedProcess:
@@ -29,3 +34,20 @@ def test_train_and_generate_print_progress_lines_into_a_log(tmp_path):
     assert "generating: 3/3 (100%)" in result.stderr
     quiet = logged("generate", tmp_path / "run", "--out", tmp_path / "syn2", "--n", "4", seconds="30")
     assert quiet.returncode == 0 and quiet.stderr.strip() == ""        # a short loop prints nothing
+
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_that_python_swallows_still_stops_at_the_next_progress_step():
+    class Finaliser:
+        def __del__(self):        # Ctrl-C lands in a finaliser: Python prints "Exception ignored" and carries on
+            os.kill(os.getpid(), signal.SIGINT)
+
+    seen = []
+    with pytest.raises(KeyboardInterrupt), stop_on_signals():
+        for k in progress_iter(range(5), "work", enabled=False):
+            seen.append(k)
+            if k == 1:
+                Finaliser()           # dropped at once: its interrupt is swallowed, the loop goes on to its next step
+    assert seen == [0, 1]
+    assert STOP["signal"] == 0 and signal.getsignal(signal.SIGINT) is signal.default_int_handler

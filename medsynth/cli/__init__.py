@@ -300,11 +300,11 @@ def main() -> None:
     was unfinished, say what was kept, and exit 130."""
     from medsynth import provenance
     from medsynth.console import err, os_sentence, usage_sentence
-    from medsynth.runtime import stop_on_sigterm
+    from medsynth.runtime import stop_on_signals
 
     provenance.set_command(sys.argv[1:])
     try:
-        with stop_on_sigterm():
+        with stop_on_signals():
             code = app(standalone_mode=False)
     except MedsynthError as error:
         err.print(f"[bold red]error:[/] {error}", highlight=False)

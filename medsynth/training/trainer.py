@@ -31,7 +31,7 @@ from medsynth.runs import RunFolder
 from medsynth.runs.checkpoint import save_checkpoint
 from medsynth.runs.lineage import keyed_fingerprint, spend_summary
 from medsynth.runs.rules import check_stage, resume_state
-from medsynth.runtime import resolve_device, stop_on_sigterm
+from medsynth.runtime import resolve_device, stop_on_signals
 from medsynth.training.data import (Catalogued, TrainingSet, check_conditioning, intensity_stats, load_training_set,
                                     open_catalog)
 from medsynth.training.distributed import Processes
@@ -225,7 +225,7 @@ def diffusion_loop(run: Path, cfg: Config, ts: TrainingSet, opt: Optimisation, s
     bar = StepBar(cfg.train.max_steps, step, enabled=show_progress and main)
     finished, last_step = False, min(cfg.train.max_steps, stop_at or cfg.train.max_steps)
     try:
-        with stop_on_sigterm():
+        with stop_on_signals():
             while step < last_step and time.monotonic() < deadline:
                 batch = draw_batch(ts, cfg, process, step_generator(cfg.train.seed, step, procs.rank),
                                    opt.trained.null_class, private.draw(len(ts)) if private else None)
