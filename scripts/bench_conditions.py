@@ -13,9 +13,10 @@ condition back with judges trained on the real training studies: the age regress
 requested age, and the sex classifier's accuracy per requested sex, each next to the same judge on real holdout.
 
     python scripts/bench_conditions.py --out /tmp/bench_conditions --minutes 10 [--guidance-per age=3]
-        [--set model.condition_path=cross_attention] [--baseline]
+        [--set model.condition_path=cross_attention] [--baseline] [--joint-seed 8]
 
-Resumable: the phantoms, catalog and run in OUT are kept; figures go to OUT/results.json.
+Resumable: the phantoms, catalog and run in OUT are kept; figures go to OUT/results.json (with --guidance-per or
+--joint-seed: OUT/results_<guidance>_seed<k>.json, beside the others).
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget (wall minutes)")
     parser.add_argument("--per-cell", type=int, default=8, help="synthetic studies per (sex, age)")
     parser.add_argument("--joint", type=int, default=64, help="studies drawn jointly for the correlation check")
+    parser.add_argument("--joint-seed", type=int, default=7, help="generation seed of the joint set: another seed "
+                        "gives another draw, e.g. one to choose a guidance on and the default one to confirm it")
     parser.add_argument("--guidance-per", action="append", default=[], metavar="NAME=W",
                         help="one condition's own guidance scale for the joint set (e.g. age=3)")
     parser.add_argument("--judge-steps", type=int, default=1200, help="training steps of the evaluation's judges")
@@ -147,10 +150,11 @@ def main() -> None:
     run, catalog = prepare(args.out, args.cases, args.minutes, args.overrides, args.baseline)
     real = real_figures(catalog)
     table = cells(run, args.out, real, args.per_cell, args.baseline)
-    joint_dir = args.out / "_".join(["syn_joint", *(w.replace("=", "") for w in args.guidance_per)])
+    seed = [] if args.joint_seed == 7 else [f"seed{args.joint_seed}"]
+    joint_dir = args.out / "_".join(["syn_joint", *(w.replace("=", "") for w in args.guidance_per), *seed])
     if not (joint_dir / "samples.csv").exists():
-        generate(run, joint_dir, n=args.joint, seed=7, guidance_per=tuple(args.guidance_per), show_progress=False,
-                 overwrite=True)
+        generate(run, joint_dir, n=args.joint, seed=args.joint_seed, guidance_per=tuple(args.guidance_per),
+                 show_progress=False, overwrite=True)
     train_rows = real[real["split"] == "train"]
     joint = synthetic_figures(joint_dir)
     if args.baseline:   # no ages to ask for: each study stands beside a training row's age, as a joint draw would give
@@ -162,9 +166,9 @@ def main() -> None:
           f"[{correlation['real_train']['interval'][0]:.2f}, {correlation['real_train']['interval'][1]:.2f}], "
           f"synthetic joint r {correlation['synthetic_joint']['r']:.2f} ({'inside' if inside else 'outside'} the interval)")
     judges = None if args.baseline else judged(run, joint_dir, args.out, args.judge_steps)
-    (args.out / "results.json").write_text(json.dumps({"cells": table, "correlation": correlation,
-                                                       "joint_inside_interval": bool(inside), "judges": judges},
-                                                      indent=2))
+    results = args.out / f"results{joint_dir.name[len('syn_joint'):]}.json"   # results.json, results_age3_seed8.json
+    results.write_text(json.dumps({"cells": table, "correlation": correlation, "joint_inside_interval": bool(inside),
+                                   "judges": judges}, indent=2))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,12 @@ what helps there is not tuned to it: built-in 2D CT phantoms (medsynth.data.phan
 split), 1 = no lesion; 546 train / 78 val / 156 test. Every image is procedurally generated: no patient data.
 
     python scripts/make_phantom_npz.py --out /tmp/phantoms28.npz [--check]
-    python scripts/bench_quality.py --data /tmp/phantoms28.npz --family --budgets 600 --class-names 0=lesion,1=normal ...
+    python scripts/bench_quality.py --data /tmp/phantoms28.npz --family --budgets 600 --class-names 0=lesion,1=normal \
+        --set "train.flip_axes=[]" ...
+
+BreastMNIST's config mirrors its training images; these are axial CT slices, where a mirror image puts the spine in
+front of the body, so the flip is switched off for them (with it the synthetic set was 11.2x the real Frechet floor,
+without it 0.72x: docs/benchmarks.md, #23, session 20).
 
 `--check` then trains the family's first recipe (MONAI Classifier, class-balanced loss, 800 steps of 16) on the real
 training split alone, 3 seeds, and prints its balanced accuracy on val: a set worth testing the recipe on has a rare
