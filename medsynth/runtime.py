@@ -1,4 +1,5 @@
-"""What every stage may use, low in the house: the device to run on, seeded random streams, stopping on Ctrl-C or SIGTERM."""
+"""What every stage may use, low in the house: the device to run on, seeded random streams, stopping on Ctrl-C or
+SIGTERM."""
 
 from __future__ import annotations
 

@@ -163,7 +163,8 @@ def scale_shift_blocks(net: nn.Module) -> nn.Module:
     return net
 
 
-EMBEDDING_MODES: dict[str, Callable[[nn.Module], nn.Module]] = {"add": lambda net: net, "scale_shift": scale_shift_blocks}
+EMBEDDING_MODES: dict[str, Callable[[nn.Module], nn.Module]] = {"add": lambda net: net,
+                                                               "scale_shift": scale_shift_blocks}
 
 
 def build_unet(cfg: ModelConfig, spatial_dims: int, in_channels: int, out_channels: int, num_class_embeds: int | None,

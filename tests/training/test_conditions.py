@@ -42,7 +42,8 @@ def test_a_column_encodes_known_values_refuses_the_rest_and_leaves_blanks_out():
 CROSS = ["model.condition_path=cross_attention", "model.attention_levels=[false,true]"]
 
 
-@pytest.mark.parametrize("path", [[], CROSS, ["model.covariate_embedding=fourier"], ["model.embedding_mode=scale_shift"]],
+@pytest.mark.parametrize("path", [[], CROSS, ["model.covariate_embedding=fourier"],
+                                  ["model.embedding_mode=scale_shift"]],
                          ids=["summed", "cross-attention", "fourier-covariates", "scale-shift"])
 def test_each_condition_moves_the_model_and_a_left_out_one_is_its_null_form(path):
     from medsynth.config import load_config
@@ -233,7 +234,8 @@ def test_a_latent_run_and_its_controlnet_take_the_same_conditions(path, tmp_path
     assert (loaded.model.base.tokens is not None) == ("cross_attention" in str(path))
     blocks = [m for net in (loaded.model.base.net, loaded.model.controlnet) for m in net.modules()
               if isinstance(m, DiffusionUNetResnetBlock)]     # base and ControlNet take the embedding the same way
-    assert all(b.time_emb_proj.out_features == (2 if "scale_shift" in str(path) else 1) * b.out_channels for b in blocks)
+    widths = 2 if "scale_shift" in str(path) else 1
+    assert all(b.time_emb_proj.out_features == widths * b.out_channels for b in blocks)
     mask = torch.zeros(1, loaded.num_labels, 16, 16, 16)
     mask[:, 1, 4:12, 4:12, 4:12] = 1
     x, t, classes = torch.randn(1, *loaded.model_shape), torch.tensor([500.0]), torch.tensor([0])
