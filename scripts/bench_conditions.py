@@ -42,6 +42,7 @@ from medsynth.training.trainer import train
 
 AGES, SEXES = (30, 55, 80), ("F", "M")   # the issue asks 25, 50, 80; the training ages start at 26
 SPEC = PhantomSpec(dims=3, size=32, cases=200, seed=0)
+JOINT_SEED = 7   # the joint set's generation seed unless --joint-seed names another draw
 VOXEL_CM3 = SPEC.spacing_mm**3 / 1000.0
 
 
@@ -136,8 +137,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget (wall minutes)")
     parser.add_argument("--per-cell", type=int, default=8, help="synthetic studies per (sex, age)")
     parser.add_argument("--joint", type=int, default=64, help="studies drawn jointly for the correlation check")
-    parser.add_argument("--joint-seed", type=int, default=7, help="generation seed of the joint set: another seed "
-                        "gives another draw, e.g. one to choose a guidance on and the default one to confirm it")
+    parser.add_argument("--joint-seed", type=int, default=JOINT_SEED,
+                        help="generation seed of the joint set: another seed gives another draw, e.g. one to choose a "
+                        "guidance on and the default one to confirm it")
     parser.add_argument("--guidance-per", action="append", default=[], metavar="NAME=W",
                         help="one condition's own guidance scale for the joint set (e.g. age=3)")
     parser.add_argument("--judge-steps", type=int, default=1200, help="training steps of the evaluation's judges")
@@ -150,8 +152,10 @@ def main() -> None:
     run, catalog = prepare(args.out, args.cases, args.minutes, args.overrides, args.baseline)
     real = real_figures(catalog)
     table = cells(run, args.out, real, args.per_cell, args.baseline)
-    seed = [] if args.joint_seed == 7 else [f"seed{args.joint_seed}"]
-    joint_dir = args.out / "_".join(["syn_joint", *(w.replace("=", "") for w in args.guidance_per), *seed])
+    draw = [w.replace("=", "") for w in args.guidance_per] + ([] if args.joint_seed == JOINT_SEED else
+                                                              [f"seed{args.joint_seed}"])
+    suffix = "".join(f"_{part}" for part in draw)   # "" or e.g. "_age3_seed8": the joint set's folder and results file
+    joint_dir = args.out / f"syn_joint{suffix}"
     if not (joint_dir / "samples.csv").exists():
         generate(run, joint_dir, n=args.joint, seed=args.joint_seed, guidance_per=tuple(args.guidance_per),
                  show_progress=False, overwrite=True)
@@ -166,9 +170,9 @@ def main() -> None:
           f"[{correlation['real_train']['interval'][0]:.2f}, {correlation['real_train']['interval'][1]:.2f}], "
           f"synthetic joint r {correlation['synthetic_joint']['r']:.2f} ({'inside' if inside else 'outside'} the interval)")
     judges = None if args.baseline else judged(run, joint_dir, args.out, args.judge_steps)
-    results = args.out / f"results{joint_dir.name[len('syn_joint'):]}.json"   # results.json, results_age3_seed8.json
-    results.write_text(json.dumps({"cells": table, "correlation": correlation, "joint_inside_interval": bool(inside),
-                                   "judges": judges}, indent=2))
+    (args.out / f"results{suffix}.json").write_text(json.dumps({"cells": table, "correlation": correlation,
+                                                          "joint_inside_interval": bool(inside), "judges": judges},
+                                                         indent=2))
 
 
 if __name__ == "__main__":
