@@ -98,6 +98,7 @@ def test_a_cross_attention_run_trains_resumes_and_generates_with_its_conditions(
     (CROSS[:1], "needs at least one level with attention"),
     (["conditioning.covariates=[]", "conditioning.classes=[pathology]", *CROSS], "attends to the conditions beyond"),
     ([CROSS[0].replace("cross_attention", "film")], "must be 'embedding' or 'cross_attention'"),
+    (["model.embedding_mode=film"], "model.embedding_mode must be 'add' or 'scale_shift', got 'film'"),
 ])
 def test_cross_attention_without_conditions_or_attention_levels_is_refused(overrides, message):
     from medsynth.config import ConfigError
