@@ -60,6 +60,15 @@ def pearson(x: np.ndarray, y: np.ndarray) -> dict:
     return {"r": float(result.statistic), "interval": [float(interval.low), float(interval.high)], "studies": int(len(x))}
 
 
+def differ(real: dict, synthetic: dict) -> dict:
+    """The issue's check (the synthetic r inside the real r's 95% interval) and a two-sample one, which also counts
+    the synthetic set's own sampling error: Fisher z of the difference of the two r, and its two-sided p."""
+    se = np.sqrt(1 / (real["studies"] - 3) + 1 / (synthetic["studies"] - 3))
+    z = float((np.arctanh(synthetic["r"]) - np.arctanh(real["r"])) / se)
+    return {"inside": bool(real["interval"][0] <= synthetic["r"] <= real["interval"][1]), "z": z,
+            "p": float(2 * stats.norm.sf(abs(z)))}
+
+
 def prepare(out: Path, cases: int, minutes: float, overrides: list[str], baseline: bool) -> tuple[Path, pd.DataFrame]:
     """The phantoms, their catalog and the trained run (each kept when already there); `overrides` go to the config
     after the bench's own (e.g. model.condition_path=cross_attention). The baseline conditions on the class alone."""
@@ -165,14 +174,15 @@ def main() -> None:
         joint["age"] = train_rows["age"].sample(len(joint), replace=True, random_state=7).to_numpy()
     correlation = {"real_train": pearson(train_rows["age"].to_numpy(), train_rows["fat_share"].to_numpy()),
                    "synthetic_joint": pearson(joint["age"].astype(float).to_numpy(), joint["fat_share"].to_numpy())}
-    inside = correlation["real_train"]["interval"][0] <= correlation["synthetic_joint"]["r"] <= correlation["real_train"]["interval"][1]
+    check = differ(correlation["real_train"], correlation["synthetic_joint"])
     print(f"age vs fat share: real training r {correlation['real_train']['r']:.2f} "
           f"[{correlation['real_train']['interval'][0]:.2f}, {correlation['real_train']['interval'][1]:.2f}], "
-          f"synthetic joint r {correlation['synthetic_joint']['r']:.2f} ({'inside' if inside else 'outside'} the interval)")
+          f"synthetic joint r {correlation['synthetic_joint']['r']:.2f} ({'inside' if check['inside'] else 'outside'} "
+          f"the interval; the two r differ by z {check['z']:+.1f}, p {check['p']:.3f})")
     judges = None if args.baseline else judged(run, joint_dir, args.out, args.judge_steps)
     (args.out / f"results{suffix}.json").write_text(json.dumps({"cells": table, "correlation": correlation,
-                                                          "joint_inside_interval": bool(inside), "judges": judges},
-                                                         indent=2))
+                                                          "joint_inside_interval": check["inside"],
+                                                          "joint_difference": check, "judges": judges}, indent=2))
 
 
 if __name__ == "__main__":
