@@ -1,8 +1,7 @@
 """Quality of class-conditioned synthetic data on a MedMNIST-style .npz (e.g. BreastMNIST), end to end on CPU.
 
 Trains medsynth with --config on the file's official train split, generates --n-per-class studies per class (and
---boost of the rare class),
-then judges them with a MONAI classifier trained on the real train split:
+--boost of the rare class), then judges them with a MONAI classifier trained on the real train split:
   - conditioning: share of synthetic studies classified as their requested class, next to real test;
   - fidelity: Frechet distance in the classifier's 32-d feature space (standardised on real train features) (synthetic vs real test, and real
     val vs real test as the floor); share of synthetic images noisier (Laplacian SD) than 99% of real ones;
@@ -16,7 +15,8 @@ its Dice against the conditioning masks is compared with its Dice on real holdou
 Frechet distance per plane, MS-SSIM diversity and the real / synthetic / real + synthetic utility.
 
 With --family (#23), the downstream recipe family (evaluation/recipes.py) at two training budgets (--budgets steps):
-the synthetic set as generated or curated is chosen on the val split, then every figure is measured on test.
+the synthetic set as generated or curated (at each of --curate-quantiles) is chosen on the val split, then every
+figure is measured on test.
 
 Prints every figure and the CPU minutes used. Targets: docs/benchmarks.md (evaluation issue).
 
@@ -38,13 +38,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from medsynth.config import load_config
 from medsynth.data.catalog import ref_from_row
 from medsynth.data.ingest import ingest
 from medsynth.data.preprocess import PreprocessSpec, preprocess
 from medsynth.data.readers import load_study
 from medsynth.evaluation.classifier import predict, train_classifier
-from medsynth.config import EvaluateConfig
+from medsynth.config import EvaluateConfig, load_config
 from medsynth.evaluation import recipes
 from medsynth.evaluation.curate import nearest_correlation, plausibility
 from medsynth.evaluation.evaluate import StudySet, evaluate, fidelity
@@ -114,10 +113,8 @@ def main() -> None:
                         "trained on a catalog ingested with --class-names (--family)")
     parser.add_argument("--boost-other", type=int, default=400, help="studies of each other class in the family set")
     parser.add_argument("--curate-quantiles", type=float, nargs="+", default=[0.1], metavar="Q",
-                        help="family: the curation candidates, each keeping a synthetic study only if the real-train "
-                        "judge gives its class at least the Q quantile of what it gives real val studies of that class "
-                        "(0.1: drop what is less typical than the least typical tenth of real; 0.5: keep what is as "
-                        "typical as the median real study); chosen on val with the set as generated")
+                        help="family: curation candidates (plausibility quantiles, as `medsynth curate --quantile`; "
+                        "0.5 keeps what is as typical as the median real val study), chosen on val")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="keep the run and synthetic set here")
     args = parser.parse_args()
