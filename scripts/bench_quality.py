@@ -358,7 +358,7 @@ def choose_variant(real: dict, family: StudySet, run, names: list[str], args, ca
                                                only=("monai-classifier",), cache=cache,
                                                synthetic_only=False)
         lifts[variant] = {r: d["lift"] for r, d in result["recipes"].items()}
-        accuracy[variant] = float(np.mean([d[f"real + synthetic ({r.split(', ')[1]})"]["balanced_accuracy"]["mean"]
+        accuracy[variant] = float(np.mean([d[mixed_set(r)]["balanced_accuracy"]["mean"]
                                            - d["real only"]["balanced_accuracy"]["mean"]
                                            for r, d in result["recipes"].items()]))
     means = {v: float(np.mean([d["mean"] for d in lifts[v].values()])) for v in lifts}
@@ -372,6 +372,11 @@ def choose_variant(real: dict, family: StudySet, run, names: list[str], args, ca
             "rule": "highest mean rare-class recall lift on val among the sets whose mean balanced-accuracy lift on val "
                     "is not below zero (else the highest balanced-accuracy lift), MONAI Classifier with class-balanced "
                     "loss, both mixes"}
+
+
+def mixed_set(recipe: str) -> str:
+    """The real + synthetic set's key in a family recipe's row: recipe "monai-classifier, balance" -> its mix."""
+    return f"real + synthetic ({recipe.split(', ')[1]})"
 
 
 def recognised(real: dict, judged: StudySet, classes: int) -> dict:
@@ -393,7 +398,7 @@ def print_budget(result: dict) -> None:
                   f"{d['frechet_ratio']:.2f}x); KID ratio {d['kid_ratio']}")
     print(f"recipe | real only | synthetic only | real + synthetic | lift [95%]  (rare-class recall; balanced accuracy)")
     for recipe, d in fam["recipes"].items():
-        mix = "real + synthetic (" + recipe.split(", ")[1] + ")"
+        mix = mixed_set(recipe)
         cell = lambda k, m=fam["metric"]: f"{d[k][m]['mean']:.3f}/{d[k]['balanced_accuracy']['mean']:.3f}"  # noqa: E731
         lo, hi = d["lift"]["interval"]
         print(f"{recipe:36s} {cell('real only')} | {cell('synthetic only')} | {cell(mix)} | "
