@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="keep the run and synthetic set here")
     args = parser.parse_args()
+    if any(not 0 <= q < 1 for q in args.curate_quantiles):
+        parser.error(f"--curate-quantiles must each be at least 0 and below 1, got {args.curate_quantiles}.")
     start, device = time.time(), resolve_device(args.device)
     if not args.data.endswith(".npz"):
         return mask_bench(args, start, device)
