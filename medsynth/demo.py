@@ -112,32 +112,8 @@ def begin(stage: str) -> None:
 def _stages(out: Path, quick: bool, device: str, resume: bool, start: float) -> DemoResult:
     config = BUNDLED / ("tiny_3d.yaml" if quick else "phantom_3d.yaml")
     cfg = load_config(config)
-    # The audit calibrates on the holdout and needs at least 20 held-out studies.
-    spec = PhantomSpec(dims=3, size=max(cfg.data.shape), cases=64 if quick else 100, modality="CT")
-    holdout = 0.4 if quick else 0.25
-    begin("phantom")
-    if resume:   # run_demo refused a resume without a catalog
-        console.print(f"kept {out / 'data'} (resume)")
-    else:
-        data = write_phantom_dataset(out / "data", spec, overwrite=True)
-        console.print(f"wrote {spec.cases} phantoms to {data}")
-    begin("ingest")
-    if resume:   # run_demo refused a resume without a catalog
-        console.print(f"kept {out / 'catalog'} (resume)")
-    else:
-        print_ingest(ingest(out / "data", out / "catalog", holdout=holdout, overwrite=True))
-    begin("train")
-    meta = finished_run(out / "run") if resume else None
-    if meta is not None:
-        step = int(meta["step"])
-        loss = float(pd.read_csv(RunFolder(out / "run").metrics())["loss"].iloc[-10:].mean())
-        console.print(f"kept the finished run in {out / 'run'} (resume): {step} steps")
-    else:
-        again = resume and RunFolder(out / "run").checkpoint.is_file()
-        trained = train(cfg, out / "catalog", out / "run", overwrite=not again, resume=again, device=device,
-                        config_source=str(config))
-        step, loss = trained.step, trained.loss
-        console.print(f"trained {trained.step} steps: loss {trained.loss:.4f}, {trained.samples_per_s:.1f} samples/s")
+    spec = _data(out, cfg, quick, resume)
+    step, loss = _train(out, cfg, config, device, resume)
     begin("generate")
     per_class = 4 if quick else 8
     made = generate(out / "run", out / "synthetic", classes=[f"lesion={per_class}", f"normal={per_class}"],
@@ -163,8 +139,54 @@ def _stages(out: Path, quick: bool, device: str, resume: bool, start: float) -> 
                       force=audited.verdict != "PASS", overwrite=True)
     console.print(f"exported {exported.files} files ({exported.megabytes:.1f} MB); audit: {exported.audit_verdict}"
                   + ("" if audited.verdict == "PASS" else " (exported with --force, marked as such)"))
+    rows = _summary_rows(spec, step, loss, made, per_class, audited, e, exported)
+    index = write_index(out, rows, audited.verdict)
+    console.rule(f"done in {(time.monotonic() - start) / 60:.1f} min")
+    for key, value in rows:
+        console.print(f"{key:18s} {value}")
+    console.print(f"open {index} for the sample grid, the audit and evaluation reports and the dataset card.")
+    return DemoResult(out, index, rows, audited.verdict, time.monotonic() - start)
+
+
+def _data(out: Path, cfg, quick: bool, resume: bool) -> PhantomSpec:
+    """The phantom and ingest stages (kept as they are on a resume, which run_demo refused without a catalog)."""
+    # The audit calibrates on the holdout and needs at least 20 held-out studies.
+    spec = PhantomSpec(dims=3, size=max(cfg.data.shape), cases=64 if quick else 100, modality="CT")
+    begin("phantom")
+    if resume:
+        console.print(f"kept {out / 'data'} (resume)")
+    else:
+        data = write_phantom_dataset(out / "data", spec, overwrite=True)
+        console.print(f"wrote {spec.cases} phantoms to {data}")
+    begin("ingest")
+    if resume:
+        console.print(f"kept {out / 'catalog'} (resume)")
+    else:
+        print_ingest(ingest(out / "data", out / "catalog", holdout=0.4 if quick else 0.25, overwrite=True))
+    return spec
+
+
+def _train(out: Path, cfg, config: Path, device: str, resume: bool) -> tuple[int, float]:
+    """The train stage: a finished run is kept on a resume, an unfinished one continued; (steps, recent loss)."""
+    begin("train")
+    meta = finished_run(out / "run") if resume else None
+    if meta is not None:
+        step = int(meta["step"])
+        loss = float(pd.read_csv(RunFolder(out / "run").metrics())["loss"].iloc[-10:].mean())
+        console.print(f"kept the finished run in {out / 'run'} (resume): {step} steps")
+        return step, loss
+    again = resume and RunFolder(out / "run").checkpoint.is_file()
+    trained = train(cfg, out / "catalog", out / "run", overwrite=not again, resume=again, device=device,
+                    config_source=str(config))
+    console.print(f"trained {trained.step} steps: loss {trained.loss:.4f}, {trained.samples_per_s:.1f} samples/s")
+    return trained.step, trained.loss
+
+
+def _summary_rows(spec: PhantomSpec, step: int, loss: float, made, per_class: int, audited, e: dict,
+                  exported) -> list[tuple[str, str]]:
+    """The demo's closing table (printed and on index.html)."""
     utility = e.get("utility_mean_dice", {})
-    rows = [("phantoms", f"{spec.cases} 3D CT, {spec.size}^3"), ("training", f"{step} steps, loss {loss:.4f}"),
+    return [("phantoms", f"{spec.cases} 3D CT, {spec.size}^3"), ("training", f"{step} steps, loss {loss:.4f}"),
             ("synthetic studies", f"{made.studies} ({per_class} lesion, {per_class} normal)"),
             ("audit", f"{audited.verdict}: {audited.flagged} flagged, planted recall >= {audited.min_recall:.0%}"
              + (f", membership AUC {audited.membership_auc:.2f}" if audited.membership_auc is not None else "")),
@@ -173,9 +195,3 @@ def _stages(out: Path, quick: bool, device: str, resume: bool, start: float) -> 
              f"requested {e['class_accuracy_synthetic']:.2f} (real {e['class_accuracy_holdout']:.2f})"),
             ("utility (Dice on real holdout)", "; ".join(f"{k} {v:.2f}" for k, v in utility.items())),
             ("export", f"{exported.files} files, {exported.megabytes:.1f} MB: NIfTI, DICOM + SEG, nnU-Net")]
-    index = write_index(out, rows, audited.verdict)
-    console.rule(f"done in {(time.monotonic() - start) / 60:.1f} min")
-    for key, value in rows:
-        console.print(f"{key:18s} {value}")
-    console.print(f"open {index} for the sample grid, the audit and evaluation reports and the dataset card.")
-    return DemoResult(out, index, rows, audited.verdict, time.monotonic() - start)

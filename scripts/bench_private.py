@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench_quality import real_arrays, synthetic_arrays, utility
+from quality_data import real_arrays, synthetic_arrays, utility
 from medsynth.config import load_config
 from medsynth.data.ingest import ingest
 from medsynth.data.phantom import PhantomSpec, write_phantom_dataset

@@ -34,57 +34,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-import pandas as pd
 
-from medsynth.data.catalog import ref_from_row
-from medsynth.data.ingest import ingest
-from medsynth.data.preprocess import PreprocessSpec, preprocess
-from medsynth.data.readers import load_study
-from medsynth.evaluation.classifier import predict, train_classifier
 from medsynth.config import EvaluateConfig, load_config
-from medsynth.evaluation import recipes
-from medsynth.evaluation.curate import nearest_correlation, plausibility
-from medsynth.evaluation.evaluate import StudySet, evaluate, fidelity
-from medsynth import provenance
-from medsynth.errors import MedsynthError
-from medsynth.evaluation.metrics import balanced_accuracy, frechet_distance, noise_level, recall_per_class
-from medsynth.synthesis.generate import generate
+from medsynth.data.ingest import ingest
+from medsynth.evaluation.classifier import predict, train_classifier
+from medsynth.evaluation.evaluate import evaluate
+from medsynth.evaluation.metrics import frechet_distance, noise_level, recall_per_class
 from medsynth.runs import SetFolder
 from medsynth.runs.loaded import load_run
 from medsynth.runtime import resolve_device
+from medsynth.synthesis.generate import generate
 from medsynth.training.trainer import train
-
-
-def real_arrays(catalog: pd.DataFrame, cfg) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Model-grid images in [-1, 1] and class ids for each official split (train / val / test)."""
-    spec = PreprocessSpec.from_config(cfg.data)
-    out = {}
-    for split, rows in catalog.groupby("source_split"):
-        images = np.stack([preprocess(load_study(ref_from_row(r)), spec).image.numpy() for _, r in rows.iterrows()])
-        out[split] = (images, rows["class"].astype(int).to_numpy())
-    return out
-
-
-def synthetic_arrays(folder: Path, run, ids: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images in model units and class ids; `ids` maps the set's class names to the data file's ids (a run trained
-    on a catalog ingested with --class-names calls its classes by name), else the names are the ids."""
-    table = pd.read_csv(SetFolder(folder).table, dtype={"class": str})
-    images = np.stack([run.intensity.to_unit(np.asarray(nib.load(folder / f).dataobj, np.float32)[None])
-                       for f in table["image"]])
-    return images, np.array([int(c) if c.isdigit() else (ids or {})[c] for c in table["class"]])
-
-
-def utility(train_x, train_y, test_x, test_y, classes, rare, seeds, steps) -> tuple[np.ndarray, np.ndarray]:
-    """(balanced accuracy, rare-class recall) on test: mean and 95% interval half-width over `seeds` classifiers, each
-    trained for `steps` batches whatever the set's size."""
-    scores = []
-    for seed in range(seeds):
-        predicted, _ = predict(train_classifier(train_x, train_y, classes, seed=seed, steps=steps), test_x)
-        scores.append((balanced_accuracy(predicted, test_y, classes), recall_per_class(predicted, test_y, classes)[rare]))
-    scores = np.array(scores)
-    return scores.mean(0), 1.96 * scores.std(0, ddof=1) / np.sqrt(seeds) if seeds > 1 else np.zeros(2)
+from quality_data import real_arrays, synthetic_arrays, utility
+from quality_family import family_bench
 
 
 def main() -> None:
@@ -252,160 +215,6 @@ def print_segmentation_family(family: dict) -> None:
         low, high = row["lift"]["interval"]
         print(f"  {recipe:28s} {sets}; lift {row['lift']['mean']:+.3f} [{low:+.3f}, {high:+.3f}]")
     print(f"verdict over every segmentation recipe: {family['verdict']}")
-
-
-# --- #23: the utility family at two CPU budgets, the synthetic variant chosen on val and confirmed on test ---------
-
-def family_bench(args, start: float, device) -> None:
-    """For each --budgets step count: train (or reuse WORK/run_<steps>), generate the judged set (--n-per-class per
-    class at the config's guidance) and the family set (--boost rare-class and --boost-other other studies at
-    --boost-guidance). On the first budget, choose between the family set as generated and curated (calibrated on val)
-    by the MONAI Classifier recipes' mean rare-class recall lift on val; then at every budget score the chosen set on
-    test: recognised as requested, Frechet distance and KID in two feature spaces as ratios to the real floor, and the
-    whole recipe family (evaluation/recipes.py) over --seeds seeds. Writes WORK/family_<steps>.json (a rerun keeps it)."""
-    cfg = load_config(args.config or "breastmnist_2d_class.yaml", args.set)
-    work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
-    work.mkdir(parents=True, exist_ok=True)
-    catalog = ingest(args.data, work / "catalog_ids", overwrite=True, show_progress=False).catalog
-    if not (work / "catalog" / "catalog.csv").is_file():   # the runs' catalog: classes called by their names
-        ingest(args.data, work / "catalog", overwrite=True, show_progress=False, class_names=args.class_names)
-    real = {k: StudySet(x, None, y) for k, (x, y) in real_arrays(catalog, cfg).items()}
-    ids = {name: int(i) for i, _, name in (p.partition("=") for p in (args.class_names or "").split(",") if p)}
-    names = [next((n for n, i in ids.items() if i == c), str(c)) for c in range(int(catalog["class"].astype(int).max()) + 1)]
-    s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost)
-    cache, choice = {}, None
-    for steps in args.budgets:
-        out = work / f"family_{steps}.json"
-        if out.is_file():
-            result = json.loads(out.read_text())
-            choice = choice or result["choice"]
-            print_budget(result)
-            continue
-        run_dir, seconds = budget_run(args, work, steps, device)
-        run = load_run(run_dir, device)
-        judged, family = budget_sets(run_dir, run, args, device, ids)
-        if choice is None:
-            choice = choose_variant(real, family, run, names, args, cache)
-        quantile = choice.get("quantile", 0.1 if choice["variant"] == "curated" else None)   # older results: 0.1
-        chosen = family if quantile is None else curated(real, family, run, names, quantile)[0]
-        result = {"steps": steps, "train_seconds": seconds, "choice": choice, "studies": len(chosen.images),
-                  "recognised": recognised(real, judged, len(names)), "class_names": names,
-                  "fidelity": {"judged": fidelity(real["train"], real["test"], judged, s, False)["image"],
-                               "chosen": fidelity(real["train"], real["test"], chosen, s, False)["image"]},
-                  "family": recipes.classification_family(real["train"], real["test"], chosen, names, s, True,
-                                                          cache=cache)}
-        provenance.write_json(out, result)
-        print_budget(result)
-    print(f"total: {(time.time() - start) / 60:.1f} wall minutes")
-
-
-def budget_run(args, work: Path, steps: int, device) -> tuple[Path, float]:
-    """WORK/run_<steps>: the config trained for exactly `steps` steps (no time limit), reused when it finished;
-    and its training seconds (metrics.csv)."""
-    run_dir = work / f"run_{steps}"
-    try:
-        load_run(run_dir, device)
-    except MedsynthError:
-        cfg = load_config(args.config or "breastmnist_2d_class.yaml",
-                          [*args.set, f"train.max_steps={steps}", "train.max_minutes=0"])
-        train(cfg, work / "catalog", run_dir, device=str(device), overwrite=True, show_progress=True)
-    return run_dir, float(pd.read_csv(run_dir / "metrics.csv")["elapsed_s"].iloc[-1])
-
-
-def budget_sets(run_dir: Path, run, args, device, ids: dict) -> tuple[StudySet, StudySet]:
-    """The judged set (n-per-class each class, the config's guidance) and the family set (boost studies of the rare
-    class and boost-other of the others, at boost-guidance), generated once into the run's folder."""
-    names, counts = run.class_names, np.array(run.meta["class_counts"])
-    rare = int(np.argmin(counts))
-    wanted = {"judged": ([f"{n}={args.n_per_class}" for n in names], None),
-              "family": ([f"{n}={args.boost if c == rare else args.boost_other}" for c, n in enumerate(names)],
-                         args.boost_guidance if args.boost_guidance is not None else 1.0)}
-    sets = []
-    for name, (classes, guidance) in wanted.items():
-        folder = run_dir / f"bench_{name}"
-        if not SetFolder(folder).table.is_file():
-            generate(run_dir, folder, classes=classes, guidance=guidance, device=str(device), show_progress=True,
-                     batch_size=50, overwrite=True)
-        images, classes = synthetic_arrays(folder, run, ids)
-        sets.append(StudySet(images, None, classes))
-    return sets[0], sets[1]
-
-
-def curated(real: dict, synthetic: StudySet, run, names: list[str], quantile: float = 0.1) -> tuple[StudySet, dict]:
-    """`medsynth curate`'s two rules, calibrated on val only (test stays unseen): the near-copy limit is val's
-    highest nearest-training correlation; plausibility, the `quantile` of val's own-class probabilities."""
-    flips = tuple(run.cfg.train.flip_axes)
-    limit = float(nearest_correlation(real["val"].images, real["train"].images, flips).max())
-    near = nearest_correlation(synthetic.images, real["train"].images, flips)
-    plausible, thresholds = plausibility(real["train"], real["val"], synthetic, quantile, 300, 0, names)
-    keep = (near <= limit) & plausible
-    record = {"quantile": quantile, "near_copy_limit": limit, "dropped_near_copy": int((near > limit).sum()),
-              "dropped_implausible": int((~plausible).sum()), "kept": int(keep.sum()), "thresholds": thresholds,
-              "nearest_median": {"kept": float(np.median(near[keep])), "dropped": float(np.median(near[~keep]))
-                                 if (~keep).any() else None}}
-    return StudySet(synthetic.images[keep], None, synthetic.classes[keep]), record
-
-
-def choose_variant(real: dict, family: StudySet, run, names: list[str], args, cache: dict) -> dict:
-    """As generated or curated at one of --curate-quantiles: the highest mean rare-class recall lift on val of the
-    MONAI Classifier recipe (class-balanced, both mixes), --seeds seeds each. Test is not looked at."""
-    s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost)
-    candidates, records = {"as generated": family}, {}
-    for q in args.curate_quantiles:   # one quantile keeps the old name, so older results read the same
-        name = "curated" if args.curate_quantiles == [0.1] else f"curated q{q:g}"
-        candidates[name], records[name] = curated(real, family, run, names, q)
-    lifts, accuracy = {}, {}
-    for variant, synthetic in candidates.items():
-        result = recipes.classification_family(real["train"], real["val"], synthetic, names, s, True,
-                                               only=("monai-classifier",), cache=cache,
-                                               synthetic_only=False)
-        lifts[variant] = {r: d["lift"] for r, d in result["recipes"].items()}
-        accuracy[variant] = float(np.mean([d[mixed_set(r)]["balanced_accuracy"]["mean"]
-                                           - d["real only"]["balanced_accuracy"]["mean"]
-                                           for r, d in result["recipes"].items()]))
-    means = {v: float(np.mean([d["mean"] for d in lifts[v].values()])) for v in lifts}
-    fair = [v for v in means if accuracy[v] >= 0] or [max(accuracy, key=accuracy.get)]
-    variant = max(fair, key=means.get)   # recall bought with false positives (balanced accuracy falls) is no gain
-    print(f"chosen on val: {variant} (mean recall lift {means}; balanced-accuracy lift {accuracy})")
-    return {"variant": variant, "quantile": records[variant]["quantile"] if variant in records else None,
-            "mean_lift_val": means, "lifts_val": lifts, "curation": records.get(variant),
-            "curation_candidates": records,
-            "balanced_accuracy_lift_val": accuracy,
-            "rule": "highest mean rare-class recall lift on val among the sets whose mean balanced-accuracy lift on val "
-                    "is not below zero (else the highest balanced-accuracy lift), MONAI Classifier with class-balanced "
-                    "loss, both mixes"}
-
-
-def mixed_set(recipe: str) -> str:
-    """The real + synthetic set's key in a family recipe's row: recipe "monai-classifier, balance" -> its mix."""
-    return f"real + synthetic ({recipe.split(', ')[1]})"
-
-
-def recognised(real: dict, judged: StudySet, classes: int) -> dict:
-    """Share of judged synthetic studies a real-train classifier gives their requested class, next to real test."""
-    judge = train_classifier(real["train"].images, real["train"].classes, classes, seed=0)
-    test = recall_per_class(predict(judge, real["test"].images)[0], real["test"].classes, classes)
-    syn = recall_per_class(predict(judge, judged.images)[0], judged.classes, classes)
-    return {"synthetic": [float(v) for v in syn], "real_test": [float(v) for v in test]}
-
-
-def print_budget(result: dict) -> None:
-    fam, rec = result["family"], result["recognised"]
-    print(f"\n== budget {result['steps']} steps ({result['train_seconds'] / 60:.1f} training minutes); set: "
-          f"{result['choice']['variant']} ({result['studies']} studies)")
-    print(f"recognised as requested: synthetic {rec['synthetic']}, real test {rec['real_test']}")
-    for name, spaces in result["fidelity"].items():
-        for space, d in (("encoder", spaces), ("second", spaces["second"])):
-            print(f"Frechet {name:6s} {space:7s} {d['frechet_synthetic']:.2f} (floor {d['frechet_real']:.2f}, "
-                  f"{d['frechet_ratio']:.2f}x); KID ratio {d['kid_ratio']}")
-    print(f"recipe | real only | synthetic only | real + synthetic | lift [95%]  (rare-class recall; balanced accuracy)")
-    for recipe, d in fam["recipes"].items():
-        mix = mixed_set(recipe)
-        cell = lambda k, m=fam["metric"]: f"{d[k][m]['mean']:.3f}/{d[k]['balanced_accuracy']['mean']:.3f}"  # noqa: E731
-        lo, hi = d["lift"]["interval"]
-        print(f"{recipe:36s} {cell('real only')} | {cell('synthetic only')} | {cell(mix)} | "
-              f"{d['lift']['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-    print(f"verdict: {fam['verdict']}")
 
 
 if __name__ == "__main__":

@@ -75,22 +75,38 @@ def class_probability(model: torch.nn.Module, images: np.ndarray, classes: np.nd
     return probs[np.arange(len(images)), classes]
 
 
-def plausibility(train: StudySet, holdout: StudySet, synthetic: StudySet, quantile: float, steps: int,
-                 seed: int, names: list[str]) -> tuple[np.ndarray, dict]:
-    """(N,) keep flags by the class rule, and each class's threshold with how many held-out studies set it."""
+@dataclass
+class Plausibility:
+    """Each study's classifier probability of its own class, for held-out real studies and synthetic ones: the
+    classifier is trained once, then `keep` cuts at any quantile (a stricter quantile keeps a subset)."""
+    count: int                                            # synthetic studies
+    real: tuple[np.ndarray, np.ndarray] | None = None     # held-out (probability, class); None: a run without classes
+    synthetic: tuple[np.ndarray, np.ndarray] | None = None
+
+    def keep(self, quantile: float, names: list[str]) -> tuple[np.ndarray, dict]:
+        """(N,) keep flags at `quantile`, and each class's threshold with how many held-out studies set it."""
+        keep, thresholds = np.ones(self.count, bool), {}
+        if self.real is None or self.synthetic is None:
+            return keep, thresholds
+        (real_p, real_c), (syn_p, syn_c) = self.real, self.synthetic
+        for c, name in enumerate(names):
+            ref = real_p[real_c == c]
+            if len(ref) < 2:
+                continue     # too few real studies of this class to say what is typical: nothing is dropped for it
+            thresholds[name] = {"threshold": float(np.quantile(ref, quantile)), "holdout_studies": int(len(ref))}
+            keep &= ~((syn_c == c) & (syn_p < thresholds[name]["threshold"]))
+        return keep, thresholds
+
+
+def plausibility(train: StudySet, holdout: StudySet, synthetic: StudySet, steps: int, seed: int,
+                 classes: int) -> Plausibility:
+    """A MONAI classifier of the training studies' `classes` classes judges every held-out and synthetic study."""
     if synthetic.classes is None or train.classes is None:
-        return np.ones(len(synthetic.images), bool), {}
-    model = cls.train_classifier(train.images, train.classes, len(names), seed=seed, steps=steps)
-    real_p = class_probability(model, holdout.images, holdout.classes)
-    syn_p = class_probability(model, synthetic.images, synthetic.classes)
-    keep, thresholds = np.ones(len(syn_p), bool), {}
-    for c, name in enumerate(names):
-        ref = real_p[holdout.classes == c]
-        if len(ref) < 2:
-            continue     # too few real studies of this class to say what is typical: nothing is dropped for it
-        thresholds[name] = {"threshold": float(np.quantile(ref, quantile)), "holdout_studies": int(len(ref))}
-        keep &= ~((synthetic.classes == c) & (syn_p < thresholds[name]["threshold"]))
-    return keep, thresholds
+        return Plausibility(len(synthetic.images))
+    model = cls.train_classifier(train.images, train.classes, classes, seed=seed, steps=steps)
+    return Plausibility(len(synthetic.images),
+                        (class_probability(model, holdout.images, holdout.classes), holdout.classes),
+                        (class_probability(model, synthetic.images, synthetic.classes), synthetic.classes))
 
 
 def curate(run: str | Path, synth: str | Path, out: str | Path, *, quantile: float = 0.1, steps: int = 300,
@@ -118,7 +134,8 @@ def curate(run: str | Path, synth: str | Path, out: str | Path, *, quantile: flo
               f"held-out study: the data's splits seem to share images, so the near-copy limit is {copy_limit:.4f} and "
               "only copies closer than those are dropped; the privacy audit is the check for copies.", show_progress)
     stage("curate: a classifier of the training studies' classes judges plausibility", show_progress)
-    plausible, thresholds = plausibility(train, holdout, synthetic, quantile, steps, seed, loaded.class_names)
+    judged = plausibility(train, holdout, synthetic, steps, seed, len(loaded.class_names))
+    plausible, thresholds = judged.keep(quantile, loaded.class_names)
     ids = sset.table["study_id"].astype(str).tolist()
     dropped = {i: ("nearer a training study than any real held-out study" if n > copy_limit else
                    "less plausible for its class than the real held-out threshold")

@@ -113,12 +113,21 @@ def section(title: str, body: str) -> str:
 
 
 def write_html(path: Path, payload: dict, train, holdout, synthetic, class_names: list[str]) -> None:
+    """The evaluation's report.html: every figure next to the same figure for real data, with pictures."""
+    parts = [summary_html(payload, holdout, synthetic, class_names), fidelity_html(payload),
+             *conditioning_html(payload), *utility_html(payload), provenance_html(payload["provenance"])]
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>medsynth evaluation</title>"
+                    f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def summary_html(payload: dict, holdout, synthetic, class_names: list[str]) -> str:
+    """The heading, the warning that real images are shown, the summary table and the sample grid."""
     s = payload["summary"]
-    parts = [f"<h1>medsynth evaluation</h1><p>{payload['studies']['synthetic']} synthetic {payload['modality']} studies "
+    intro = (f"<h1>medsynth evaluation</h1><p>{payload['studies']['synthetic']} synthetic {payload['modality']} studies "
              f"on a {' x '.join(map(str, payload['grid']))} grid, compared with {payload['studies']['holdout']} real "
              f"held-out studies (the model trained on {payload['studies']['train']}). Every figure stands next to the "
-             "same figure for real data.</p>",
-             "<p class='warn'>This page shows held-out real images. Share it only where those images may be seen.</p>"]
+             "same figure for real data.</p>"
+             "<p class='warn'>This page shows held-out real images. Share it only where those images may be seen.</p>")
     rows = [["Frechet distance (mean over planes; lower is closer to real)", fmt(s["frechet_synthetic"]),
              fmt(s["frechet_real"]) + " (real train vs holdout)"],
             *([["Frechet distance as a multiple of the real floor: contrastive encoder / supervised features",
@@ -135,12 +144,15 @@ def write_html(path: Path, payload: dict, train, holdout, synthetic, class_names
         if key.startswith("utility_"):
             rows.append([f"utility: {key[8:].replace('_', ' ')} on real holdout",
                          "; ".join(f"{n}: {fmt(v)}" for n, v in values.items()), ""])
-    parts.append(section("Summary", table(rows, ["measure", "synthetic", "real reference"])))
-    parts.append(section("Samples", f"<img alt='real and synthetic samples' src='{sample_grid(holdout, synthetic, class_names)}'>"))
+    return (intro + section("Summary", table(rows, ["measure", "synthetic", "real reference"]))
+            + section("Samples", f"<img alt='real and synthetic samples' src='{sample_grid(holdout, synthetic, class_names)}'>"))
 
+
+def fidelity_html(payload: dict) -> str:
+    """Frechet distance and KID per plane in both feature spaces, intensities per region, diversity."""
     fid = payload["fidelity"]
     planes = list(fid)
-    parts.append(section("Fidelity: distance to real in a learned feature space", (
+    parts = [section("Fidelity: distance to real in a learned feature space", (
         f"<p>Feature space: {html.escape(payload['feature_space'])}. Real reference: as many training studies as there "
         "are synthetic ones, against the same holdout (Frechet distance depends on sample size; KID does not).</p>"
         + f"<img alt='Frechet distance per plane' src='{paired_bars(planes, [fid[p]['frechet_real'] for p in planes], [fid[p]['frechet_synthetic'] for p in planes], 'Frechet distance to holdout', 'real train')}'>"
@@ -152,7 +164,7 @@ def write_html(path: Path, payload: dict, train, holdout, synthetic, class_names
                      fmt(d["second"]["frechet_ratio"]), fmt(d["second"]["kid_synthetic"]), fmt(d["second"]["kid_real"]),
                      fmt(d["second"]["kid_ratio"])] for p, d in fid.items()],
                    ["plane", "Frechet synthetic", "Frechet real", "ratio", "KID synthetic", "KID real", "ratio"])
-           if "feature_space_second" in payload else ""))))
+           if "feature_space_second" in payload else "")))]
     inten = payload["intensity"]
     parts.append(section("Intensities per region", (
         "<p>Wasserstein-1 distance between pooled voxel intensities (model units, -1 to 1) of each region, synthetic vs "
@@ -166,8 +178,14 @@ def write_html(path: Path, payload: dict, train, holdout, synthetic, class_names
             "<p>MS-SSIM (MONAI, up to 3 scales to fit the grid) of random pairs within each group, mean with 95% interval. "
             "Synthetic pairs much more alike than real pairs mean mode collapse.</p>"
             + f"<img alt='MS-SSIM' src='{paired_bars(groups, [div[g]['real']['mean'] for g in groups], [div[g]['synthetic']['mean'] for g in groups], 'MS-SSIM among pairs', 'real', [div[g]['real']['interval'] for g in groups], [div[g]['synthetic']['interval'] for g in groups])}'>")))
-    if "class" in payload["conditioning"]:
-        cond = payload["conditioning"]["class"]
+    return "".join(parts)
+
+
+def conditioning_html(payload: dict) -> list[str]:
+    """Does each study show its class, its mask, its conditions: one section per kind the run has."""
+    parts, conditioning = [], payload["conditioning"]
+    if "class" in conditioning:
+        cond = conditioning["class"]
         names = list(cond["classes"])
         parts.append(section("Conditioning: is each study the class it was asked to be?", (
             f"<p>Judge: {html.escape(cond['judge'])}. Share of synthetic studies it assigns to their requested class, next "
@@ -175,17 +193,23 @@ def write_html(path: Path, payload: dict, train, holdout, synthetic, class_names
             + f"<img alt='class accuracy' src='{paired_bars(names, [cond['classes'][n]['holdout'] for n in names], [cond['classes'][n]['synthetic'] for n in names], 'classified as requested', 'real holdout')}'>"
             + table([[n, fmt(d["synthetic"]), fmt(d["holdout"]), d["synthetic_studies"]] for n, d in cond["classes"].items()],
                     ["class", "synthetic", "real holdout", "synthetic studies"]))))
-    if "mask" in payload["conditioning"]:
-        cond = payload["conditioning"]["mask"]
+    if "mask" in conditioning:
+        cond = conditioning["mask"]
         names = list(cond["labels"])
         get = lambda n, k: cond["labels"][n][k]  # noqa: E731
         parts.append(section("Conditioning: does the image follow its mask?", (
             f"<p>Judge: {html.escape(cond['judge'])}. Dice of its segmentation of each synthetic image against the mask the "
             "image was painted onto, next to its Dice on real holdout studies (mean, 95% interval over studies).</p>"
             + f"<img alt='Dice per label' src='{paired_bars(names, [get(n, 'holdout')['mean'] for n in names], [get(n, 'synthetic')['mean'] for n in names], 'Dice', 'real holdout', [get(n, 'holdout')['interval'] for n in names], [get(n, 'synthetic')['interval'] for n in names])}'>")))
-    if payload["conditioning"].get("conditions"):
+    if conditioning.get("conditions"):
         parts.append(section("Conditioning: does each study show the conditions it was asked for?",
-                             conditions_table(payload["conditioning"]["conditions"])))
+                             conditions_table(conditioning["conditions"])))
+    return parts
+
+
+def utility_html(payload: dict) -> list[str]:
+    """Utility per kind (real / synthetic / real + synthetic) and over the downstream recipe family."""
+    parts = []
     for kind, util in payload["utility"].items():
         parts.append(section(f"Utility ({'classification' if kind == 'class' else 'segmentation'}): does training on it help?", (
             f"<p>{html.escape(util['model'])} trained on each set with the same number of steps, tested on {util['test']}, "
@@ -197,11 +221,12 @@ def write_html(path: Path, payload: dict, train, holdout, synthetic, class_names
         parts.append(section("Utility", "<p>Not measured (unconditional run, or --no-utility).</p>"))
     for kind, family in payload.get("utility_family", {}).items():
         parts.append(section(f"Utility over every downstream recipe ({kind}): {family['verdict']}", family_table(family)))
-    prov = payload["provenance"]
-    parts.append(section("Settings and provenance", (
+    return parts
+
+
+def provenance_html(prov: dict) -> str:
+    return section("Settings and provenance", (
         table([[k, html.escape(str(v))] for k, v in prov["inputs"].items()], ["input", "value"])
         + "<pre>" + html.escape(json.dumps(prov["config"], indent=1)) + "</pre>"
         + f"<p>medsynth {prov['versions'].get('medsynth')}, torch {prov['versions'].get('torch')}, "
-          f"MONAI {prov['versions'].get('monai')}; {html.escape(str(prov.get('created', '')))}</p>")))
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>medsynth evaluation</title>"
-                    f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+          f"MONAI {prov['versions'].get('monai')}; {html.escape(str(prov.get('created', '')))}</p>"))

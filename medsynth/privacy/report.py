@@ -73,9 +73,16 @@ def closest_pairs(v: Views, redact: bool, count: int = 6) -> str:
 
 
 def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:
+    """The audit's report.html (or report_redacted.html): verdict, calibration, power, closest pairs, evidence."""
     verdict = payload["verdict"]
-    cal = payload["calibration"]
-    power = payload["detection_power"]
+    parts = [verdict_html(payload, redact), calibration_html(payload, v, redact), evidence_html(payload)]
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>medsynth audit: {verdict}</title>"
+                    f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def verdict_html(payload: dict, redact: bool) -> str:
+    """The heading, who may see the page, the verdict with its reasons and what was compared."""
+    verdict = payload["verdict"]
     parts = ["<h1>medsynth privacy audit</h1>"]
     parts.append('<p class="warn">' + ("Redacted copy: no training images are shown; safe to share with the synthetic set."
                                        if redact else "This report shows training images (closest pairs). Do not share it "
@@ -87,6 +94,14 @@ def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:
                  f"{payload['train_studies']} training studies, calibrated on {payload['holdout_studies']} held-out studies; "
                  f"compared on the {html.escape(payload['compared_on'])}, grid {payload['grid']} "
                  f"({html.escape(str(payload.get('audit_grid', {}).get('from', '')))}).</p></section>")
+    return "".join(parts)
+
+
+def calibration_html(payload: dict, v: Views, redact: bool) -> str:
+    """The thresholds with their held-out calibration, the planted-copy power ladder and the closest pairs."""
+    cal = payload["calibration"]
+    power = payload["detection_power"]
+    parts = []
     parts.append("<section><h2>Thresholds and how they were calibrated</h2><p>" + html.escape(cal["rule"]) + ". Each "
                  "channel scores a study by its similarity to its nearest training study; the held-out real studies' "
                  "scores against the same training gallery are the null for 'not a copy'.</p>"
@@ -105,6 +120,12 @@ def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:
     parts.append("<section><h2>Closest pairs</h2><p>The synthetic studies with the smallest p-values, aligned to their "
                  "nearest training study (middle slice of the compared volumes).</p>"
                  f'<img alt="closest pairs" src="{closest_pairs(v, redact)}"></section>')
+    return "".join(parts)
+
+
+def evidence_html(payload: dict) -> str:
+    """Closer to training than to holdout, membership inference, mask sources and provenance."""
+    parts = []
     dcr = payload["closer_to_training"]
     parts.append("<section><h2>Closer to training than to holdout</h2><p>Share of synthetic studies whose nearest real "
                  "study is a training one, training subsampled to the holdout's size (0.5 when the model generalises).</p>"
@@ -138,5 +159,4 @@ def write_html(path: Path, payload: dict, v: Views, redact: bool) -> None:
     parts.append("<section><h2>Provenance</h2>" + table([[k, html.escape(str(val))] for k, val in prov["inputs"].items()]
                                                        + [["medsynth", prov["versions"].get("medsynth", "")]], ["input", "value"])
                  + "</section>")
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>medsynth audit: {verdict}</title>"
-                    f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+    return "".join(parts)

@@ -72,3 +72,18 @@ def test_held_out_studies_that_repeat_a_training_image_are_told_apart_from_merel
     ultrasound = np.array([0.88, 0.90, 0.91, 0.89, 0.9995, 0.9987])   # two held-out images repeat a training one
     phantoms = np.array([0.994, 0.995, 0.996, 0.995, 0.993])           # every patient alike, none repeated
     assert shared_with_training(ultrasound) == 2 and shared_with_training(phantoms) == 0
+
+
+def test_a_stricter_quantile_keeps_a_subset_and_a_class_without_held_out_studies_loses_nothing():
+    from medsynth.evaluation.curate import Plausibility
+
+    real = (np.array([0.2, 0.4, 0.6, 0.8, 0.9, 0.7]), np.array([0, 0, 0, 0, 1, 1]))
+    synthetic = (np.array([0.1, 0.3, 0.5, 0.7, 0.95, 0.05]), np.array([0, 0, 0, 0, 0, 2]))
+    judged = Plausibility(6, real, synthetic)
+    names = ["lesion", "normal", "rare"]
+    kept = {q: judged.keep(q, names) for q in (0.0, 0.5, 0.9)}
+    assert kept[0.0][0].tolist() == [False, True, True, True, True, True]       # below every real lesion: dropped
+    assert kept[0.5][0].tolist() == [False, False, True, True, True, True]      # at least the median (0.5) is kept
+    assert all((kept[0.9][0] <= kept[0.5][0]) & (kept[0.5][0] <= kept[0.0][0]))
+    assert kept[0.5][1]["lesion"] == {"threshold": 0.5, "holdout_studies": 4} and "rare" not in kept[0.5][1]
+    assert Plausibility(3).keep(0.5, names)[0].all()                              # a run without classes
