@@ -50,7 +50,7 @@ from quality_data import real_arrays, synthetic_arrays, utility
 from quality_family import family_bench
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="MedMNIST-style .npz with train/val/test splits")
     parser.add_argument("--config", help="default: breastmnist_2d_class.yaml for .npz data, hippocampus_3d_mask.yaml "
@@ -83,11 +83,21 @@ def main() -> None:
     args = parser.parse_args()
     if any(not 0 <= q < 1 for q in args.curate_quantiles):
         parser.error(f"--curate-quantiles must each be at least 0 and below 1, got {args.curate_quantiles}.")
+    return args
+
+
+def main() -> None:
+    args = arguments()
     start, device = time.time(), resolve_device(args.device)
     if not args.data.endswith(".npz"):
         return mask_bench(args, start, device)
     if args.family:
         return family_bench(args, start, device)
+    class_bench(args, start, device)
+
+
+def class_bench(args, start: float, device) -> None:
+    """The class-conditioned benchmark on a MedMNIST-style file (see the module's docstring)."""
     args.config = args.config or "breastmnist_2d_class.yaml"
     cfg = load_config(args.config, args.set)
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
@@ -105,19 +115,7 @@ def main() -> None:
     rare = int(np.argmin(counts))
     guidance = args.guidance if args.guidance is not None else run.cfg.diffusion.guidance
     boost_guidance = args.boost_guidance if args.boost_guidance is not None else guidance
-    together = boost_guidance == guidance  # one set serves both, its rare class topped up to --boost
-    wanted = [max(args.n_per_class, args.boost) if c == rare and together else args.n_per_class for c in range(classes)]
-    generate(run_dir, work / "synthetic", classes=[f"{c}={n}" for c, n in zip(names, wanted)], device=str(device),
-             guidance=guidance, overwrite=True, show_progress=False)
-    syn_x, syn_y = synthetic_arrays(work / "synthetic", run)
-    if together:
-        boost_x = syn_x[syn_y == rare][: args.boost]
-    else:
-        generate(run_dir, work / "synthetic_boost", classes=[f"{names[rare]}={args.boost}"], device=str(device),
-                 guidance=boost_guidance, overwrite=True, show_progress=False)
-        boost_x = synthetic_arrays(work / "synthetic_boost", run)[0]
-    judged = np.concatenate([np.flatnonzero(syn_y == c)[: args.n_per_class] for c in range(classes)])
-    syn_x, syn_y = syn_x[judged], syn_y[judged]  # n-per-class of each class: the judged (and synthetic-only) set
+    syn_x, syn_y, boost_x = class_sets(args, run_dir, run, rare, guidance, boost_guidance, work, device)
 
     judge = train_classifier(*real["train"], classes, seed=0)
     _, train_feat = predict(judge, real["train"][0])
@@ -158,6 +156,27 @@ def main() -> None:
     for name, (mean, half) in rows.items():
         print(f"  {name:36s} {mean[0]:.3f} +- {half[0]:.3f}   {mean[1]:.3f} +- {half[1]:.3f}")
     print(f"total: {(time.time() - start) / 60:.1f} wall minutes, {(cpu.ru_utime + cpu.ru_stime) / 60:.1f} CPU minutes")
+
+
+def class_sets(args, run_dir: Path, run, rare: int, guidance: float, boost_guidance: float, work: Path, device):
+    """The judged set (--n-per-class of each class) and the --boost rare-class studies; one generated set serves
+    both when they share a guidance scale."""
+    names = run.class_names
+    classes = len(names)
+    together = boost_guidance == guidance  # one set serves both, its rare class topped up to --boost
+    wanted = [max(args.n_per_class, args.boost) if c == rare and together else args.n_per_class for c in range(classes)]
+    generate(run_dir, work / "synthetic", classes=[f"{c}={n}" for c, n in zip(names, wanted)], device=str(device),
+             guidance=guidance, overwrite=True, show_progress=False)
+    syn_x, syn_y = synthetic_arrays(work / "synthetic", run)
+    if together:
+        boost_x = syn_x[syn_y == rare][: args.boost]
+    else:
+        generate(run_dir, work / "synthetic_boost", classes=[f"{names[rare]}={args.boost}"], device=str(device),
+                 guidance=boost_guidance, overwrite=True, show_progress=False)
+        boost_x = synthetic_arrays(work / "synthetic_boost", run)[0]
+    judged = np.concatenate([np.flatnonzero(syn_y == c)[: args.n_per_class] for c in range(classes)])
+    syn_x, syn_y = syn_x[judged], syn_y[judged]  # n-per-class of each class: the judged (and synthetic-only) set
+    return syn_x, syn_y, boost_x
 
 
 def mask_bench(args, start: float, device) -> None:

@@ -125,23 +125,12 @@ def ingest(
     if class_names:
         name_classes(classes, class_names)
 
-    stats, empty_labels, constant = {}, 0, []
-    for ref in progress_iter(found.refs, "reading studies", enabled=show_progress):
-        study = load_study(ref, found.label_names)
-        stats[ref.study_id] = study_stats(study)
-        empty_labels += study.label is not None and not np.any(study.label)
-        constant += [ref.study_id] if float(study.image.min()) == float(study.image.max()) else []
-    if constant:
-        problems.append(f"{len(constant)} studies hold one value in every voxel ({', '.join(constant[:3])}): blank "
-                        "or unreadable images; check or remove them")
-    catalog = build_catalog(found.refs, stats, classes)
+    catalog = build_catalog(found.refs, read_stats(found, problems, show_progress), classes)
     if catalog["channels"].nunique() > 1:
         raise DataError(f"{data}: studies have different channel counts {sorted(catalog['channels'].unique())}; "
                         "a dataset must have the same channels in every study.")
     if catalog["shape"].str.count("x").nunique() > 1:
         raise DataError(f"{data} mixes 2D and 3D studies; ingest them as separate datasets.")
-    if empty_labels:
-        problems.append(f"{empty_labels} label map(s) hold background only")
     stratum = pick_stratum(catalog)
     if split is not None:
         catalog = apply_split(catalog, split)
@@ -157,6 +146,22 @@ def ingest(
                                                                class_names=class_names,
                                                                split=str(split) if split else None))
     return result
+
+
+def read_stats(found: Scan, problems: list[str], show_progress: bool) -> dict[str, dict]:
+    """Every study read once: its catalog statistics by study id; blank images and empty label maps noted."""
+    stats, empty_labels, constant = {}, 0, []
+    for ref in progress_iter(found.refs, "reading studies", enabled=show_progress):
+        study = load_study(ref, found.label_names)
+        stats[ref.study_id] = study_stats(study)
+        empty_labels += study.label is not None and not np.any(study.label)
+        constant += [ref.study_id] if float(study.image.min()) == float(study.image.max()) else []
+    if constant:
+        problems.append(f"{len(constant)} studies hold one value in every voxel ({', '.join(constant[:3])}): blank "
+                        "or unreadable images; check or remove them")
+    if empty_labels:
+        problems.append(f"{empty_labels} label map(s) hold background only")
+    return stats
 
 
 def _write(result: IngestResult, out: str | Path, overwrite: bool, data: Path, config: dict) -> Path:
