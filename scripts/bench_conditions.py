@@ -82,7 +82,7 @@ def prepare(out: Path, cases: int, minutes: float, overrides: list[str], baselin
         cfg = load_config("phantom_3d.yaml", ["conditioning.mask=false", *conditions, f"train.max_minutes={minutes}",
                                               "train.max_steps=100000", "train.sample_every=100000", *overrides])
         start = time.monotonic()
-        done = train(cfg, catalog, run, show_progress=False, config_source="phantom_3d.yaml + conditions")
+        done = train(cfg, catalog, run, show_progress=True, config_source="phantom_3d.yaml + conditions")
         print(f"trained {done.step} steps in {time.monotonic() - start:.0f} s (loss {done.loss:.4f})", flush=True)
     real = pd.read_csv(catalog / "catalog.csv", dtype={"study_id": str})
     return run, real

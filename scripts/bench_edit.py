@@ -79,7 +79,7 @@ def prepare(out: Path, cases: int, minutes: float, lesion_radius: tuple[float, f
     medsynth.ingest(out / "data", out / "catalog", holdout=0.4, overwrite=True, show_progress=False)
     cfg = load_config("phantom_3d.yaml", [f"train.max_minutes={minutes}", "train.sample_every=0"])
     start = time.monotonic()
-    medsynth.train(cfg, out / "catalog", out / "run", overwrite=True, show_progress=False)
+    medsynth.train(cfg, out / "catalog", out / "run", overwrite=True, show_progress=True)
     print(f"trained phantom_3d.yaml for {(time.monotonic() - start) / 60:.1f} min")
     return read_catalog_folder(out / "catalog")[0]
 

@@ -140,7 +140,7 @@ def trained_setting(work: Path, name: str, overrides: list[str], cost: float, mi
     t0 = time.time()
     train(load_config(CONFIG, overrides + [
         f"train.max_steps={steps}", "train.max_minutes=0", f"train.warmup_steps={min(100, steps // 10)}"]),
-        work / "catalog", work / name, overwrite=True, show_progress=False)
+        work / "catalog", work / name, overwrite=True, show_progress=True)
     return steps, time.time() - t0
 
 
@@ -159,7 +159,7 @@ def pretrain(work: Path, steps: int) -> None:
     phantoms = write_phantom_dataset(work / "phantoms", PhantomSpec(dims=2, size=32, cases=600, seed=0),
                                      overwrite=True, show_progress=False)
     train(load_config(CONFIG, ["conditioning.class_column=pathology", f"train.max_steps={steps}", "train.max_minutes=0"]),
-          phantoms, work / "public", overwrite=True, show_progress=False)
+          phantoms, work / "public", overwrite=True, show_progress=True)
     print(f"pre-trained on 600 public 2D phantoms: {steps} steps", flush=True)
 
 

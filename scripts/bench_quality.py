@@ -105,7 +105,7 @@ def class_bench(args, start: float, device) -> None:
     catalog = ingest(args.data, work / "catalog", overwrite=True, show_progress=False).catalog
     run_dir = Path(args.run) if args.run else work / "run"
     if not args.run:
-        train(cfg, work / "catalog", run_dir, device=str(device), overwrite=True, show_progress=False)
+        train(cfg, work / "catalog", run_dir, device=str(device), overwrite=True, show_progress=True)
     train_minutes = (time.time() - start) / 60
     run = load_run(run_dir, device)
     names = run.class_names
