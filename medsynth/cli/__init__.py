@@ -164,6 +164,11 @@ def audit(
                                 "--holdout DATA --out REPORT); a RUN is audited as medsynth audit RUN SYNTH.")
         result = audit_data(first, train, out, holdout, split, settings, modality=_modality(modality),
                             overwrite=overwrite)
+    _say_audit(result)
+
+
+def _say_audit(result) -> None:
+    """The audit's verdict line, its reasons and where the report is."""
     typer.echo(f"audit {result.verdict}: {result.flagged} of {result.studies} synthetic studies flagged; lowest "
                f"planted-copy recall on a required rung {result.min_recall:.0%}"
                + (f"; membership AUC {result.membership_auc:.2f}" if result.membership_auc is not None else "")
