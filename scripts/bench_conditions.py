@@ -15,6 +15,10 @@ requested age, and the sex classifier's accuracy per requested sex, each next to
     python scripts/bench_conditions.py --out /tmp/bench_conditions --minutes 10 [--guidance-per age=3]
         [--set model.condition_path=cross_attention] [--baseline] [--joint-seed 8]
 
+The recipe shipped as configs/phantom_3d_conditions.yaml (session 23) is measured with
+    python scripts/bench_conditions.py --out W --minutes 0 --set model.embedding_mode=scale_shift
+        --set train.max_steps=1316 [--set train.seed=1]
+
 Resumable: the phantoms, catalog and run in OUT are kept; figures go to OUT/results.json (with --guidance-per or
 --joint-seed: OUT/results_<guidance>_seed<k>.json, beside the others).
 """
