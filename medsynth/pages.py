@@ -34,3 +34,13 @@ def table(rows: list[list], header: list[str]) -> str:
 
 def fmt(x) -> str:
     return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def with_interval(value: float | None, interval: list | None, digits: int = 2) -> str:
+    """'1.63 (1.41 to 1.92)': a value with its 95% interval; the value alone without one, '-' without a value."""
+    if value is None:
+        return "-"
+    text = f"{value:.{digits}f}"
+    if interval and None not in interval:
+        text += f" ({interval[0]:.{digits}f} to {interval[1]:.{digits}f})"
+    return text

@@ -41,6 +41,7 @@ from medsynth.data.ingest import ingest
 from medsynth.evaluation.classifier import predict, train_classifier
 from medsynth.evaluation.evaluate import evaluate
 from medsynth.evaluation.metrics import frechet_distance, noise_level, recall_per_class
+from medsynth.pages import with_interval
 from medsynth.runs import SetFolder
 from medsynth.runs.loaded import load_run
 from medsynth.runtime import resolve_device
@@ -210,7 +211,8 @@ def mask_bench(args, start: float, device) -> None:
         print(f"  label {name}: synthetic {d['synthetic']['mean']:.3f} ({d['synthetic']['interval'][0]:.3f}-"
               f"{d['synthetic']['interval'][1]:.3f}), holdout {d['holdout']['mean']:.3f}")
     for plane, d in report["fidelity"].items():
-        print(f"Frechet distance {plane}: synthetic {d['frechet_synthetic']:.2f}, real train vs holdout {d['frechet_real']:.2f}; "
+        print(f"Frechet distance {plane}: synthetic {d['frechet_synthetic']:.2f}, real train vs holdout {d['frechet_real']:.2f} "
+              f"(ratio {with_interval(d['frechet_ratio'], d.get('frechet_ratio_interval'))}); "
               f"KID {d['kid_synthetic']:.3f} vs {d['kid_real']:.3f}")
     print(f"MS-SSIM among pairs: synthetic {s['ms_ssim_synthetic']:.3f}, real {s['ms_ssim_real']:.3f}")
     util = report["utility"].get("mask")

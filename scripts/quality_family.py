@@ -22,6 +22,7 @@ from medsynth.evaluation.classifier import predict, train_classifier
 from medsynth.evaluation.curate import Plausibility, nearest_correlation, plausibility
 from medsynth.evaluation.evaluate import StudySet, fidelity
 from medsynth.evaluation.metrics import recall_per_class
+from medsynth.pages import with_interval
 from medsynth.runs import SetFolder
 from medsynth.runs.loaded import load_run
 from medsynth.synthesis.generate import generate
@@ -185,7 +186,7 @@ def print_budget(result: dict) -> None:
     for name, spaces in result["fidelity"].items():
         for space, d in (("encoder", spaces), ("second", spaces["second"])):
             print(f"Frechet {name:6s} {space:7s} {d['frechet_synthetic']:.2f} (floor {d['frechet_real']:.2f}, "
-                  f"{d['frechet_ratio']:.2f}x); KID ratio {d['kid_ratio']}")
+                  f"{with_interval(d['frechet_ratio'], d.get('frechet_ratio_interval'))}x); KID ratio {d['kid_ratio']}")
     print("recipe | real only | synthetic only | real + synthetic | lift [95%]  (rare-class recall; balanced accuracy)")
     for recipe, d in fam["recipes"].items():
         mix = mixed_set(recipe)

@@ -192,6 +192,8 @@ def evaluate(
     slices: Optional[int] = typer.Option(None, "--slices", help="Slices per plane per 3D study for the per-plane "
                                          "features. Default 8."),
     pairs: Optional[int] = typer.Option(None, "--pairs", help="Random pairs per group for MS-SSIM diversity. Default 100."),
+    resamples: Optional[int] = typer.Option(None, "--resamples", help="Resamples of the synthetic studies for the "
+                                            "Frechet ratio's 95% interval (0: none). Default 200."),
     utility: Optional[bool] = typer.Option(None, "--utility/--no-utility", help="Train downstream models on real, "
                                            "synthetic and real + synthetic studies (the slow part; default on)."),
     family: Optional[bool] = typer.Option(None, "--family/--no-family", help="Also measure utility over the family "
@@ -215,8 +217,8 @@ def evaluate(
     from medsynth.evaluation.evaluate import evaluate as run_evaluate
 
     settings = load_stage_config("evaluate", config, set_, dict(
-        seeds=seeds, steps=steps, encoder_steps=encoder_steps, slices=slices, pairs=pairs, utility=utility,
-        boost=boost, seed=seed, family=family))
+        seeds=seeds, steps=steps, encoder_steps=encoder_steps, slices=slices, pairs=pairs, resamples=resamples,
+        utility=utility, boost=boost, seed=seed, family=family))
     result = run_evaluate(run, synth, out, settings, device=device, overwrite=overwrite)
     print_evaluation(result)
 
@@ -227,8 +229,10 @@ def print_evaluation(result) -> None:
                f"(real train vs holdout {s['frechet_real']:.3f}); MS-SSIM among pairs {s['ms_ssim_synthetic']:.3f} "
                f"(real {s['ms_ssim_real']:.3f})")
     if s.get("frechet_ratio") is not None and s.get("frechet_ratio_second") is not None:
-        typer.echo(f"  Frechet distance as a multiple of the real floor: {s['frechet_ratio']:.2f} (contrastive encoder), "
-                   f"{s['frechet_ratio_second']:.2f} (supervised features)")
+        from medsynth.evaluation.report import ratio_text
+
+        typer.echo(f"  Frechet distance as a multiple of the real floor (95% interval): {ratio_text(s, '')} "
+                   f"(contrastive encoder), {ratio_text(s, '_second')} (supervised features)")
     if "class_accuracy_synthetic" in s:
         typer.echo(f"  classified as requested: synthetic {s['class_accuracy_synthetic']:.2f}, real holdout "
                    f"{s['class_accuracy_holdout']:.2f}")

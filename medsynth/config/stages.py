@@ -145,6 +145,7 @@ class EvaluateConfig:
     encoder_steps: int = 200   # contrastive encoder for the fidelity features
     slices: int = 8            # slices per plane per study (3D) for the 2.5D features
     pairs: int = 100           # MS-SSIM pairs per class and set
+    resamples: int = 200       # bootstrap resamples of studies for the Frechet ratio's 95% interval (0: none)
     utility: bool = True
     boost: int = 0             # synthetic rare-class studies in "real + synthetic": 0 = up to the commonest class's count
     seed: int = 0
@@ -153,6 +154,7 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         require_each("evaluate", self, {"seeds": POSITIVE, "steps": POSITIVE, "encoder_steps": POSITIVE,
                                         "slices": POSITIVE, "pairs": POSITIVE,
+                                        "resamples": (lambda v: v >= 0, "0 (no interval) or more"),
                                         "boost": (lambda v: v >= 0, "0 (up to the commonest class's count) or more")})
 
 

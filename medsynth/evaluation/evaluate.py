@@ -106,20 +106,26 @@ def fidelity(train: StudySet, holdout: StudySet, synthetic: StudySet, s: Evaluat
     for plane, axis in planes.items():
         model = encoder.train_encoder(plane_slices(train.images, axis, s.slices), steps=s.encoder_steps, seed=s.seed,
                                       show_progress=show_progress)
-        out[plane] = distances({k: encoder.embed(model, plane_slices(v, axis, s.slices)) for k, v in sets}, s.seed)
+        per_study = len(plane_slices(train.images[:1], axis, s.slices))
+        out[plane] = distances({k: encoder.embed(model, plane_slices(v, axis, s.slices)) for k, v in sets}, per_study, s)
         embed = second_space(train, axis, s)
-        out[plane]["second"] = distances({k: embed(plane_slices(v, axis, s.slices)) for k, v in sets}, s.seed)
+        out[plane]["second"] = distances({k: embed(plane_slices(v, axis, s.slices)) for k, v in sets}, per_study, s)
     return out
 
 
-def distances(feats: dict[str, np.ndarray], seed: int) -> dict:
+def distances(feats: dict[str, np.ndarray], per_study: int, s: EvaluateConfig) -> dict:
     """Frechet distance and KID of synthetic and of real reference features to holdout's, standardised on training
-    features, and synthetic's as a ratio to the real floor (None where the floor is not above zero)."""
+    features, and synthetic's as a ratio to the real floor (None where the floor is not above zero), with the
+    ratio's SD over resampled synthetic studies (`per_study` feature rows per study) and the 95% interval it gives."""
     mu, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
     z = {k: (v - mu) / sd for k, v in feats.items()}   # features in SD units of the training slices
-    kid_syn, kid_ref = (metrics.kernel_inception_distance(z[k], z["holdout"], seed=seed) for k in ("synthetic", "reference"))
+    kid_syn, kid_ref = (metrics.kernel_inception_distance(z[k], z["holdout"], seed=s.seed) for k in ("synthetic", "reference"))
     fd_syn, fd_ref = metrics.frechet_distance(z["synthetic"], z["holdout"]), metrics.frechet_distance(z["reference"], z["holdout"])
-    return {"frechet_synthetic": fd_syn, "frechet_real": fd_ref, "frechet_ratio": fd_syn / fd_ref if fd_ref > 0 else None,
+    ratio = fd_syn / fd_ref if fd_ref > 0 else None
+    boot = metrics.frechet_ratio_resamples(z["synthetic"], z["holdout"], z["reference"], per_study, s.resamples, s.seed)
+    sd, interval = metrics.spread_interval(ratio, boot)
+    return {"frechet_synthetic": fd_syn, "frechet_real": fd_ref, "frechet_ratio": ratio, "frechet_ratio_sd": sd,
+            "frechet_ratio_interval": interval, "frechet_ratio_resamples": [round(float(v), 4) for v in boot],
             "kid_synthetic": kid_syn[0], "kid_synthetic_sd": kid_syn[1], "kid_real": kid_ref[0], "kid_real_sd": kid_ref[1],
             "kid_ratio": kid_syn[0] / kid_ref[0] if kid_ref[0] > 1e-6 else None}
 
@@ -283,11 +289,23 @@ def mean_or_none(values: list) -> float | None:
     return float(np.mean(values)) if values and all(v is not None for v in values) else None
 
 
+def plane_mean_interval(planes: list[dict]) -> list[float | None]:
+    """95% interval of the Frechet ratio's mean over planes: every plane's resamples drew the same synthetic studies,
+    so the k-th resamples are averaged together and their spread taken around the mean of the planes' ratios."""
+    rows = [p.get("frechet_ratio_resamples") or [] for p in planes]
+    if not rows or not all(len(r) == len(rows[0]) for r in rows):
+        return [None, None]
+    value = mean_or_none([p.get("frechet_ratio") for p in planes])
+    return metrics.spread_interval(value, np.mean(np.array(rows, np.float64), axis=0))[1]
+
+
 def headline(payload: dict) -> dict:
     fid = payload["fidelity"]
     summary = {"frechet_synthetic": float(np.mean([p["frechet_synthetic"] for p in fid.values()])),
                "frechet_real": float(np.mean([p["frechet_real"] for p in fid.values()])),
                **{f"frechet_ratio{suffix}": mean_or_none([get(p)["frechet_ratio"] for p in fid.values()])
+                  for suffix, get in (("", lambda p: p), ("_second", lambda p: p["second"]))},
+               **{f"frechet_ratio{suffix}_interval": plane_mean_interval([get(p) for p in fid.values()])
                   for suffix, get in (("", lambda p: p), ("_second", lambda p: p["second"]))},
                "ms_ssim_synthetic": payload["diversity"].get("all", {}).get("synthetic", {}).get("mean"),
                "ms_ssim_real": payload["diversity"].get("all", {}).get("real", {}).get("mean")}

@@ -9,12 +9,44 @@ from scipy import linalg, ndimage, stats
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to feature sets a (N, D) and b (M, D) (Heusel et al. 2017)."""
+    """Frechet distance between Gaussians fitted to feature sets a (N, D) and b (M, D) (Heusel et al. 2017).
+
+    tr sqrt(cov_a cov_b) is taken as the sum of the square roots of the eigenvalues of the symmetric
+    cov_a^1/2 cov_b cov_a^1/2 (the same spectrum): exact for the singular covariances of small sets, where a general
+    matrix square root is slow and can turn complex."""
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    root = root.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    w, v = linalg.eigh(cov_a)
+    half = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    root_trace = np.sqrt(np.clip(linalg.eigvalsh(half @ cov_b @ half), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * root_trace)
+
+
+def frechet_ratio_resamples(synthetic: np.ndarray, holdout: np.ndarray, reference: np.ndarray, per_study: int,
+                            resamples: int, seed: int) -> np.ndarray:
+    """The Frechet ratio Frechet(synthetic, holdout) / Frechet(reference, holdout) with the synthetic studies drawn
+    again with replacement (a study's `per_study` feature rows move together) and the real sets held: how much the
+    ratio owes to which synthetic studies happened to be drawn. The same seed draws the same studies for every call
+    with a set of the same size, so resamples of several planes can be averaged row by row."""
+    floor = frechet_distance(reference, holdout)
+    if floor <= 0:
+        return np.full(resamples, np.nan)
+    rng = np.random.default_rng(seed)
+    n = len(synthetic) // per_study
+    studies = synthetic.reshape(n, per_study, -1)
+    return np.array([frechet_distance(studies[rng.integers(0, n, n)].reshape(-1, synthetic.shape[1]), holdout) / floor
+                     for _ in range(resamples)])
+
+
+def spread_interval(value: float | None, resamples, z: float = 1.96) -> tuple[float | None, list[float | None]]:
+    """The SD of bootstrap `resamples` (NaNs dropped) and the normal 95% interval it gives around `value`, clipped at
+    zero: (None, [None, None]) without a value or with fewer than two finite resamples."""
+    v = np.asarray(resamples, np.float64)
+    v = v[np.isfinite(v)]
+    if value is None or len(v) < 2:
+        return None, [None, None]
+    sd = float(v.std(ddof=1))
+    return sd, [max(0.0, value - z * sd), value + z * sd]
 
 
 def recall_per_class(predicted: np.ndarray, truth: np.ndarray, classes: int) -> np.ndarray:

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from medsynth.pages import STYLE, fmt, png, table  # noqa: E402
+from medsynth.pages import STYLE, fmt, png, table, with_interval  # noqa: E402
 from medsynth.viz import draw_study  # noqa: E402
 
 REAL, SYNTH = "#4c72b0", "#dd8452"
@@ -130,8 +130,9 @@ def summary_html(payload: dict, holdout, synthetic, class_names: list[str]) -> s
              "<p class='warn'>This page shows held-out real images. Share it only where those images may be seen.</p>")
     rows = [["Frechet distance (mean over planes; lower is closer to real)", fmt(s["frechet_synthetic"]),
              fmt(s["frechet_real"]) + " (real train vs holdout)"],
-            *([["Frechet distance as a multiple of the real floor: contrastive encoder / supervised features",
-                f"{fmt(s['frechet_ratio'])} / {fmt(s['frechet_ratio_second'])}", "1 (real train vs holdout)"]]
+            *([["Frechet distance as a multiple of the real floor (95% interval over resampled studies): contrastive "
+                "encoder / supervised features", f"{ratio_text(s, '')} / {ratio_text(s, '_second')}",
+                "1 (real train vs holdout)"]]
               if s.get("frechet_ratio") is not None and s.get("frechet_ratio_second") is not None else []),
             ["MS-SSIM among pairs (higher is less diverse)", fmt(s["ms_ssim_synthetic"]), fmt(s["ms_ssim_real"]) + " (real pairs)"]]
     if "class_accuracy_synthetic" in s:
@@ -148,22 +149,32 @@ def summary_html(payload: dict, holdout, synthetic, class_names: list[str]) -> s
             + section("Samples", f"<img alt='real and synthetic samples' src='{sample_grid(holdout, synthetic, class_names)}'>"))
 
 
+def ratio_text(d: dict, suffix: str) -> str:
+    """A Frechet ratio with its bootstrap interval (key frechet_ratio{suffix} and frechet_ratio{suffix}_interval)."""
+    return with_interval(d.get(f"frechet_ratio{suffix}"), d.get(f"frechet_ratio{suffix}_interval"))
+
+
 def fidelity_html(payload: dict) -> str:
     """Frechet distance and KID per plane in both feature spaces, intensities per region, diversity."""
     fid = payload["fidelity"]
     planes = list(fid)
     parts = [section("Fidelity: distance to real in a learned feature space", (
         f"<p>Feature space: {html.escape(payload['feature_space'])}. Real reference: as many training studies as there "
-        "are synthetic ones, against the same holdout (Frechet distance depends on sample size; KID does not).</p>"
+        "are synthetic ones, against the same holdout (Frechet distance depends on sample size; KID does not). The ratio "
+        "to that floor comes with a 95% interval: +-1.96 SD of the ratio over the synthetic studies drawn again with "
+        "replacement (the real sets held), the spread another draw of as many studies from the same model would show."
+        "</p>"
         + f"<img alt='Frechet distance per plane' src='{paired_bars(planes, [fid[p]['frechet_real'] for p in planes], [fid[p]['frechet_synthetic'] for p in planes], 'Frechet distance to holdout', 'real train')}'>"
-        + table([[p, fmt(d["frechet_synthetic"]), fmt(d["frechet_real"]), f"{d['kid_synthetic']:.4f} +- {d['kid_synthetic_sd']:.4f}",
-                  f"{d['kid_real']:.4f} +- {d['kid_real_sd']:.4f}"] for p, d in fid.items()],
-                ["plane", "Frechet synthetic", "Frechet real", "KID synthetic", "KID real"])
+        + table([[p, fmt(d["frechet_synthetic"]), fmt(d["frechet_real"]), ratio_text(d, ""),
+                  f"{d['kid_synthetic']:.4f} +- {d['kid_synthetic_sd']:.4f}", f"{d['kid_real']:.4f} +- {d['kid_real_sd']:.4f}"]
+                 for p, d in fid.items()],
+                ["plane", "Frechet synthetic", "Frechet real", "ratio (95% interval)", "KID synthetic", "KID real"])
         + (f"<p>Second feature space: {html.escape(payload['feature_space_second'])}.</p>"
            + table([[p, fmt(d["second"]["frechet_synthetic"]), fmt(d["second"]["frechet_real"]),
-                     fmt(d["second"]["frechet_ratio"]), fmt(d["second"]["kid_synthetic"]), fmt(d["second"]["kid_real"]),
+                     ratio_text(d["second"], ""), fmt(d["second"]["kid_synthetic"]), fmt(d["second"]["kid_real"]),
                      fmt(d["second"]["kid_ratio"])] for p, d in fid.items()],
-                   ["plane", "Frechet synthetic", "Frechet real", "ratio", "KID synthetic", "KID real", "ratio"])
+                   ["plane", "Frechet synthetic", "Frechet real", "ratio (95% interval)", "KID synthetic", "KID real",
+                    "ratio"])
            if "feature_space_second" in payload else "")))]
     inten = payload["intensity"]
     parts.append(section("Intensities per region", (

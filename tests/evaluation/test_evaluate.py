@@ -8,7 +8,7 @@ import pytest
 from medsynth.data.phantom import PhantomSpec, make_phantom
 from medsynth.evaluation import metrics
 from medsynth.config import EvaluateConfig
-from medsynth.evaluation.evaluate import StudySet, diversity, fidelity, plane_slices
+from medsynth.evaluation.evaluate import StudySet, diversity, fidelity, plane_mean_interval, plane_slices
 from medsynth.evaluation.segmenter import dice_per_label
 
 from conftest import assert_user_error, run_cli
@@ -32,6 +32,35 @@ def test_frechet_kid_and_intensity_distance_are_zero_on_identical_sets_and_large
     voxels = rng.normal(size=10_000)
     assert metrics.intensity_distance(voxels, voxels) == 0
     assert metrics.intensity_distance(voxels, voxels + 0.5) == pytest.approx(0.5, abs=0.01)
+
+
+def test_the_frechet_ratio_interval_holds_one_for_a_real_like_set_and_not_for_a_shifted_one():
+    rng = np.random.default_rng(0)
+    holdout, reference, like, shifted = (rng.normal(size=(240, 8)) for _ in range(4))
+    per_study = 4                                        # 60 studies of 4 slices each
+    floor = metrics.frechet_distance(reference, holdout)
+    boot = metrics.frechet_ratio_resamples(like, holdout, reference, per_study, 100, 0)
+    sd, (lo, hi) = metrics.spread_interval(metrics.frechet_distance(like, holdout) / floor, boot)
+    assert lo < 1 < hi and sd > 0
+    far = metrics.frechet_distance(shifted + 0.5, holdout) / floor
+    _, (lo, hi) = metrics.spread_interval(far, metrics.frechet_ratio_resamples(shifted + 0.5, holdout, reference,
+                                                                              per_study, 100, 0))
+    assert 3 < lo < far < hi
+    # the same seed draws the same studies: scaling every feature scales both distances alike, so each resample's
+    # ratio is unchanged (what averaging resamples over planes relies on)
+    first = metrics.frechet_ratio_resamples(shifted, holdout, reference, per_study, 20, 3)
+    assert np.allclose(first, metrics.frechet_ratio_resamples(2 * shifted, 2 * holdout, 2 * reference, per_study, 20, 3))
+    assert not np.allclose(first, metrics.frechet_ratio_resamples(shifted, holdout, reference, per_study, 20, 4))
+
+
+def test_the_mean_over_planes_interval_averages_the_same_resamples():
+    planes = [{"frechet_ratio": 1.0, "frechet_ratio_resamples": [1.0, 3.0] * 50},
+              {"frechet_ratio": 3.0, "frechet_ratio_resamples": [3.0, 1.0] * 50}]
+    assert plane_mean_interval(planes) == [2.0, 2.0]        # resample k of every plane drew the same studies
+    planes[1]["frechet_ratio_resamples"] = [1.0, 3.0] * 50  # planes that move together: the mean moves as much
+    assert plane_mean_interval(planes) == pytest.approx([2.0 - 1.96 * np.std([1.0, 3.0] * 50, ddof=1),
+                                                          2.0 + 1.96 * np.std([1.0, 3.0] * 50, ddof=1)])
+    assert plane_mean_interval([planes[0], {"frechet_ratio": 1.0, "frechet_ratio_resamples": []}]) == [None, None]
 
 
 def test_ms_ssim_is_one_for_copies_and_lower_for_different_studies():
@@ -66,6 +95,8 @@ def test_fidelity_puts_a_real_set_at_the_real_reference_and_noise_far_away():
         assert same[plane]["frechet_synthetic"] == pytest.approx(0, abs=1e-3)       # the holdout against itself
         assert far[plane]["frechet_synthetic"] > 10 * max(far[plane]["frechet_real"], 1)
         assert far[plane]["kid_synthetic"] > far[plane]["kid_real"] + 3 * far[plane]["kid_real_sd"]
+        assert far[plane]["frechet_ratio_interval"][0] > 3 > same[plane]["frechet_ratio_interval"][1]
+        assert far[plane]["frechet_ratio_interval"][0] < far[plane]["frechet_ratio"] < far[plane]["frechet_ratio_interval"][1]
 
 
 def test_diversity_shows_mode_collapse():
@@ -98,6 +129,8 @@ def test_evaluate_writes_every_section_for_a_class_and_mask_run(tiny_run):
                     "Utility (segmentation)", "Settings and provenance"):
         assert heading in page
     assert page.count("data:image/png;base64,") >= 6
+    low, high = report["summary"]["frechet_ratio_interval"]
+    assert low <= high and "95% interval" in page and f"({low:.2f} to {high:.2f})" in page
 
 
 def test_evaluate_refuses_bad_settings_and_keeps_existing_reports(tiny_run, tmp_path):
@@ -105,6 +138,8 @@ def test_evaluate_refuses_bad_settings_and_keeps_existing_reports(tiny_run, tmp_
                       "--seeds")
     assert_user_error(run_cli("evaluate", tiny_run / "run", tiny_run / "syn", "--out", tmp_path / "e", "--boost", "-1"),
                       "--boost")
+    assert_user_error(run_cli("evaluate", tiny_run / "run", tiny_run / "syn", "--out", tmp_path / "e", "--resamples",
+                              "-1"), "--resamples")
     assert not (tmp_path / "e").exists()
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "report.json").write_text("{}")
