@@ -26,15 +26,37 @@ def paired_bars(groups: list[str], real: list, synthetic: list, ylabel: str, rea
     for offset, values, errors, colour, name in ((-0.2, real, real_err, REAL, real_name),
                                                   (0.2, synthetic, synth_err, SYNTH, "synthetic")):
         v = np.array([np.nan if a is None else a for a in values], float)
-        yerr = None
-        if errors is not None:
-            lo = np.array([np.nan if e[0] is None else e[0] for e in errors], float)
-            hi = np.array([np.nan if e[1] is None else e[1] for e in errors], float)
-            yerr = np.nan_to_num(np.stack([v - lo, hi - v]).clip(0))
-        ax.bar(x + offset, np.nan_to_num(v), 0.4, yerr=yerr, capsize=3, color=colour, label=name)
+        ax.bar(x + offset, np.nan_to_num(v), 0.4, yerr=whiskers(v, errors), capsize=3, color=colour, label=name)
     ax.set_xticks(x, groups, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
+    return png(fig)
+
+
+def whiskers(values: np.ndarray, errors) -> np.ndarray | None:
+    """matplotlib's yerr (2, N) from (low, high) intervals; None without intervals, zero where one is missing."""
+    if errors is None:
+        return None
+    lo = np.array([np.nan if e is None or e[0] is None else e[0] for e in errors], float)
+    hi = np.array([np.nan if e is None or e[1] is None else e[1] for e in errors], float)
+    return np.nan_to_num(np.stack([values - lo, hi - values]).clip(0))
+
+
+def ratio_bars(fid: dict) -> str:
+    """The Frechet ratio per plane in both feature spaces with its 95% interval, against the real floor at 1."""
+    planes = list(fid)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(planes) + 2), 3.0))
+    x = np.arange(len(planes))
+    for offset, rows, colour, name in ((-0.2, [fid[p] for p in planes], SYNTH, "contrastive encoder"),
+                                       (0.2, [fid[p].get("second", {}) for p in planes], "#55a868", "supervised features")):
+        v = np.array([np.nan if r.get("frechet_ratio") is None else r["frechet_ratio"] for r in rows], float)
+        ax.bar(x + offset, np.nan_to_num(v), 0.4, yerr=whiskers(v, [r.get("frechet_ratio_interval") for r in rows]),
+               capsize=3, color=colour, label=name)
+    ax.axhline(1, color=REAL, linestyle="--", linewidth=1, label="real floor (train vs holdout)")
+    ax.set_xticks(x, planes, fontsize=8)
+    ax.set_ylabel("Frechet distance / real floor")
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    fig.tight_layout()
     return png(fig)
 
 
@@ -165,6 +187,7 @@ def fidelity_html(payload: dict) -> str:
         "replacement (the real sets held), the spread another draw of as many studies from the same model would show."
         "</p>"
         + f"<img alt='Frechet distance per plane' src='{paired_bars(planes, [fid[p]['frechet_real'] for p in planes], [fid[p]['frechet_synthetic'] for p in planes], 'Frechet distance to holdout', 'real train')}'>"
+        + f"<img alt='Frechet ratio to the real floor per plane, with 95% intervals' src='{ratio_bars(fid)}'>"
         + table([[p, fmt(d["frechet_synthetic"]), fmt(d["frechet_real"]), ratio_text(d, ""),
                   f"{d['kid_synthetic']:.4f} +- {d['kid_synthetic_sd']:.4f}", f"{d['kid_real']:.4f} +- {d['kid_real_sd']:.4f}"]
                  for p, d in fid.items()],

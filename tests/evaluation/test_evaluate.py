@@ -131,6 +131,7 @@ def test_evaluate_writes_every_section_for_a_class_and_mask_run(tiny_run):
     assert page.count("data:image/png;base64,") >= 6
     low, high = report["summary"]["frechet_ratio_interval"]
     assert low <= high and "95% interval" in page and f"({low:.2f} to {high:.2f})" in page
+    assert "alt='Frechet ratio to the real floor per plane, with 95% intervals'" in page
 
 
 def test_evaluate_refuses_bad_settings_and_keeps_existing_reports(tiny_run, tmp_path):
