@@ -120,9 +120,10 @@ def distances(feats: dict[str, np.ndarray], per_study: int, s: EvaluateConfig) -
     mu, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
     z = {k: (v - mu) / sd for k, v in feats.items()}   # features in SD units of the training slices
     kid_syn, kid_ref = (metrics.kernel_inception_distance(z[k], z["holdout"], seed=s.seed) for k in ("synthetic", "reference"))
-    fd_syn, fd_ref = metrics.frechet_distance(z["synthetic"], z["holdout"]), metrics.frechet_distance(z["reference"], z["holdout"])
+    to_holdout = metrics.frechet_to(z["holdout"])
+    fd_syn, fd_ref = to_holdout(z["synthetic"]), to_holdout(z["reference"])
     ratio = fd_syn / fd_ref if fd_ref > 0 else None
-    boot = metrics.frechet_ratio_resamples(z["synthetic"], z["holdout"], z["reference"], per_study, s.resamples, s.seed)
+    boot = metrics.frechet_ratio_resamples(z["synthetic"], z["holdout"], fd_ref, per_study, s.resamples, s.seed)
     sd, interval = metrics.spread_interval(ratio, boot)
     return {"frechet_synthetic": fd_syn, "frechet_real": fd_ref, "frechet_ratio": ratio, "frechet_ratio_sd": sd,
             "frechet_ratio_interval": interval, "frechet_ratio_resamples": [round(float(v), 4) for v in boot],

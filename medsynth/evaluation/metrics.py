@@ -9,32 +9,41 @@ from scipy import linalg, ndimage, stats
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to feature sets a (N, D) and b (M, D) (Heusel et al. 2017).
+    """Frechet distance between Gaussians fitted to feature sets a (N, D) and b (M, D) (Heusel et al. 2017)."""
+    return frechet_to(b)(a)
+
+
+def frechet_to(b: np.ndarray):
+    """The Frechet distance to feature set b as a function of another set a, b's Gaussian fitted once.
 
     tr sqrt(cov_a cov_b) is taken as the sum of the square roots of the eigenvalues of the symmetric
-    cov_a^1/2 cov_b cov_a^1/2 (the same spectrum): exact for the singular covariances of small sets, where a general
+    cov_b^1/2 cov_a cov_b^1/2 (the same spectrum): exact for the singular covariances of small sets, where a general
     matrix square root is slow and can turn complex."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    w, v = linalg.eigh(cov_a)
-    half = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    root_trace = np.sqrt(np.clip(linalg.eigvalsh(half @ cov_b @ half), 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * root_trace)
+    mu_b, cov_b = b.mean(0), np.atleast_2d(np.cov(b, rowvar=False))
+    w, v = linalg.eigh(cov_b)
+    half_b = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+    def distance(a: np.ndarray) -> float:
+        mu_a, cov_a = a.mean(0), np.atleast_2d(np.cov(a, rowvar=False))
+        root_trace = np.sqrt(np.clip(linalg.eigvalsh(half_b @ cov_a @ half_b), 0, None)).sum()
+        return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * root_trace)
+
+    return distance
 
 
-def frechet_ratio_resamples(synthetic: np.ndarray, holdout: np.ndarray, reference: np.ndarray, per_study: int,
+def frechet_ratio_resamples(synthetic: np.ndarray, holdout: np.ndarray, floor: float, per_study: int,
                             resamples: int, seed: int) -> np.ndarray:
-    """The Frechet ratio Frechet(synthetic, holdout) / Frechet(reference, holdout) with the synthetic studies drawn
-    again with replacement (a study's `per_study` feature rows move together) and the real sets held: how much the
-    ratio owes to which synthetic studies happened to be drawn. The same seed draws the same studies for every call
-    with a set of the same size, so resamples of several planes can be averaged row by row."""
-    floor = frechet_distance(reference, holdout)
+    """The Frechet ratio Frechet(synthetic, holdout) / `floor` (the real reference's distance to holdout) with the
+    synthetic studies drawn again with replacement (a study's `per_study` feature rows move together) and the real
+    sets held: how much the ratio owes to which synthetic studies happened to be drawn. The same seed draws the same
+    studies for every call with a set of the same size, so resamples of several planes can be averaged row by row."""
     if floor <= 0:
         return np.full(resamples, np.nan)
+    to_holdout = frechet_to(holdout)
     rng = np.random.default_rng(seed)
     n = len(synthetic) // per_study
     studies = synthetic.reshape(n, per_study, -1)
-    return np.array([frechet_distance(studies[rng.integers(0, n, n)].reshape(-1, synthetic.shape[1]), holdout) / floor
+    return np.array([to_holdout(studies[rng.integers(0, n, n)].reshape(-1, synthetic.shape[1])) / floor
                      for _ in range(resamples)])
 
 

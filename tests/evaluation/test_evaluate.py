@@ -39,18 +39,19 @@ def test_the_frechet_ratio_interval_holds_one_for_a_real_like_set_and_not_for_a_
     holdout, reference, like, shifted = (rng.normal(size=(240, 8)) for _ in range(4))
     per_study = 4                                        # 60 studies of 4 slices each
     floor = metrics.frechet_distance(reference, holdout)
-    boot = metrics.frechet_ratio_resamples(like, holdout, reference, per_study, 100, 0)
+    boot = metrics.frechet_ratio_resamples(like, holdout, floor, per_study, 100, 0)
     sd, (lo, hi) = metrics.spread_interval(metrics.frechet_distance(like, holdout) / floor, boot)
     assert lo < 1 < hi and sd > 0
     far = metrics.frechet_distance(shifted + 0.5, holdout) / floor
-    _, (lo, hi) = metrics.spread_interval(far, metrics.frechet_ratio_resamples(shifted + 0.5, holdout, reference,
+    _, (lo, hi) = metrics.spread_interval(far, metrics.frechet_ratio_resamples(shifted + 0.5, holdout, floor,
                                                                               per_study, 100, 0))
     assert 3 < lo < far < hi
     # the same seed draws the same studies: scaling every feature scales both distances alike, so each resample's
     # ratio is unchanged (what averaging resamples over planes relies on)
-    first = metrics.frechet_ratio_resamples(shifted, holdout, reference, per_study, 20, 3)
-    assert np.allclose(first, metrics.frechet_ratio_resamples(2 * shifted, 2 * holdout, 2 * reference, per_study, 20, 3))
-    assert not np.allclose(first, metrics.frechet_ratio_resamples(shifted, holdout, reference, per_study, 20, 4))
+    first = metrics.frechet_ratio_resamples(shifted, holdout, floor, per_study, 20, 3)
+    scaled_floor = metrics.frechet_distance(2 * reference, 2 * holdout)
+    assert np.allclose(first, metrics.frechet_ratio_resamples(2 * shifted, 2 * holdout, scaled_floor, per_study, 20, 3))
+    assert not np.allclose(first, metrics.frechet_ratio_resamples(shifted, holdout, floor, per_study, 20, 4))
 
 
 def test_the_mean_over_planes_interval_averages_the_same_resamples():
