@@ -178,6 +178,12 @@ def recognised(real: dict, judged: StudySet, classes: int) -> dict:
     return {"synthetic": [float(v) for v in syn], "real_test": [float(v) for v in test]}
 
 
+def signed(d: dict) -> str:
+    """A lift as "+0.123 [-0.010, +0.256]"."""
+    lo, hi = d["interval"]
+    return f"{d['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
 def print_budget(result: dict) -> None:
     fam, rec = result["family"], result["recognised"]
     print(f"\n== budget {result['steps']} steps ({result['train_seconds'] / 60:.1f} training minutes); set: "
@@ -187,11 +193,11 @@ def print_budget(result: dict) -> None:
         for space, d in (("encoder", spaces), ("second", spaces["second"])):
             print(f"Frechet {name:6s} {space:7s} {d['frechet_synthetic']:.2f} (floor {d['frechet_real']:.2f}, "
                   f"{with_interval(d['frechet_ratio'], d.get('frechet_ratio_interval'))}x); KID ratio {d['kid_ratio']}")
-    print("recipe | real only | synthetic only | real + synthetic | lift [95%]  (rare-class recall; balanced accuracy)")
+    print("recipe | real only | synthetic only | real + synthetic | lift [95%] | AUC lift [95%]  (rare-class recall / "
+          "balanced accuracy; the AUC is the rare class's against the rest)")
     for recipe, d in fam["recipes"].items():
         mix = mixed_set(recipe)
         cell = lambda k, m=fam["metric"]: f"{d[k][m]['mean']:.3f}/{d[k]['balanced_accuracy']['mean']:.3f}"  # noqa: E731
-        lo, hi = d["lift"]["interval"]
-        print(f"{recipe:36s} {cell('real only')} | {cell('synthetic only')} | {cell(mix)} | "
-              f"{d['lift']['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        auc = f" | {signed(d['auc_lift'])}" if "auc_lift" in d else ""
+        print(f"{recipe:36s} {cell('real only')} | {cell('synthetic only')} | {cell(mix)} | {signed(d['lift'])}{auc}")
     print(f"verdict: {fam['verdict']}")

@@ -107,6 +107,13 @@ def predict(model: FeatureClassifier, images: np.ndarray) -> tuple[np.ndarray, n
     return model.head(features).argmax(1).numpy(), features.numpy()
 
 
+@torch.no_grad()
+def probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    """(N, classes) the classifier's softmax probabilities."""
+    x = torch.from_numpy(images.astype(np.float32))
+    return torch.cat([model(x[i : i + 256]).softmax(1) for i in range(0, len(x), 256)]).numpy()
+
+
 def train_regressor(images: np.ndarray, targets: np.ndarray, seed: int = 0, steps: int = 300, batch_size: int = 16,
                     lr: float = 1e-3) -> nn.Module:
     """A MONAI Classifier trunk with one output, fitted by MSE to `targets` (standardised values), random flips."""

@@ -67,12 +67,9 @@ def nearest_correlation(images: np.ndarray, train: np.ndarray, flip_axes: tuple[
     return np.max([(query @ standard(g).T).max(1) for g in gallery], axis=0)
 
 
-@torch.no_grad()
 def class_probability(model: torch.nn.Module, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """(N,) the classifier's probability of each image's own class."""
-    x = torch.from_numpy(images.astype(np.float32))
-    probs = torch.cat([model(x[i : i + 256]).softmax(1) for i in range(0, len(x), 256)]).numpy()
-    return probs[np.arange(len(images)), classes]
+    return cls.probabilities(model, images)[np.arange(len(images)), classes]
 
 
 @dataclass

@@ -106,11 +106,16 @@ def family_table(family: dict) -> str:
     """Per recipe: the metric of each training set and the paired lift (real + synthetic minus real only)."""
     metric = family["metric"]
     shown = lambda d: "-" if d["mean"] is None else f"{d['mean']:.3f} ({d['interval'][0]:.3f} to {d['interval'][1]:.3f})"  # noqa: E731
-    names = [n for n in next(iter(family["recipes"].values())) if n != "lift"]
-    rows = [[recipe, *[shown(d[n][metric]) for n in names], shown(d["lift"])] for recipe, d in family["recipes"].items()]
+    names = [n for n in next(iter(family["recipes"].values())) if n not in ("lift", "auc_lift")]
+    auc = all("auc_lift" in d for d in family["recipes"].values())   # classification since session 25
+    rows = [[recipe, *[shown(d[n][metric]) for n in names], shown(d["lift"]), *([shown(d["auc_lift"])] if auc else [])]
+            for recipe, d in family["recipes"].items()]
+    note = (" The AUC lift is the same paired difference in the rare class's ROC AUC, which no decision threshold "
+            "changes: a recall lift without an AUC lift means the model calls the rare class more often, not that it "
+            "tells the classes apart better.") if auc else ""
     return (f"<p>{html.escape(metric)} on real holdout, mean and 95% t interval over {family['seeds']} seeds; the lift is "
-            "paired by seed. The verdict says helps only when every recipe's lift interval lies above zero.</p>"
-            + table(rows, ["recipe", *names, "lift"]))
+            f"paired by seed. The verdict says helps only when every recipe's lift interval lies above zero.{note}</p>"
+            + table(rows, ["recipe", *names, "lift", *(["AUC lift"] if auc else [])]))
 
 
 def conditions_table(conditions: dict) -> str:

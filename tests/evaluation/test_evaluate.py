@@ -198,8 +198,31 @@ def test_the_recipe_family_runs_end_to_end_and_reports_each_recipe(tmp_path):
     assert set(family["recipes"]) == {f"{r}, {m}" for r in CLASSIFIERS for m in MIXES}
     for row in family["recipes"].values():
         assert row["lift"]["n"] == 2 and row["real only"][family["metric"]]["n"] == 2
+        assert row["auc_lift"]["n"] == 2 and 0 <= row["real only"]["auc_lesion"]["mean"] <= 1
     assert family["verdict"] in ("helps", "neutral", "hurts") and result.summary["recipes_verdict_class"] == family["verdict"]
-    assert "Utility over every downstream recipe (class)" in (tmp_path / "eval" / "report.html").read_text()
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert "Utility over every downstream recipe (class)" in page and "AUC lift" in page
+
+
+def test_a_recipe_scores_the_rare_class_auc_apart_from_its_decisions():
+    """A model that ranks every rare study above every other one but never calls the rare class: recall 0, AUC 1."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from medsynth.evaluation.recipes import scores_on
+
+    class Shy(torch.nn.Module):   # rare-class logit rises with the image's brightness but stays below the other's
+        def forward(self, x):
+            bright = x.mean(dim=(1, 2, 3))
+            return torch.stack([bright - 10.0, torch.zeros_like(bright)], 1)
+
+    classes = np.array([0, 0, 1, 1, 1, 1])
+    images = (1.0 - classes).astype(np.float32).reshape(-1, 1, 1, 1) * np.ones((1, 1, 4, 4), np.float32)
+    recall, balanced, auc = scores_on(Shy(), SimpleNamespace(images=images, classes=classes), rare=0, classes=2)
+    assert recall == 0.0 and balanced == 0.5 and auc == 1.0
+    flipped = SimpleNamespace(images=images, classes=1 - classes)       # now the rare studies are the darker ones
+    assert scores_on(Shy(), flipped, rare=0, classes=2)[2] == 0.0
 
 
 def test_the_recipe_family_on_a_mask_run_has_both_segmenters_and_the_cli_prints_its_verdicts(tiny_run, tmp_path):
