@@ -200,4 +200,4 @@ def print_budget(result: dict) -> None:
         cell = lambda k, m=fam["metric"]: f"{d[k][m]['mean']:.3f}/{d[k]['balanced_accuracy']['mean']:.3f}"  # noqa: E731
         auc = f" | {signed(d['auc_lift'])}" if "auc_lift" in d else ""
         print(f"{recipe:36s} {cell('real only')} | {cell('synthetic only')} | {cell(mix)} | {signed(d['lift'])}{auc}")
-    print(f"verdict: {fam['verdict']}")
+    print(f"verdict: {fam['verdict']}" + (f"; in rare-class AUC: {fam['auc_verdict']}" if "auc_verdict" in fam else ""))

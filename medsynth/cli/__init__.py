@@ -245,6 +245,8 @@ def print_evaluation(result) -> None:
                        + "; ".join(f"{n} {v:.3f}" for n, v in values.items()))
         if key.startswith("recipes_verdict_"):
             typer.echo(f"  over every downstream recipe ({key[16:]}): the synthetic set {values}")
+        if key.startswith("recipes_auc_verdict_"):
+            typer.echo(f"  over every downstream recipe ({key[20:]}), in the rare class's ROC AUC: {values}")
     typer.echo(f"report: {result.out / 'report.html'}")
 
 

@@ -323,6 +323,8 @@ def headline(payload: dict) -> dict:
         summary[f"utility_{first}"] = {name: d[first]["mean"] for name, d in util["sets"].items()}
     for kind, family in payload.get("utility_family", {}).items():
         summary[f"recipes_verdict_{kind}"] = family["verdict"]   # helps / neutral / hurts over every recipe
+        if "auc_verdict" in family:
+            summary[f"recipes_auc_verdict_{kind}"] = family["auc_verdict"]   # the same in the rare class's ROC AUC
     return summary
 
 

@@ -8,7 +8,7 @@ of the rare class join the real ones up to class balance or as a fixed count (`b
 count (`boost`; 0: half the real training count). The lift of a recipe is the paired (same seed) difference between
 real + synthetic and real only in rare-class recall (segmentation: mean Dice), with a t interval over seeds; next to
 it the lift in the rare class's ROC AUC, which says whether the model tells the classes apart better or only calls
-the rare class more often (a threshold-free view the verdict does not use). The
+the rare class more often (a threshold-free view with its own verdict, `auc_verdict`, by the same rule). The
 verdict is "helps" only when every recipe's interval lies above zero, "hurts" when any lies below, else "neutral".
 """
 
@@ -113,7 +113,8 @@ def classification_family(train, holdout, synthetic, names: list[str], s, show_p
             recipes[f"{recipe}, {m}"] = {**row, "lift": lift(column(mix, 0), column("real only", 0)),
                                          "auc_lift": lift(column(mix, 2), column("real only", 2))}
     return {"rare_class": names[rare], "metric": f"recall_{names[rare]}", "seeds": s.seeds, "epochs": epochs,
-            "recipes": recipes, "verdict": verdict({r: d["lift"] for r, d in recipes.items()})}
+            "recipes": recipes, "verdict": verdict({r: d["lift"] for r, d in recipes.items()}),
+            "auc_verdict": verdict({r: d["auc_lift"] for r, d in recipes.items()})}
 
 
 def scores_on(model, holdout, rare: int, classes: int) -> tuple[float, float, float]:

@@ -259,7 +259,9 @@ def utility_html(payload: dict) -> list[str]:
     if not payload["utility"]:
         parts.append(section("Utility", "<p>Not measured (unconditional run, or --no-utility).</p>"))
     for kind, family in payload.get("utility_family", {}).items():
-        parts.append(section(f"Utility over every downstream recipe ({kind}): {family['verdict']}", family_table(family)))
+        auc = f"; in rare-class AUC: {family['auc_verdict']}" if "auc_verdict" in family else ""
+        parts.append(section(f"Utility over every downstream recipe ({kind}): {family['verdict']}{auc}",
+                             family_table(family)))
     return parts
 
 

@@ -200,6 +200,7 @@ def test_the_recipe_family_runs_end_to_end_and_reports_each_recipe(tmp_path):
         assert row["lift"]["n"] == 2 and row["real only"][family["metric"]]["n"] == 2
         assert row["auc_lift"]["n"] == 2 and 0 <= row["real only"]["auc_lesion"]["mean"] <= 1
     assert family["verdict"] in ("helps", "neutral", "hurts") and result.summary["recipes_verdict_class"] == family["verdict"]
+    assert result.summary["recipes_auc_verdict_class"] == family["auc_verdict"] in ("helps", "neutral", "hurts")
     page = (tmp_path / "eval" / "report.html").read_text()
     assert "Utility over every downstream recipe (class)" in page and "AUC lift" in page
 
@@ -236,6 +237,8 @@ def test_the_recipe_family_on_a_mask_run_has_both_segmenters_and_the_cli_prints_
     assert set(family["mask"]["recipes"]) == {f"{r}, {m}" for r in SEGMENTERS for m in SEGMENT_MIXES}
     assert "over every downstream recipe (class): the synthetic set" in result.stdout
     assert "over every downstream recipe (mask)" in result.stdout
+    assert "over every downstream recipe (class), in the rare class's ROC AUC" in result.stdout
+    assert "in the rare class's ROC AUC" not in result.stdout.split("(mask)")[1]   # segmentation has no AUC
 
 
 def test_the_family_trains_real_only_once_for_several_synthetic_sets_and_runs_only_the_recipes_asked(monkeypatch):
