@@ -79,6 +79,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--curate-quantiles", type=float, nargs="+", default=[0.1], metavar="Q",
                         help="family: curation candidates (plausibility quantiles, as `medsynth curate --quantile`; "
                         "0.5 keeps what is as typical as the median real val study), chosen on val")
+    parser.add_argument("--choose-by", choices=["auc", "recall"], default="auc", help="family: how the set is chosen "
+                        "on val: the mean lift in the rare class's ROC AUC (session 25), or session 21's rule (recall "
+                        "lift among sets that do not lower balanced accuracy)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="keep the run and synthetic set here")
     args = parser.parse_args()

@@ -34,7 +34,7 @@ def family_bench(args, start: float, device) -> None:
     """For each --budgets step count: train (or reuse WORK/run_<steps>), generate the judged set (--n-per-class per
     class at the config's guidance) and the family set (--boost rare-class and --boost-other other studies at
     --boost-guidance). On the first budget, choose between the family set as generated and curated (calibrated on val)
-    by the MONAI Classifier recipes' mean rare-class recall lift on val; then at every budget score the chosen set on
+    on val by --choose-by (choose_variant); then at every budget score the chosen set on
     test: recognised as requested, Frechet distance and KID in two feature spaces as ratios to the real floor, and the
     whole recipe family (evaluation/recipes.py) over --seeds seeds. Writes WORK/family_<steps>.json (a rerun keeps it)."""
     cfg = load_config(args.config or "breastmnist_2d_class.yaml", args.set)
@@ -136,14 +136,15 @@ def curated(synthetic: StudySet, scores: CurationScores, names: list[str], quant
 
 
 def choose_variant(real: dict, family: StudySet, scores: CurationScores, names: list[str], args, cache: dict) -> dict:
-    """As generated or curated at one of --curate-quantiles: the highest mean rare-class recall lift on val of the
-    MONAI Classifier recipe (class-balanced, both mixes), --seeds seeds each. Test is not looked at."""
+    """As generated or curated at one of --curate-quantiles, by the MONAI Classifier recipe (class-balanced, both mixes,
+    --seeds seeds) on val: the highest mean AUC lift (--choose-by auc) or session 21's recall rule (CHOICE_RULES).
+    Test is not looked at."""
     s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost)
     candidates, records = {"as generated": family}, {}
     for q in args.curate_quantiles:   # one quantile keeps the old name, so older results read the same
         name = "curated" if args.curate_quantiles == [0.1] else f"curated q{q:g}"
         candidates[name], records[name] = curated(family, scores, names, q)
-    lifts, accuracy = {}, {}
+    lifts, accuracy, auc = {}, {}, {}
     for variant, synthetic in candidates.items():
         result = recipes.classification_family(real["train"], real["val"], synthetic, names, s, True,
                                                only=("monai-classifier",), cache=cache,
@@ -152,17 +153,27 @@ def choose_variant(real: dict, family: StudySet, scores: CurationScores, names: 
         accuracy[variant] = float(np.mean([d[mixed_set(r)]["balanced_accuracy"]["mean"]
                                            - d["real only"]["balanced_accuracy"]["mean"]
                                            for r, d in result["recipes"].items()]))
+        auc[variant] = float(np.mean([d["auc_lift"]["mean"] for d in result["recipes"].values()]))
     means = {v: float(np.mean([d["mean"] for d in lifts[v].values()])) for v in lifts}
-    fair = [v for v in means if accuracy[v] >= 0] or [max(accuracy, key=accuracy.get)]
-    variant = max(fair, key=means.get)   # recall bought with false positives (balanced accuracy falls) is no gain
-    print(f"chosen on val: {variant} (mean recall lift {means}; balanced-accuracy lift {accuracy})")
+    if args.choose_by == "auc":
+        variant = max(auc, key=auc.get)
+    else:
+        fair = [v for v in means if accuracy[v] >= 0] or [max(accuracy, key=accuracy.get)]
+        variant = max(fair, key=means.get)   # recall bought with false positives (balanced accuracy falls) is no gain
+    print(f"chosen on val by {args.choose_by}: {variant} (mean recall lift {means}; balanced-accuracy lift {accuracy}; "
+          f"AUC lift {auc})")
     return {"variant": variant, "quantile": records[variant]["quantile"] if variant in records else None,
             "mean_lift_val": means, "lifts_val": lifts, "curation": records.get(variant),
-            "curation_candidates": records,
-            "balanced_accuracy_lift_val": accuracy,
-            "rule": "highest mean rare-class recall lift on val among the sets whose mean balanced-accuracy lift on val "
-                    "is not below zero (else the highest balanced-accuracy lift), MONAI Classifier with class-balanced "
-                    "loss, both mixes"}
+            "curation_candidates": records, "balanced_accuracy_lift_val": accuracy, "auc_lift_val": auc,
+            "rule": CHOICE_RULES[args.choose_by]}
+
+
+CHOICE_RULES = {
+    "auc": "highest mean lift in the rare class's ROC AUC on val, MONAI Classifier with class-balanced loss, both mixes "
+           "(threshold-free, and it uses every pair of val studies, not only the rare ones)",
+    "recall": "highest mean rare-class recall lift on val among the sets whose mean balanced-accuracy lift on val is not "
+              "below zero (else the highest balanced-accuracy lift), MONAI Classifier with class-balanced loss, both "
+              "mixes"}
 
 
 def mixed_set(recipe: str) -> str:
