@@ -102,6 +102,31 @@ def sample_grid(real, synthetic, class_names: list[str], columns: int = 6) -> st
     return png(fig)
 
 
+def lift_chart(family: dict) -> str:
+    """Each recipe's lift with its 95% interval against zero (a forest plot), one panel per lift the family has."""
+    recipes = list(family["recipes"])
+    panels = [(k, name) for k, name in (("lift", family["metric"].replace("_", " ") + " lift"),
+                                        ("auc_lift", "rare-class ROC AUC lift"))
+              if all(k in d for d in family["recipes"].values())]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 2.2, 0.32 * len(recipes) + 1.2),
+                             squeeze=False, sharey=True)
+    y = np.arange(len(recipes))[::-1]
+    for ax, (key, name) in zip(axes[0], panels):
+        rows = [family["recipes"][r][key] for r in recipes]
+        v = np.array([np.nan if d["mean"] is None else d["mean"] for d in rows], float)
+        low, high = (np.array([np.nan if d["interval"][i] is None else d["interval"][i] for d in rows], float)
+                     for i in (0, 1))
+        colours = ["#55a868" if lo > 0 else "#c44e52" if hi < 0 else "#8c8c8c" for lo, hi in zip(low, high)]
+        ax.hlines(y, low, high, colors=colours, linewidth=2)
+        ax.scatter(v, y, color=colours, zorder=3, s=18)
+        ax.axvline(0, color="#333333", linestyle="--", linewidth=1)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_yticks(y, recipes, fontsize=7)
+    fig.tight_layout()
+    return png(fig)
+
+
 def family_table(family: dict) -> str:
     """Per recipe: the metric of each training set and the paired lift (real + synthetic minus real only)."""
     metric = family["metric"]
@@ -115,6 +140,8 @@ def family_table(family: dict) -> str:
             "tells the classes apart better.") if auc else ""
     return (f"<p>{html.escape(metric)} on real holdout, mean and 95% t interval over {family['seeds']} seeds; the lift is "
             f"paired by seed. The verdict says helps only when every recipe's lift interval lies above zero.{note}</p>"
+            + f"<img alt='lift per recipe' src='{lift_chart(family)}'>"
+            + "<p>Each recipe's lift with its 95% interval (green: above zero, red: below, grey: crosses it).</p>"
             + table(rows, ["recipe", *names, "lift", *(["AUC lift"] if auc else [])]))
 
 

@@ -203,6 +203,7 @@ def test_the_recipe_family_runs_end_to_end_and_reports_each_recipe(tmp_path):
     assert result.summary["recipes_auc_verdict_class"] == family["auc_verdict"] in ("helps", "neutral", "hurts")
     page = (tmp_path / "eval" / "report.html").read_text()
     assert "Utility over every downstream recipe (class)" in page and "AUC lift" in page
+    assert "alt='lift per recipe' src='data:image/png;base64," in page
 
 
 def test_a_recipe_scores_the_rare_class_auc_apart_from_its_decisions():
