@@ -213,9 +213,9 @@ def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, name
             f"real + {added} synthetic {names[rare]}": (mixed_x, mixed_y)}
     predictions, judge = fit_each(
         sets, s, lambda x, y, seed: cls.train_classifier(x, y, k, seed=seed, steps=s.steps, batch_size=16),
-        lambda model, images: cls.predict(model, images)[0], holdout.images, "evaluation classifiers", show_progress)
+        cls.probabilities, holdout.images, "evaluation classifiers", show_progress)
     syn_pred, _ = cls.predict(judge, synthetic.images)
-    hold_pred = predictions["real only"][0]
+    hold_pred = predictions["real only"][0].argmax(1)
     syn_recall = metrics.recall_per_class(syn_pred, synthetic.classes, k)
     hold_recall = metrics.recall_per_class(hold_pred, holdout.classes, k)
     conditioning = {"judge": "MONAI Classifier trained on the run's training studies",
@@ -224,13 +224,13 @@ def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, name
                                     "synthetic_studies": int((synthetic.classes == c).sum())} for c, n in enumerate(names)}}
     if not s.utility:
         return conditioning, None
+    scored = {name: np.array([recipes.scores_on(probs, holdout, rare, k) for probs in runs]).reshape(-1, 3)
+              for name, runs in predictions.items()}   # per seed: rare recall, balanced accuracy, rare ROC AUC
+    keys = ["balanced_accuracy", f"recall_{names[rare]}", f"auc_{names[rare]}"]
     utility = {"model": "MONAI Classifier", "test": "real holdout", "rare_class": names[rare], "seeds": s.seeds,
-               "metrics": ["balanced_accuracy", f"recall_{names[rare]}"],
-               "sets": {name: {"balanced_accuracy": metrics.mean_interval(
-                                   [metrics.balanced_accuracy(p, holdout.classes, k) for p in preds], bounds=(0, 1)),
-                               f"recall_{names[rare]}": metrics.mean_interval(
-                                   [metrics.recall_per_class(p, holdout.classes, k)[rare] for p in preds], bounds=(0, 1))}
-                        for name, preds in predictions.items()}}
+               "metrics": keys,
+               "sets": {name: {key: metrics.mean_interval(v[:, column], bounds=(0, 1))
+                               for key, column in zip(keys, (1, 0, 2))} for name, v in scored.items()}}
     return conditioning, utility
 
 

@@ -118,10 +118,11 @@ def classification_family(train, holdout, synthetic, names: list[str], s, show_p
 
 
 def scores_on(model, holdout, rare: int, classes: int) -> tuple[float, float, float]:
-    """A trained classifier on the holdout: rare-class recall and balanced accuracy at its own decision (the most
-    probable class), and the rare class's ROC AUC against the rest, which no decision threshold changes: a lift in
-    recall without one in AUC moved the operating point (as re-weighting would), not what the model can tell apart."""
-    probs = cls.probabilities(model, holdout.images)
+    """A trained classifier (or its holdout probabilities, (N, classes)) on the holdout: rare-class recall and balanced
+    accuracy at its own decision (the most probable class), and the rare class's ROC AUC against the rest, which no
+    decision threshold changes: a lift in recall without one in AUC moved the operating point (as re-weighting
+    would), not what the model can tell apart."""
+    probs = model if isinstance(model, np.ndarray) else cls.probabilities(model, holdout.images)
     predicted, is_rare = probs.argmax(1), holdout.classes == rare
     return (float(metrics.recall_per_class(predicted, holdout.classes, classes)[rare]),
             metrics.balanced_accuracy(predicted, holdout.classes, classes),

@@ -165,6 +165,9 @@ def test_evaluate_a_2d_class_run_through_the_python_api(tmp_path):
     assert {"lesion", "normal", "all"} == set(report["diversity"])
     sets = report["utility"]["class"]["sets"]
     assert list(sets)[2].startswith("real + 4 synthetic ") and all(d["balanced_accuracy"]["n"] == 2 for d in sets.values())
+    rare = report["utility"]["class"]["rare_class"]
+    assert report["utility"]["class"]["metrics"][-1] == f"auc_{rare}"
+    assert all(0 <= d[f"auc_{rare}"]["mean"] <= 1 and d[f"auc_{rare}"]["n"] == 2 for d in sets.values())
     assert 0 <= result.summary["class_accuracy_synthetic"] <= 1
 
 
