@@ -48,7 +48,7 @@ from medsynth.runtime import resolve_device
 from medsynth.synthesis.generate import generate
 from medsynth.training.trainer import train
 from quality_data import real_arrays, synthetic_arrays, utility
-from quality_family import family_bench
+from quality_family import family_bench, signed
 
 
 def arguments() -> argparse.Namespace:
@@ -236,8 +236,7 @@ def print_segmentation_family(family: dict) -> None:
     print(f"recipe family ({family['seeds']} seeds; fixed epochs: {family['epochs']}; added: {family['added']}):")
     for recipe, row in family["recipes"].items():
         sets = ", ".join(f"{name} {d['mean_dice']['mean']:.3f}" for name, d in row.items() if name != "lift")
-        low, high = row["lift"]["interval"]
-        print(f"  {recipe:28s} {sets}; lift {row['lift']['mean']:+.3f} [{low:+.3f}, {high:+.3f}]")
+        print(f"  {recipe:28s} {sets}; lift {signed(row['lift'])}")
     print(f"verdict over every segmentation recipe: {family['verdict']}")
 
 

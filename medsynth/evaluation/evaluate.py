@@ -224,7 +224,7 @@ def classification(train: StudySet, holdout: StudySet, synthetic: StudySet, name
                                     "synthetic_studies": int((synthetic.classes == c).sum())} for c, n in enumerate(names)}}
     if not s.utility:
         return conditioning, None
-    scored = {name: np.array([recipes.scores_on(probs, holdout, rare, k) for probs in runs]).reshape(-1, 3)
+    scored = {name: np.array([recipes.scores_on(probs, holdout.classes, rare, k) for probs in runs]).reshape(-1, 3)
               for name, runs in predictions.items()}   # per seed: rare recall, balanced accuracy, rare ROC AUC
     keys = ["balanced_accuracy", f"recall_{names[rare]}", f"auc_{names[rare]}"]
     utility = {"model": "MONAI Classifier", "test": "real holdout", "rare_class": names[rare], "seeds": s.seeds,

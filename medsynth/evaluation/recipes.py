@@ -95,7 +95,7 @@ def classification_family(train, holdout, synthetic, names: list[str], s, show_p
         network, weighted, budget = CLASSIFIERS[recipe]
         model = cls.train_classifier(*sets[name], k, seed=s.seed + seed, batch_size=BATCH, balanced=weighted,
                                      network=network, **({"steps": s.steps} if budget == "steps" else {"epochs": epochs}))
-        score = scores_on(model, holdout, rare, k)
+        score = scores_on(cls.probabilities(model, holdout.images), holdout.classes, rare, k)
         if name == "real only":
             cache[recipe, seed, s.seed, s.steps, data] = score
         scores.setdefault((recipe, name), []).append(score)
@@ -117,15 +117,14 @@ def classification_family(train, holdout, synthetic, names: list[str], s, show_p
             "auc_verdict": verdict({r: d["auc_lift"] for r, d in recipes.items()})}
 
 
-def scores_on(model, holdout, rare: int, classes: int) -> tuple[float, float, float]:
-    """A trained classifier (or its holdout probabilities, (N, classes)) on the holdout: rare-class recall and balanced
+def scores_on(probs: np.ndarray, truth: np.ndarray, rare: int, classes: int) -> tuple[float, float, float]:
+    """A classifier's holdout probabilities (N, classes) against the true classes: rare-class recall and balanced
     accuracy at its own decision (the most probable class), and the rare class's ROC AUC against the rest, which no
     decision threshold changes: a lift in recall without one in AUC moved the operating point (as re-weighting
     would), not what the model can tell apart."""
-    probs = model if isinstance(model, np.ndarray) else cls.probabilities(model, holdout.images)
-    predicted, is_rare = probs.argmax(1), holdout.classes == rare
-    return (float(metrics.recall_per_class(predicted, holdout.classes, classes)[rare]),
-            metrics.balanced_accuracy(predicted, holdout.classes, classes),
+    predicted, is_rare = probs.argmax(1), truth == rare
+    return (float(metrics.recall_per_class(predicted, truth, classes)[rare]),
+            metrics.balanced_accuracy(predicted, truth, classes),
             metrics.roc_auc(probs[is_rare, rare], probs[~is_rare, rare]) if is_rare.any() and (~is_rare).any() else
             float("nan"))
 

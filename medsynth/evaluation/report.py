@@ -33,12 +33,16 @@ def paired_bars(groups: list[str], real: list, synthetic: list, ylabel: str, rea
     return png(fig)
 
 
+def bounds(intervals) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) arrays from (low, high) intervals, NaN where an interval or one of its ends is missing."""
+    return tuple(np.array([np.nan if e is None or e[i] is None else e[i] for e in intervals], float) for i in (0, 1))
+
+
 def whiskers(values: np.ndarray, errors) -> np.ndarray | None:
     """matplotlib's yerr (2, N) from (low, high) intervals; None without intervals, zero where one is missing."""
     if errors is None:
         return None
-    lo = np.array([np.nan if e is None or e[0] is None else e[0] for e in errors], float)
-    hi = np.array([np.nan if e is None or e[1] is None else e[1] for e in errors], float)
+    lo, hi = bounds(errors)
     return np.nan_to_num(np.stack([values - lo, hi - values]).clip(0))
 
 
@@ -114,8 +118,7 @@ def lift_chart(family: dict) -> str:
     for ax, (key, name) in zip(axes[0], panels):
         rows = [family["recipes"][r][key] for r in recipes]
         v = np.array([np.nan if d["mean"] is None else d["mean"] for d in rows], float)
-        low, high = (np.array([np.nan if d["interval"][i] is None else d["interval"][i] for d in rows], float)
-                     for i in (0, 1))
+        low, high = bounds([d["interval"] for d in rows])
         colours = ["#55a868" if lo > 0 else "#c44e52" if hi < 0 else "#8c8c8c" for lo, hi in zip(low, high)]
         ax.hlines(y, low, high, colors=colours, linewidth=2)
         ax.scatter(v, y, color=colours, zorder=3, s=18)

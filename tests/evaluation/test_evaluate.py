@@ -211,10 +211,9 @@ def test_the_recipe_family_runs_end_to_end_and_reports_each_recipe(tmp_path):
 
 def test_a_recipe_scores_the_rare_class_auc_apart_from_its_decisions():
     """A model that ranks every rare study above every other one but never calls the rare class: recall 0, AUC 1."""
-    from types import SimpleNamespace
-
     import torch
 
+    from medsynth.evaluation.classifier import probabilities
     from medsynth.evaluation.recipes import scores_on
 
     class Shy(torch.nn.Module):   # rare-class logit rises with the image's brightness but stays below the other's
@@ -224,10 +223,10 @@ def test_a_recipe_scores_the_rare_class_auc_apart_from_its_decisions():
 
     classes = np.array([0, 0, 1, 1, 1, 1])
     images = (1.0 - classes).astype(np.float32).reshape(-1, 1, 1, 1) * np.ones((1, 1, 4, 4), np.float32)
-    recall, balanced, auc = scores_on(Shy(), SimpleNamespace(images=images, classes=classes), rare=0, classes=2)
+    probs = probabilities(Shy(), images)
+    recall, balanced, auc = scores_on(probs, classes, rare=0, classes=2)
     assert recall == 0.0 and balanced == 0.5 and auc == 1.0
-    flipped = SimpleNamespace(images=images, classes=1 - classes)       # now the rare studies are the darker ones
-    assert scores_on(Shy(), flipped, rare=0, classes=2)[2] == 0.0
+    assert scores_on(probs, 1 - classes, rare=0, classes=2)[2] == 0.0   # now the rare studies are the darker ones
 
 
 def test_the_recipe_family_on_a_mask_run_has_both_segmenters_and_the_cli_prints_its_verdicts(tiny_run, tmp_path):
