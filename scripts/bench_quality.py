@@ -79,12 +79,17 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--curate-quantiles", type=float, nargs="+", default=[0.1], metavar="Q",
                         help="family: curation candidates (plausibility quantiles, as `medsynth curate --quantile`; "
                         "0.5 keeps what is as typical as the median real val study), chosen on val")
+    parser.add_argument("--family-guidances", type=float, nargs="+", metavar="G", help="family: guidance candidates "
+                        "for the family set, each generated and chosen on val with the curation candidates (default: "
+                        "--boost-guidance, else 1.0)")
     parser.add_argument("--choose-by", choices=["auc", "recall"], default="auc", help="family: how the set is chosen "
                         "on val: the mean lift in the rare class's ROC AUC (session 25), or session 21's rule (recall "
                         "lift among sets that do not lower balanced accuracy)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="keep the run and synthetic set here")
     args = parser.parse_args()
+    if any(g < 0 for g in args.family_guidances or []):
+        parser.error(f"--family-guidances must each be at least 0, got {args.family_guidances}.")
     if any(not 0 <= q < 1 for q in args.curate_quantiles):
         parser.error(f"--curate-quantiles must each be at least 0 and below 1, got {args.curate_quantiles}.")
     return args

@@ -1,6 +1,6 @@
 """#23 for `bench_quality.py --family` on a MedMNIST-style file: the downstream recipe family
-(evaluation/recipes.py) at each of --budgets training steps; the synthetic set as generated or curated (at each of
---curate-quantiles) chosen on the val split, then every figure measured on test."""
+(evaluation/recipes.py) at each of --budgets training steps; the synthetic set (generated at each of --family-guidances,
+as generated or curated at each of --curate-quantiles) chosen on the val split, then every figure measured on test."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ from quality_data import real_arrays, synthetic_arrays
 def family_bench(args, start: float, device) -> None:
     """For each --budgets step count: train (or reuse WORK/run_<steps>), generate the judged set (--n-per-class per
     class at the config's guidance) and the family set (--boost rare-class and --boost-other other studies at
-    --boost-guidance). On the first budget, choose between the family set as generated and curated (calibrated on val)
-    on val by --choose-by (choose_variant); then at every budget score the chosen set on
+    each of --family-guidances). On the first budget, choose among the family sets as generated and curated
+    (calibrated on val) on val by --choose-by (choose_variant); then at every budget score the chosen set on
     test: recognised as requested, Frechet distance and KID in two feature spaces as ratios to the real floor, and the
     whole recipe family (evaluation/recipes.py) over --seeds seeds. Writes WORK/family_<steps>.json (a rerun keeps it)."""
     cfg = load_config(args.config or "breastmnist_2d_class.yaml", args.set)
@@ -57,14 +57,14 @@ def family_bench(args, start: float, device) -> None:
             continue
         run_dir, seconds = budget_run(args, work, steps, device)
         run = load_run(run_dir, device)
-        judged, family = budget_sets(run_dir, run, args, device, ids)
-        scores = curation_scores(real, family, run, names) if choice is None or choice["variant"] != "as generated" \
-            else None
+        wanted = guidances(args) if choice is None else [choice.get("guidance", guidances(args)[0])]
+        judged, families = budget_sets(run_dir, run, args, device, ids, wanted)
         if choice is None:
-            choice = choose_variant(real, family, scores, names, args, cache)
-        quantile = choice.get("quantile", 0.1 if choice["variant"] == "curated" else None)   # older results: 0.1
-        chosen = family if quantile is None else curated(family, scores, names, quantile)[0]
+            scores = {g: curation_scores(real, f, run, names) for g, f in families.items()}
+            choice = choose_variant(real, families, scores, names, args, cache)
+        chosen = chosen_set(real, families, run, names, choice)
         result = {"steps": steps, "train_seconds": seconds, "choice": choice, "studies": len(chosen.images),
+                  "guidance": choice.get("guidance", guidances(args)[0]),
                   "recognised": recognised(real, judged, len(names)), "class_names": names,
                   "fidelity": {"judged": fidelity(real["train"], real["test"], judged, s, False)["image"],
                                "chosen": fidelity(real["train"], real["test"], chosen, s, False)["image"]},
@@ -88,23 +88,29 @@ def budget_run(args, work: Path, steps: int, device) -> tuple[Path, float]:
     return run_dir, float(pd.read_csv(run_dir / "metrics.csv")["elapsed_s"].iloc[-1])
 
 
-def budget_sets(run_dir: Path, run, args, device, ids: dict) -> tuple[StudySet, StudySet]:
-    """The judged set (n-per-class each class, the config's guidance) and the family set (boost studies of the rare
-    class and boost-other of the others, at boost-guidance), generated once into the run's folder."""
+def guidances(args) -> list[float]:
+    """The family set's guidance candidates: --family-guidances, else --boost-guidance, else 1.0."""
+    return args.family_guidances or [args.boost_guidance if args.boost_guidance is not None else 1.0]
+
+
+def budget_sets(run_dir: Path, run, args, device, ids: dict, scales: list[float]) -> tuple[StudySet, dict]:
+    """The judged set (n-per-class each class, the config's guidance) and a family set (boost studies of the rare
+    class and boost-other of the others) at each guidance in `scales`, generated once into the run's folder."""
     names, counts = run.class_names, np.array(run.meta["class_counts"])
     rare = int(np.argmin(counts))
-    wanted = {"judged": ([f"{n}={args.n_per_class}" for n in names], None),
-              "family": ([f"{n}={args.boost if c == rare else args.boost_other}" for c, n in enumerate(names)],
-                         args.boost_guidance if args.boost_guidance is not None else 1.0)}
+    wanted = {"bench_judged": ([f"{n}={args.n_per_class}" for n in names], None)}
+    for g in scales:
+        wanted[f"bench_family_g{g:g}"] = ([f"{n}={args.boost if c == rare else args.boost_other}"
+                                           for c, n in enumerate(names)], g)
     sets = []
     for name, (classes, guidance) in wanted.items():
-        folder = run_dir / f"bench_{name}"
+        folder = run_dir / name
         if not SetFolder(folder).table.is_file():
             generate(run_dir, folder, classes=classes, guidance=guidance, device=str(device), show_progress=True,
                      batch_size=50, overwrite=True)
         images, classes = synthetic_arrays(folder, run, ids)
         sets.append(StudySet(images, None, classes))
-    return sets[0], sets[1]
+    return sets[0], dict(zip(scales, sets[1:]))
 
 
 @dataclass
@@ -135,15 +141,29 @@ def curated(synthetic: StudySet, scores: CurationScores, names: list[str], quant
     return StudySet(synthetic.images[keep], None, synthetic.classes[keep]), record
 
 
-def choose_variant(real: dict, family: StudySet, scores: CurationScores, names: list[str], args, cache: dict) -> dict:
-    """As generated or curated at one of --curate-quantiles, by the MONAI Classifier recipe (class-balanced, both mixes,
-    --seeds seeds) on val: the highest mean AUC lift (--choose-by auc) or session 21's recall rule (CHOICE_RULES).
-    Test is not looked at."""
+def chosen_set(real: dict, families: dict[float, StudySet], run, names: list[str], choice: dict) -> StudySet:
+    """The set `choice` names: the family set at its guidance (older results: the only one), curated at its quantile
+    (older results: "curated" is 0.1) or as generated."""
+    family = families.get(choice.get("guidance"), next(iter(families.values())))
+    quantile = choice.get("quantile", 0.1 if choice["variant"] == "curated" else None)
+    if quantile is None:
+        return family
+    return curated(family, curation_scores(real, family, run, names), names, quantile)[0]
+
+
+def choose_variant(real: dict, families: dict[float, StudySet], scores: dict[float, CurationScores],
+                   names: list[str], args, cache: dict) -> dict:
+    """At each guidance candidate, as generated or curated at one of --curate-quantiles, by the MONAI Classifier
+    recipe (class-balanced, both mixes, --seeds seeds) on val: the highest mean AUC lift (--choose-by auc) or session
+    21's recall rule (CHOICE_RULES). Test is not looked at."""
     s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost)
-    candidates, records = {"as generated": family}, {}
-    for q in args.curate_quantiles:   # one quantile keeps the old name, so older results read the same
-        name = "curated" if args.curate_quantiles == [0.1] else f"curated q{q:g}"
-        candidates[name], records[name] = curated(family, scores, names, q)
+    candidates, records, at = {}, {}, {}
+    for g, family in families.items():   # one guidance and one quantile keep the old names, so older results read the same
+        prefix = f"guidance {g:g}, " if len(families) > 1 else ""
+        candidates[prefix + "as generated"], at[prefix + "as generated"] = family, g
+        for q in args.curate_quantiles:
+            name = prefix + ("curated" if args.curate_quantiles == [0.1] else f"curated q{q:g}")
+            (candidates[name], records[name]), at[name] = curated(family, scores[g], names, q), g
     lifts, accuracy, auc = {}, {}, {}
     for variant, synthetic in candidates.items():
         result = recipes.classification_family(real["train"], real["val"], synthetic, names, s, True,
@@ -162,7 +182,8 @@ def choose_variant(real: dict, family: StudySet, scores: CurationScores, names: 
         variant = max(fair, key=means.get)   # recall bought with false positives (balanced accuracy falls) is no gain
     print(f"chosen on val by {args.choose_by}: {variant} (mean recall lift {means}; balanced-accuracy lift {accuracy}; "
           f"AUC lift {auc})")
-    return {"variant": variant, "quantile": records[variant]["quantile"] if variant in records else None,
+    return {"variant": variant, "guidance": at[variant],
+            "quantile": records[variant]["quantile"] if variant in records else None,
             "mean_lift_val": means, "lifts_val": lifts, "curation": records.get(variant),
             "curation_candidates": records, "balanced_accuracy_lift_val": accuracy, "auc_lift_val": auc,
             "rule": CHOICE_RULES[args.choose_by]}
@@ -198,7 +219,7 @@ def signed(d: dict) -> str:
 def print_budget(result: dict) -> None:
     fam, rec = result["family"], result["recognised"]
     print(f"\n== budget {result['steps']} steps ({result['train_seconds'] / 60:.1f} training minutes); set: "
-          f"{result['choice']['variant']} ({result['studies']} studies)")
+          f"{result['choice']['variant']} ({result['studies']} studies, guidance {result.get('guidance', '?')})")
     print(f"recognised as requested: synthetic {rec['synthetic']}, real test {rec['real_test']}")
     for name, spaces in result["fidelity"].items():
         for space, d in (("encoder", spaces), ("second", spaces["second"])):
