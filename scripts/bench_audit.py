@@ -33,7 +33,7 @@ from scipy import ndimage
 from medsynth.privacy import calibrate
 from medsynth.config import AuditConfig
 from medsynth.privacy.gallery import MAX_SHIFT, Gallery, Volumes, plant_ladder, residual
-from medsynth.privacy.membership import roc_auc
+from medsynth.stats import roc_auc
 from medsynth.privacy.descriptors import descriptors
 from medsynth.privacy.search import ranked
 from medsynth.data.catalog import ref_from_row

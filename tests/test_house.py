@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "medsynth"
 
 # The data flow, top to bottom: a module may import its own layer and the layers above it (earlier in this list).
 LAYERS = [
-    {"errors", "provenance", "outputs", "progress", "runtime", "viz", "pages", "config"},
+    {"errors", "provenance", "outputs", "progress", "runtime", "viz", "pages", "config", "stats"},
     {"data"},
     {"conditioning", "models"},
     {"diffusion"},

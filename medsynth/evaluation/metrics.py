@@ -58,13 +58,6 @@ def spread_interval(value: float | None, resamples, z: float = 1.96) -> tuple[fl
     return sd, [max(0.0, value - z * sd), value + z * sd]
 
 
-def roc_auc(positive, negative) -> float:
-    """Probability that a random positive outscores a random negative (ties count half): the area under the ROC curve,
-    which no choice of threshold changes."""
-    pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
-    return float(stats.mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))   # U counts ties half
-
-
 def recall_per_class(predicted: np.ndarray, truth: np.ndarray, classes: int) -> np.ndarray:
     return np.array([(predicted[truth == c] == c).mean() if np.any(truth == c) else np.nan for c in range(classes)])
 

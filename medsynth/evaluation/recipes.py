@@ -21,6 +21,7 @@ import numpy as np
 from medsynth.evaluation import classifier as cls
 from medsynth.evaluation import metrics, segmenter
 from medsynth.progress import progress_iter
+from medsynth.stats import roc_auc
 
 CLASSIFIERS = {  # name -> (network, class-balanced loss, budget)
     "monai-classifier": ("classifier", True, "steps"),
@@ -125,7 +126,7 @@ def scores_on(probs: np.ndarray, truth: np.ndarray, rare: int, classes: int) -> 
     predicted, is_rare = probs.argmax(1), truth == rare
     return (float(metrics.recall_per_class(predicted, truth, classes)[rare]),
             metrics.balanced_accuracy(predicted, truth, classes),
-            metrics.roc_auc(probs[is_rare, rare], probs[~is_rare, rare]) if is_rare.any() and (~is_rare).any() else
+            roc_auc(probs[is_rare, rare], probs[~is_rare, rare]) if is_rare.any() and (~is_rare).any() else
             float("nan"))
 
 

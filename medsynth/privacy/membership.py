@@ -16,6 +16,7 @@ from torch import nn
 from medsynth.conditioning import Conditions
 from medsynth.diffusion import NoiseProcess
 from medsynth.runs.lineage import spend_summary, tpr_bound
+from medsynth.stats import roc_auc
 
 LEVELS = (0.1, 0.25, 0.4)  # noise levels as fractions of the training timesteps
 
@@ -41,13 +42,6 @@ def study_losses(model: nn.Module, process: NoiseProcess, images: torch.Tensor, 
                 total += F.mse_loss(pred, process.target(x0, noise, t), reduction="none").flatten(1).mean(1)
         losses[start : start + len(x0)] = (total / (repeats * len(levels))).cpu().numpy()
     return losses
-
-
-def roc_auc(positive, negative) -> float:
-    """Probability that a random positive outscores a random negative (ties count half)."""
-    pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
-    diff = pos[:, None] - neg[None, :]
-    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
 
 
 def tpr_at_fpr(positive, negative, fpr: float = 0.01) -> float:

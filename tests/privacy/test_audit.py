@@ -13,6 +13,7 @@ from medsynth.privacy.audit import load_real, membership_attack
 from medsynth.privacy.gallery import Gallery, Volumes, plant_ladder
 from medsynth.privacy.plant import LADDER, ladder
 from medsynth.data.phantom import PhantomSpec, make_phantom
+from medsynth.stats import roc_auc
 from medsynth.runs.loaded import load_run
 
 from conftest import assert_user_error, run_cli
@@ -76,10 +77,10 @@ def test_gumbel_p_values_reach_past_the_holdout_and_empirical_ones_do_not():
 
 
 def test_membership_statistics_on_known_separations():
-    assert membership.roc_auc([2, 3, 4], [0, 1]) == 1.0 and membership.roc_auc([1], [1]) == 0.5
+    assert roc_auc([2, 3, 4], [0, 1]) == 1.0 and roc_auc([1], [1]) == 0.5
     # one negative (99) may pass at 1% FPR, so the threshold is 98 and two positives (98.5, 99.5) are above it
     assert membership.tpr_at_fpr(np.arange(100) + 0.5, np.arange(100), 0.01) == pytest.approx(0.02)
-    low, high = membership.bootstrap(np.arange(50.0), np.arange(50.0), membership.roc_auc)
+    low, high = membership.bootstrap(np.arange(50.0), np.arange(50.0), roc_auc)
     assert low < 0.5 < high
 
 
