@@ -57,14 +57,15 @@ def family_bench(args, start: float, device) -> None:
             continue
         run_dir, seconds = budget_run(args, work, steps, device)
         run = load_run(run_dir, device)
-        wanted = guidances(args) if choice is None else [choice.get("guidance", guidances(args)[0])]
-        judged, families = budget_sets(run_dir, run, args, device, ids, wanted)
+        judged, families = budget_sets(run_dir, run, args, device, ids,
+                                       guidances(args) if choice is None else [chosen_guidance(choice, args)])
+        scores = {}   # this budget's run: the val phase's curation scores serve the chosen set too
         if choice is None:
             scores = {g: curation_scores(real, f, run, names) for g, f in families.items()}
             choice = choose_variant(real, families, scores, names, args, cache)
-        chosen = chosen_set(real, families, run, names, choice)
+        chosen = chosen_set(real, families, scores, run, names, choice, chosen_guidance(choice, args))
         result = {"steps": steps, "train_seconds": seconds, "choice": choice, "studies": len(chosen.images),
-                  "guidance": choice.get("guidance", guidances(args)[0]),
+                  "guidance": chosen_guidance(choice, args),
                   "recognised": recognised(real, judged, len(names)), "class_names": names,
                   "fidelity": {"judged": fidelity(real["train"], real["test"], judged, s, False)["image"],
                                "chosen": fidelity(real["train"], real["test"], chosen, s, False)["image"]},
@@ -91,6 +92,11 @@ def budget_run(args, work: Path, steps: int, device) -> tuple[Path, float]:
 def guidances(args) -> list[float]:
     """The family set's guidance candidates: --family-guidances, else --boost-guidance, else 1.0."""
     return args.family_guidances or [args.boost_guidance if args.boost_guidance is not None else 1.0]
+
+
+def chosen_guidance(choice: dict, args) -> float:
+    """The guidance of the chosen family set (older results, which had one: the first candidate)."""
+    return choice.get("guidance", guidances(args)[0])
 
 
 def budget_sets(run_dir: Path, run, args, device, ids: dict, scales: list[float]) -> tuple[StudySet, dict]:
@@ -141,14 +147,16 @@ def curated(synthetic: StudySet, scores: CurationScores, names: list[str], quant
     return StudySet(synthetic.images[keep], None, synthetic.classes[keep]), record
 
 
-def chosen_set(real: dict, families: dict[float, StudySet], run, names: list[str], choice: dict) -> StudySet:
-    """The set `choice` names: the family set at its guidance (older results: the only one), curated at its quantile
-    (older results: "curated" is 0.1) or as generated."""
-    family = families.get(choice.get("guidance"), next(iter(families.values())))
+def chosen_set(real: dict, families: dict[float, StudySet], scores: dict[float, CurationScores], run,
+               names: list[str], choice: dict, guidance: float) -> StudySet:
+    """The set `choice` names: the family set at `guidance`, curated at its quantile (older results: "curated" is
+    0.1; its scores from `scores` when the val phase computed them on this run) or as generated."""
+    family = families[guidance]
     quantile = choice.get("quantile", 0.1 if choice["variant"] == "curated" else None)
     if quantile is None:
         return family
-    return curated(family, curation_scores(real, family, run, names), names, quantile)[0]
+    judged = scores[guidance] if guidance in scores else curation_scores(real, family, run, names)
+    return curated(family, judged, names, quantile)[0]
 
 
 def choose_variant(real: dict, families: dict[float, StudySet], scores: dict[float, CurationScores],
