@@ -16,7 +16,8 @@ Frechet distance per plane, MS-SSIM diversity and the real / synthetic / real + 
 
 With --family (#23), the downstream recipe family (evaluation/recipes.py) at two training budgets (--budgets steps):
 the synthetic set as generated or curated (at each of --curate-quantiles) is chosen on the val split, then every
-figure is measured on test.
+figure is measured on test. --test-seeds N on a finished --out WORK scores each budget's chosen set on test again over
+N seeds (the choice made on val stands; WORK/family_<steps>_seeds<N>.json).
 
 Prints every figure and the CPU minutes used. Targets: docs/benchmarks.md (evaluation issue).
 
@@ -79,6 +80,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--curate-quantiles", type=float, nargs="+", default=[0.1], metavar="Q",
                         help="family: curation candidates (plausibility quantiles, as `medsynth curate --quantile`; "
                         "0.5 keeps what is as typical as the median real val study), chosen on val")
+    parser.add_argument("--test-seeds", type=int, help="family: score a finished --out's chosen set on test "
+                        "again over this many seeds (the val choice stands)")
     parser.add_argument("--family-guidances", type=float, nargs="+", metavar="G", help="family: guidance candidates "
                         "for the family set, each generated and chosen on val with the curation candidates (default: "
                         "--boost-guidance, else 1.0)")
@@ -92,6 +95,9 @@ def arguments() -> argparse.Namespace:
         parser.error(f"--family-guidances must each be at least 0, got {args.family_guidances}.")
     if any(not 0 <= q < 1 for q in args.curate_quantiles):
         parser.error(f"--curate-quantiles must each be at least 0 and below 1, got {args.curate_quantiles}.")
+    if args.test_seeds is not None and (args.test_seeds < 2 or not args.out):
+        parser.error(f"--test-seeds needs at least 2 seeds (an interval) and the --out of a finished --family run, "
+                     f"got {args.test_seeds} and --out {args.out}.")
     return args
 
 

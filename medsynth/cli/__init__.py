@@ -247,6 +247,8 @@ def print_evaluation(result) -> None:
             typer.echo(f"  over every downstream recipe ({key[16:]}): the synthetic set {values}")
         if key.startswith("recipes_auc_verdict_"):
             typer.echo(f"  over every downstream recipe ({key[20:]}), in the rare class's ROC AUC: {values}")
+        if key.startswith("recipes_matched_verdict_"):
+            typer.echo(f"  over every downstream recipe ({key[24:]}), in recall at real only's specificity: {values}")
     typer.echo(f"report: {result.out / 'report.html'}")
 
 

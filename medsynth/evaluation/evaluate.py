@@ -325,6 +325,8 @@ def headline(payload: dict) -> dict:
         summary[f"recipes_verdict_{kind}"] = family["verdict"]   # helps / neutral / hurts over every recipe
         if "auc_verdict" in family:
             summary[f"recipes_auc_verdict_{kind}"] = family["auc_verdict"]   # the same in the rare class's ROC AUC
+        if "matched_verdict" in family:   # the same in recall at the real-only models' specificity
+            summary[f"recipes_matched_verdict_{kind}"] = family["matched_verdict"]
     return summary
 
 

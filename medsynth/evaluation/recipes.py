@@ -8,7 +8,10 @@ of the rare class join the real ones up to class balance or as a fixed count (`b
 count (`boost`; 0: half the real training count). The lift of a recipe is the paired (same seed) difference between
 real + synthetic and real only in rare-class recall (segmentation: mean Dice), with a t interval over seeds; next to
 it the lift in the rare class's ROC AUC, which says whether the model tells the classes apart better or only calls
-the rare class more often (a threshold-free view with its own verdict, `auc_verdict`, by the same rule). The
+the rare class more often (a threshold-free view with its own verdict, `auc_verdict`, by the same rule); and the lift
+in rare-class recall at the real-only model's specificity (`matched_lift`, `matched_verdict`): each model's recall read
+off its ROC curve where it calls as few of the other classes rare as the real-only model of the same seed does, so
+that a recall gained by calling the rare class more often (and paid for in false positives) does not count. The
 verdict is "helps" only when every recipe's interval lies above zero, "hurts" when any lies below, else "neutral".
 """
 
@@ -21,7 +24,7 @@ import numpy as np
 from medsynth.evaluation import classifier as cls
 from medsynth.evaluation import metrics, segmenter
 from medsynth.progress import progress_iter
-from medsynth.stats import roc_auc
+from medsynth.stats import recall_at_specificity, roc_auc
 
 CLASSIFIERS = {  # name -> (network, class-balanced loss, budget)
     "monai-classifier": ("classifier", True, "steps"),
@@ -91,31 +94,50 @@ def classification_family(train, holdout, synthetic, names: list[str], s, show_p
     data = (len(train.images), float(train.images.sum()), len(holdout.images), float(holdout.images.sum()))
     runs = [(r, n, seed) for r in chosen for n in sets for seed in range(s.seeds)
             if not (n == "real only" and (r, seed, s.seed, s.steps, data) in cache)]
-    scores: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    scores: dict[tuple[str, str], list[tuple]] = {}
     for recipe, name, seed in progress_iter(runs, "utility recipes", enabled=show_progress):
         network, weighted, budget = CLASSIFIERS[recipe]
         model = cls.train_classifier(*sets[name], k, seed=s.seed + seed, batch_size=BATCH, balanced=weighted,
                                      network=network, **({"steps": s.steps} if budget == "steps" else {"epochs": epochs}))
-        score = scores_on(cls.probabilities(model, holdout.images), holdout.classes, rare, k)
+        score = scored(cls.probabilities(model, holdout.images), holdout.classes, rare, k)
         if name == "real only":
             cache[recipe, seed, s.seed, s.steps, data] = score
         scores.setdefault((recipe, name), []).append(score)
     for recipe in chosen:
         scores[recipe, "real only"] = [cache[recipe, seed, s.seed, s.steps, data] for seed in range(s.seeds)]
-    recipes = {}
-    for recipe in chosen:
-        column = lambda name, j: [v[j] for v in scores[recipe, name]]  # noqa: E731
-        row = {name: {f"recall_{names[rare]}": metrics.mean_interval(column(name, 0), (0, 1)),
-                      "balanced_accuracy": metrics.mean_interval(column(name, 1), (0, 1)),
-                      f"auc_{names[rare]}": metrics.mean_interval(column(name, 2), (0, 1))}
-               for name in sets}
-        for m in MIXES:
-            mix = f"real + synthetic ({m})"
-            recipes[f"{recipe}, {m}"] = {**row, "lift": lift(column(mix, 0), column("real only", 0)),
-                                         "auc_lift": lift(column(mix, 2), column("real only", 2))}
+    recipes = {f"{recipe}, {m}": row for recipe in chosen
+               for m, row in recipe_rows(scores, recipe, list(sets), names[rare], holdout.classes == rare).items()}
     return {"rare_class": names[rare], "metric": f"recall_{names[rare]}", "seeds": s.seeds, "epochs": epochs,
             "recipes": recipes, "verdict": verdict({r: d["lift"] for r, d in recipes.items()}),
-            "auc_verdict": verdict({r: d["auc_lift"] for r, d in recipes.items()})}
+            "auc_verdict": verdict({r: d["auc_lift"] for r, d in recipes.items()}),
+            "matched_verdict": verdict({r: d["matched_lift"] for r, d in recipes.items()})}
+
+
+def recipe_rows(scores: dict, recipe: str, sets: list[str], rare: str, is_rare: np.ndarray) -> dict[str, dict]:
+    """One recipe's row per mix: each training set's recall, balanced accuracy and AUC over seeds, and the paired
+    lifts of real + synthetic (that mix) over real only in recall, AUC and recall at real only's specificity."""
+    column = lambda name, j: [v[j] for v in scores[recipe, name]]  # noqa: E731
+    row = {name: {f"recall_{rare}": metrics.mean_interval(column(name, 0), (0, 1)),
+                  "balanced_accuracy": metrics.mean_interval(column(name, 1), (0, 1)),
+                  f"auc_{rare}": metrics.mean_interval(column(name, 2), (0, 1))} for name in sets}
+    specificity = column("real only", 3)   # each seed's real-only model at its own decision
+    at = lambda name: [recall_at_specificity(p[is_rare], p[~is_rare], q)  # noqa: E731
+                       for p, q in zip(column(name, 4), specificity)]
+    rows = {}
+    for m in MIXES:
+        mix = f"real + synthetic ({m})"
+        rows[m] = {**row, "lift": lift(column(mix, 0), column("real only", 0)),
+                   "auc_lift": lift(column(mix, 2), column("real only", 2)),
+                   "matched_lift": {**lift(at(mix), at("real only")), "specificity": float(np.mean(specificity))}}
+    return rows
+
+
+def scored(probs: np.ndarray, truth: np.ndarray, rare: int, classes: int) -> tuple:
+    """scores_on's three figures, the specificity of the model's own decision (the share of other-class studies it
+    does not call rare) and its rare-class probabilities, from which recall at another model's specificity is read."""
+    others = truth != rare
+    specificity = float(np.mean(probs[others].argmax(1) != rare)) if others.any() else float("nan")
+    return (*scores_on(probs, truth, rare, classes), specificity, probs[:, rare].copy())
 
 
 def scores_on(probs: np.ndarray, truth: np.ndarray, rare: int, classes: int) -> tuple[float, float, float]:

@@ -110,6 +110,7 @@ def lift_chart(family: dict) -> str:
     """Each recipe's lift with its 95% interval against zero (a forest plot), one panel per lift the family has."""
     recipes = list(family["recipes"])
     panels = [(k, name) for k, name in (("lift", family["metric"].replace("_", " ") + " lift"),
+                                        ("matched_lift", "recall lift at real only's specificity"),
                                         ("auc_lift", "rare-class ROC AUC lift"))
               if all(k in d for d in family["recipes"].values())]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 2.2, 0.32 * len(recipes) + 1.2),
@@ -134,18 +135,22 @@ def family_table(family: dict) -> str:
     """Per recipe: the metric of each training set and the paired lift (real + synthetic minus real only)."""
     metric = family["metric"]
     shown = lambda d: "-" if d["mean"] is None else f"{d['mean']:.3f} ({d['interval'][0]:.3f} to {d['interval'][1]:.3f})"  # noqa: E731
-    names = [n for n in next(iter(family["recipes"].values())) if n not in ("lift", "auc_lift")]
-    auc = all("auc_lift" in d for d in family["recipes"].values())   # classification since session 25
-    rows = [[recipe, *[shown(d[n][metric]) for n in names], shown(d["lift"]), *([shown(d["auc_lift"])] if auc else [])]
+    names = [n for n in next(iter(family["recipes"].values())) if not n.endswith("lift")]
+    extra = [(k, title) for k, title in (("matched_lift", "lift at real only's specificity"), ("auc_lift", "AUC lift"))
+             if all(k in d for d in family["recipes"].values())]   # classification since sessions 27 and 25
+    rows = [[recipe, *[shown(d[n][metric]) for n in names], shown(d["lift"]), *[shown(d[k]) for k, _ in extra]]
             for recipe, d in family["recipes"].items()]
-    note = (" The AUC lift is the same paired difference in the rare class's ROC AUC, which no decision threshold "
-            "changes: a recall lift without an AUC lift means the model calls the rare class more often, not that it "
-            "tells the classes apart better.") if auc else ""
+    note = (" The lift at real only's specificity is the recall each model reaches, read off its ROC curve, when it "
+            "calls no more of the other classes rare than the real-only model of the same seed does: recall bought with "
+            "false positives does not count there." if "matched_lift" in dict(extra) else "")
+    note += (" The AUC lift is the same paired difference in the rare class's ROC AUC, which no decision threshold "
+             "changes: a recall lift without an AUC lift means the model calls the rare class more often, not that it "
+             "tells the classes apart better." if "auc_lift" in dict(extra) else "")
     return (f"<p>{html.escape(metric)} on real holdout, mean and 95% t interval over {family['seeds']} seeds; the lift is "
             f"paired by seed. The verdict says helps only when every recipe's lift interval lies above zero.{note}</p>"
             + f"<img alt='lift per recipe' src='{lift_chart(family)}'>"
             + "<p>Each recipe's lift with its 95% interval (green: above zero, red: below, grey: crosses it).</p>"
-            + table(rows, ["recipe", *names, "lift", *(["AUC lift"] if auc else [])]))
+            + table(rows, ["recipe", *names, "lift", *[title for _, title in extra]]))
 
 
 def conditions_table(conditions: dict) -> str:
@@ -289,7 +294,8 @@ def utility_html(payload: dict) -> list[str]:
     if not payload["utility"]:
         parts.append(section("Utility", "<p>Not measured (unconditional run, or --no-utility).</p>"))
     for kind, family in payload.get("utility_family", {}).items():
-        auc = f"; in rare-class AUC: {family['auc_verdict']}" if "auc_verdict" in family else ""
+        auc = f"; at real only's specificity: {family['matched_verdict']}" if "matched_verdict" in family else ""
+        auc += f"; in rare-class AUC: {family['auc_verdict']}" if "auc_verdict" in family else ""
         parts.append(section(f"Utility over every downstream recipe ({kind}): {family['verdict']}{auc}",
                              family_table(family)))
     return parts

@@ -202,10 +202,13 @@ def test_the_recipe_family_runs_end_to_end_and_reports_each_recipe(tmp_path):
     for row in family["recipes"].values():
         assert row["lift"]["n"] == 2 and row["real only"][family["metric"]]["n"] == 2
         assert row["auc_lift"]["n"] == 2 and 0 <= row["real only"]["auc_lesion"]["mean"] <= 1
+        assert row["matched_lift"]["n"] == 2 and 0 <= row["matched_lift"]["specificity"] <= 1
     assert family["verdict"] in ("helps", "neutral", "hurts") and result.summary["recipes_verdict_class"] == family["verdict"]
     assert result.summary["recipes_auc_verdict_class"] == family["auc_verdict"] in ("helps", "neutral", "hurts")
+    assert result.summary["recipes_matched_verdict_class"] == family["matched_verdict"] in ("helps", "neutral", "hurts")
     page = (tmp_path / "eval" / "report.html").read_text()
     assert "Utility over every downstream recipe (class)" in page and "AUC lift" in page
+    assert "lift at real only&#x27;s specificity" in page or "lift at real only's specificity" in page
     assert "alt='lift per recipe' src='data:image/png;base64," in page
 
 
@@ -241,6 +244,7 @@ def test_the_recipe_family_on_a_mask_run_has_both_segmenters_and_the_cli_prints_
     assert "over every downstream recipe (class): the synthetic set" in result.stdout
     assert "over every downstream recipe (mask)" in result.stdout
     assert "over every downstream recipe (class), in the rare class's ROC AUC" in result.stdout
+    assert "over every downstream recipe (class), in recall at real only's specificity" in result.stdout
     assert "in the rare class's ROC AUC" not in result.stdout.split("(mask)")[1]   # segmentation has no AUC
 
 
