@@ -39,6 +39,7 @@ import numpy as np
 
 from medsynth.config import EvaluateConfig, load_config
 from medsynth.data.ingest import ingest
+from medsynth.evaluation import recipes
 from medsynth.evaluation.classifier import predict, train_classifier
 from medsynth.evaluation.evaluate import evaluate
 from medsynth.evaluation.metrics import frechet_distance, noise_level, recall_per_class
@@ -88,6 +89,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--choose-by", choices=["auc", "recall"], default="auc", help="family: how the set is chosen "
                         "on val: the mean lift in the rare class's ROC AUC (session 25), or session 21's rule (recall "
                         "lift among sets that do not lower balanced accuracy)")
+    parser.add_argument("--choose-recipes", nargs="+", default=["monai-classifier"], choices=list(recipes.CLASSIFIERS),
+                        metavar="RECIPE", help="family: the downstream recipes (both mixes each) whose val lifts choose "
+                        f"the set (default monai-classifier; any of {', '.join(recipes.CLASSIFIERS)})")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="keep the run and synthetic set here")
     args = parser.parse_args()

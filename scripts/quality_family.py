@@ -182,8 +182,8 @@ def chosen_set(real: dict, families: dict[float, StudySet], scores: dict[float, 
 
 def choose_variant(real: dict, families: dict[float, StudySet], scores: dict[float, CurationScores],
                    names: list[str], args, cache: dict) -> dict:
-    """At each guidance candidate, as generated or curated at one of --curate-quantiles, by the MONAI Classifier
-    recipe (class-balanced, both mixes, --seeds seeds) on val: the highest mean AUC lift (--choose-by auc) or session
+    """At each guidance candidate, as generated or curated at one of --curate-quantiles, by the --choose-recipes
+    (default the MONAI Classifier, class-balanced; both mixes, --seeds seeds) on val: the highest mean AUC lift (--choose-by auc) or session
     21's recall rule (CHOICE_RULES). Test is not looked at."""
     s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost)
     candidates, records, at = {}, {}, {}
@@ -196,7 +196,7 @@ def choose_variant(real: dict, families: dict[float, StudySet], scores: dict[flo
     lifts, accuracy, auc = {}, {}, {}
     for variant, synthetic in candidates.items():
         result = recipes.classification_family(real["train"], real["val"], synthetic, names, s, True,
-                                               only=("monai-classifier",), cache=cache,
+                                               only=tuple(args.choose_recipes), cache=cache,
                                                synthetic_only=False)
         lifts[variant] = {r: d["lift"] for r, d in result["recipes"].items()}
         accuracy[variant] = float(np.mean([d[mixed_set(r)]["balanced_accuracy"]["mean"]
@@ -215,15 +215,16 @@ def choose_variant(real: dict, families: dict[float, StudySet], scores: dict[flo
             "quantile": records[variant]["quantile"] if variant in records else None,
             "mean_lift_val": means, "lifts_val": lifts, "curation": records.get(variant),
             "curation_candidates": records, "balanced_accuracy_lift_val": accuracy, "auc_lift_val": auc,
-            "rule": CHOICE_RULES[args.choose_by]}
+            "rule": CHOICE_RULES[args.choose_by], "recipes": list(args.choose_recipes)}
 
 
 CHOICE_RULES = {
-    "auc": "highest mean lift in the rare class's ROC AUC on val, MONAI Classifier with class-balanced loss, both mixes "
-           "(threshold-free, and it uses every pair of val studies, not only the rare ones)",
+    "auc": "highest mean lift in the rare class's ROC AUC on val over the recipes in 'recipes' (default the MONAI "
+           "Classifier with class-balanced loss), both mixes (threshold-free, and it uses every pair of val studies, not "
+           "only the rare ones)",
     "recall": "highest mean rare-class recall lift on val among the sets whose mean balanced-accuracy lift on val is not "
-              "below zero (else the highest balanced-accuracy lift), MONAI Classifier with class-balanced loss, both "
-              "mixes"}
+              "below zero (else the highest balanced-accuracy lift), over the recipes in 'recipes' (default the MONAI "
+              "Classifier with class-balanced loss), both mixes"}
 
 
 def mixed_set(recipe: str) -> str:
