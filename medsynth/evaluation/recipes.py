@@ -123,12 +123,12 @@ def recipe_rows(scores: dict, recipe: str, sets: list[str], rare: str, is_rare: 
     specificity = column("real only", 3)   # each seed's real-only model at its own decision
     at = lambda name: [recall_at_specificity(p[is_rare], p[~is_rare], q)  # noqa: E731
                        for p, q in zip(column(name, 4), specificity)]
-    rows = {}
+    rows, base = {}, at("real only")
     for m in MIXES:
         mix = f"real + synthetic ({m})"
         rows[m] = {**row, "lift": lift(column(mix, 0), column("real only", 0)),
                    "auc_lift": lift(column(mix, 2), column("real only", 2)),
-                   "matched_lift": {**lift(at(mix), at("real only")), "specificity": float(np.mean(specificity))}}
+                   "matched_lift": {**lift(at(mix), base), "specificity": float(np.mean(specificity))}}
     return rows
 
 

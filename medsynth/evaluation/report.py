@@ -294,9 +294,9 @@ def utility_html(payload: dict) -> list[str]:
     if not payload["utility"]:
         parts.append(section("Utility", "<p>Not measured (unconditional run, or --no-utility).</p>"))
     for kind, family in payload.get("utility_family", {}).items():
-        auc = f"; at real only's specificity: {family['matched_verdict']}" if "matched_verdict" in family else ""
-        auc += f"; in rare-class AUC: {family['auc_verdict']}" if "auc_verdict" in family else ""
-        parts.append(section(f"Utility over every downstream recipe ({kind}): {family['verdict']}{auc}",
+        views = "".join(f"; {label}: {family[key]}" for key, label in (
+            ("matched_verdict", "at real only's specificity"), ("auc_verdict", "in rare-class AUC")) if key in family)
+        parts.append(section(f"Utility over every downstream recipe ({kind}): {family['verdict']}{views}",
                              family_table(family)))
     return parts
 
