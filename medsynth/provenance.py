@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import platform
 from datetime import datetime, timezone
 from importlib import metadata
@@ -78,7 +79,16 @@ def record(kind: str, config: dict[str, Any], inputs: dict[str, Any] | None = No
 
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    """Write atomically: the payload is serialised first, written beside `path` and renamed onto it, so a crash or
+    kill leaves either the previous file or the whole new one, never a torn file that a rerun would take as done."""
+    path = Path(path)
+    text = json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _jsonable(value: Any) -> Any:
