@@ -92,9 +92,14 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--choose-recipes", nargs="+", default=["monai-classifier"], choices=list(recipes.CLASSIFIERS),
                         metavar="RECIPE", help="family: the downstream recipes (both mixes each) whose val lifts choose "
                         f"the set (default monai-classifier; any of {', '.join(recipes.CLASSIFIERS)})")
+    parser.add_argument("--doses", type=float, nargs="+", metavar="D", help="family: how many synthetic studies to add, "
+                        "as shares of each mix's count (1: up to class balance and --boost), each a candidate with "
+                        "every guidance and curation candidate, chosen on val (default 1 only)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None, help="keep the run and synthetic set here")
     args = parser.parse_args()
+    if any(not 0 < d <= 1 for d in args.doses or []):
+        parser.error(f"--doses must each be a share above 0 and at most 1, got {args.doses}.")
     if any(g < 0 for g in args.family_guidances or []):
         parser.error(f"--family-guidances must each be at least 0, got {args.family_guidances}.")
     if any(not 0 <= q < 1 for q in args.curate_quantiles):

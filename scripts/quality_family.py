@@ -46,7 +46,6 @@ def family_bench(args, start: float, device) -> None:
     real = {k: StudySet(x, None, y) for k, (x, y) in real_arrays(catalog, cfg).items()}
     ids = {name: int(i) for i, _, name in (p.partition("=") for p in (args.class_names or "").split(",") if p)}
     names = [next((n for n, i in ids.items() if i == c), str(c)) for c in range(int(catalog["class"].astype(int).max()) + 1)]
-    s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost)
     cache, choice = {}, None
     for steps in args.budgets:
         out = work / f"family_{steps}.json"
@@ -67,6 +66,7 @@ def family_bench(args, start: float, device) -> None:
             scores = {g: curation_scores(real, f, run, names) for g, f in families.items()}
             choice = choose_variant(real, families, scores, names, args, cache)
         chosen = chosen_set(real, families, scores, run, names, choice, chosen_guidance(choice, args))
+        s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost, dose=choice.get("dose", 1.0))
         result = {"steps": steps, "train_seconds": seconds, "choice": choice, "studies": len(chosen.images),
                   "guidance": chosen_guidance(choice, args),
                   "recognised": recognised(real, judged, len(names)), "class_names": names,
@@ -90,7 +90,8 @@ def rescored(args, work: Path, steps: int, real: dict, names: list[str], ids: di
         run, guidance = load_run(run_dir, device), chosen_guidance(result["choice"], args)
         families = budget_sets(run_dir, run, args, device, ids, [guidance])[1]
         chosen = chosen_set(real, families, {}, run, names, result["choice"], guidance)
-        s = EvaluateConfig(seeds=args.test_seeds, steps=args.utility_steps, boost=args.boost)
+        s = EvaluateConfig(seeds=args.test_seeds, steps=args.utility_steps, boost=args.boost,
+                           dose=result["choice"].get("dose", 1.0))
         result["family"] = recipes.classification_family(real["train"], real["test"], chosen, names, s, True)
         result["rescored"] = {"seeds": args.test_seeds, "from": f"family_{steps}.json"}
         provenance.write_json(out, result)
@@ -180,21 +181,37 @@ def chosen_set(real: dict, families: dict[float, StudySet], scores: dict[float, 
     return curated(family, judged, names, quantile)[0]
 
 
-def choose_variant(real: dict, families: dict[float, StudySet], scores: dict[float, CurationScores],
-                   names: list[str], args, cache: dict) -> dict:
-    """At each guidance candidate, as generated or curated at one of --curate-quantiles, by the --choose-recipes
-    (default the MONAI Classifier, class-balanced; both mixes, --seeds seeds) on val: the highest mean AUC lift (--choose-by auc) or session
-    21's recall rule (CHOICE_RULES). Test is not looked at."""
-    s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost)
+def candidate_sets(families: dict[float, StudySet], scores: dict[float, CurationScores], names: list[str],
+                   args) -> tuple[dict[str, StudySet], dict[str, dict], dict[str, tuple[float, float]]]:
+    """Every candidate: at each guidance, as generated or curated at each of --curate-quantiles, at each of --doses;
+    its curation record; its (guidance, dose). One guidance, quantile and dose keep the old names, so older results
+    read the same."""
     candidates, records, at = {}, {}, {}
-    for g, family in families.items():   # one guidance and one quantile keep the old names, so older results read the same
+    doses = args.doses or [1.0]
+    for g, family in families.items():
         prefix = f"guidance {g:g}, " if len(families) > 1 else ""
-        candidates[prefix + "as generated"], at[prefix + "as generated"] = family, g
+        variants = {prefix + "as generated": (family, None)}
         for q in args.curate_quantiles:
             name = prefix + ("curated" if args.curate_quantiles == [0.1] else f"curated q{q:g}")
-            (candidates[name], records[name]), at[name] = curated(family, scores[g], names, q), g
-    lifts, accuracy, auc = {}, {}, {}
+            variants[name] = curated(family, scores[g], names, q)
+        for name, (synthetic, record) in variants.items():
+            for d in doses:
+                dosed = name + (f", dose {d:g}" if doses != [1.0] else "")
+                candidates[dosed], at[dosed] = synthetic, (g, d)
+                if record is not None:
+                    records[dosed] = record
+    return candidates, records, at
+
+
+def choose_variant(real: dict, families: dict[float, StudySet], scores: dict[float, CurationScores],
+                   names: list[str], args, cache: dict) -> dict:
+    """Among candidate_sets, by the --choose-recipes (default the MONAI Classifier, class-balanced; both mixes,
+    --seeds seeds) on val: the highest mean AUC lift (--choose-by auc) or session 21's recall rule (CHOICE_RULES).
+    Test is not looked at."""
+    candidates, records, at = candidate_sets(families, scores, names, args)
+    lifts, accuracy, auc, aucs = {}, {}, {}, {}
     for variant, synthetic in candidates.items():
+        s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost, dose=at[variant][1])
         result = recipes.classification_family(real["train"], real["val"], synthetic, names, s, True,
                                                only=tuple(args.choose_recipes), cache=cache,
                                                synthetic_only=False)
@@ -202,7 +219,8 @@ def choose_variant(real: dict, families: dict[float, StudySet], scores: dict[flo
         accuracy[variant] = float(np.mean([d[mixed_set(r)]["balanced_accuracy"]["mean"]
                                            - d["real only"]["balanced_accuracy"]["mean"]
                                            for r, d in result["recipes"].items()]))
-        auc[variant] = float(np.mean([d["auc_lift"]["mean"] for d in result["recipes"].values()]))
+        aucs[variant] = {r: d["auc_lift"]["mean"] for r, d in result["recipes"].items()}
+        auc[variant] = float(np.mean(list(aucs[variant].values())))
     means = {v: float(np.mean([d["mean"] for d in lifts[v].values()])) for v in lifts}
     if args.choose_by == "auc":
         variant = max(auc, key=auc.get)
@@ -211,11 +229,11 @@ def choose_variant(real: dict, families: dict[float, StudySet], scores: dict[flo
         variant = max(fair, key=means.get)   # recall bought with false positives (balanced accuracy falls) is no gain
     print(f"chosen on val by {args.choose_by}: {variant} (mean recall lift {means}; balanced-accuracy lift {accuracy}; "
           f"AUC lift {auc})")
-    return {"variant": variant, "guidance": at[variant],
+    return {"variant": variant, "guidance": at[variant][0], "dose": at[variant][1],
             "quantile": records[variant]["quantile"] if variant in records else None,
             "mean_lift_val": means, "lifts_val": lifts, "curation": records.get(variant),
             "curation_candidates": records, "balanced_accuracy_lift_val": accuracy, "auc_lift_val": auc,
-            "rule": CHOICE_RULES[args.choose_by], "recipes": list(args.choose_recipes)}
+            "auc_lifts_val": aucs, "rule": CHOICE_RULES[args.choose_by], "recipes": list(args.choose_recipes)}
 
 
 CHOICE_RULES = {
@@ -249,7 +267,8 @@ def signed(d: dict) -> str:
 def print_budget(result: dict) -> None:
     fam, rec = result["family"], result["recognised"]
     print(f"\n== budget {result['steps']} steps ({result['train_seconds'] / 60:.1f} training minutes); set: "
-          f"{result['choice']['variant']} ({result['studies']} studies, guidance {result.get('guidance', '?')})")
+          f"{result['choice']['variant']} ({result['studies']} studies, guidance {result.get('guidance', '?')}; added "
+          f"{fam.get('added', '?')})")
     print(f"recognised as requested: synthetic {rec['synthetic']}, real test {rec['real_test']}")
     for name, spaces in result["fidelity"].items():
         for space, d in (("encoder", spaces), ("second", spaces["second"])):

@@ -150,12 +150,14 @@ class EvaluateConfig:
     boost: int = 0             # synthetic rare-class studies in "real + synthetic": 0 = up to the commonest class's count
     seed: int = 0
     family: bool = False       # utility over the family of downstream recipes (evaluation/recipes.py), with a verdict
+    dose: float = 1.0          # family: share of each mix's synthetic count that is added (1: up to balance, boost)
 
     def __post_init__(self) -> None:
         require_each("evaluate", self, {"seeds": POSITIVE, "steps": POSITIVE, "encoder_steps": POSITIVE,
                                         "slices": POSITIVE, "pairs": POSITIVE,
                                         "resamples": (lambda v: v >= 0, "0 (no interval) or more"),
-                                        "boost": (lambda v: v >= 0, "0 (up to the commonest class's count) or more")})
+                                        "boost": (lambda v: v >= 0, "0 (up to the commonest class's count) or more"),
+                                        "dose": (lambda v: 0 < v <= 1, "a share above 0 and at most 1")})
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ class-balanced loss, at a fixed number of steps or a fixed number of epochs, and
 of its width, for CPU cost); synthetic studies
 of the rare class join the real ones up to class balance or as a fixed count (`boost`). For segmentation, MONAI UNet
 (at a fixed number of steps and at a fixed number of epochs) and SegResNet, with all synthetic studies added or a fixed
-count (`boost`; 0: half the real training count). The lift of a recipe is the paired (same seed) difference between
+count (`boost`; 0: half the real training count). A dose below 1 adds that share of each mix's count (how many
+synthetic studies to add is a choice like any other: fewer can help a recipe that more would hurt). The lift of a recipe is the paired (same seed) difference between
 real + synthetic and real only in rare-class recall (segmentation: mean Dice), with a t interval over seeds; next to
 it the lift in the rare class's ROC AUC, which says whether the model tells the classes apart better or only calls
 the rare class more often (a threshold-free view with its own verdict, `auc_verdict`, by the same rule); and the lift
@@ -58,21 +59,28 @@ def verdict(lifts: dict[str, dict]) -> str:
     return "helps" if all(low > 0 for low, _ in intervals) else "neutral"
 
 
+def rarest(counts: np.ndarray) -> int:
+    """The class with the fewest studies among those that have any."""
+    return int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+
+
 def boosted(train, synthetic, boost: int = 0) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Real training studies plus `boost` synthetic studies of the rarest class (0: up to the most common class's
     count), or all the set has if fewer; and the rare class and how many were added."""
     counts = np.bincount(train.classes, minlength=int(max(train.classes.max(), synthetic.classes.max())) + 1)
-    rare = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+    rare = rarest(counts)
     extra = synthetic.images[synthetic.classes == rare][: boost or max(counts.max() - counts[rare], 1)]
     return (np.concatenate([train.images, extra]), np.concatenate([train.classes, np.full(len(extra), rare)]),
             rare, len(extra))
 
 
-def mixed(train, synthetic, mix: str, boost: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """The real + synthetic set of a mix: up to class balance, or `boost` studies (all the set has when 0)."""
-    if mix == "balance":
-        return boosted(train, synthetic, 0)
-    return boosted(train, synthetic, boost or len(synthetic.images))
+def mixed(train, synthetic, mix: str, boost: int, dose: float = 1.0) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The real + synthetic set of a mix: up to class balance, or `boost` studies (all the set's rare ones when 0);
+    at a dose below 1, that share of the mix's count (at least one study)."""
+    counts = np.bincount(train.classes)
+    rare = rarest(counts)
+    count = int(counts.max() - counts[rare]) if mix == "balance" else boost or int((synthetic.classes == rare).sum())
+    return boosted(train, synthetic, max(1, round(dose * count)))
 
 
 def classification_family(train, holdout, synthetic, names: list[str], s, show_progress: bool,
@@ -83,7 +91,7 @@ def classification_family(train, holdout, synthetic, names: list[str], s, show_p
     synthetic set, so comparing several synthetic sets on the same real data trains the real-only models once."""
     k = len(names)
     epochs = max(1, round(s.steps * BATCH / len(train.images)))   # real only then costs what the steps budget does
-    mixes = {f"real + synthetic ({m})": mixed(train, synthetic, m, s.boost) for m in MIXES}
+    mixes = {f"real + synthetic ({m})": mixed(train, synthetic, m, s.boost, s.dose) for m in MIXES}
     rare = next(iter(mixes.values()))[2]
     sets = {"real only": (train.images, train.classes), "synthetic only": (synthetic.images, synthetic.classes),
             **{name: (x, y) for name, (x, y, _, _) in mixes.items()}}
@@ -108,7 +116,7 @@ def classification_family(train, holdout, synthetic, names: list[str], s, show_p
     recipes = {f"{recipe}, {m}": row for recipe in chosen
                for m, row in recipe_rows(scores, recipe, list(sets), names[rare], holdout.classes == rare).items()}
     return {"rare_class": names[rare], "metric": f"recall_{names[rare]}", "seeds": s.seeds, "epochs": epochs,
-            "recipes": recipes, "verdict": verdict({r: d["lift"] for r, d in recipes.items()}),
+            "dose": s.dose, "added": {m: mixes[f"real + synthetic ({m})"][3] for m in MIXES}, "recipes": recipes, "verdict": verdict({r: d["lift"] for r, d in recipes.items()}),
             "auc_verdict": verdict({r: d["auc_lift"] for r, d in recipes.items()}),
             "matched_verdict": verdict({r: d["matched_lift"] for r, d in recipes.items()})}
 
@@ -152,13 +160,15 @@ def scores_on(probs: np.ndarray, truth: np.ndarray, rare: int, classes: int) -> 
             float("nan"))
 
 
-def segmentation_sets(train, synthetic, boost: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Real only, synthetic only, real + all synthetic, and real + a fixed count (`boost`, 0: half the real count)."""
-    fixed = min(boost or max(len(train.images) // 2, 1), len(synthetic.images))
+def segmentation_sets(train, synthetic, boost: int, dose: float = 1.0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Real only, synthetic only, real + all synthetic, and real + a fixed count (`boost`, 0: half the real count);
+    at a dose below 1, that share of each mix's count (at least one pair)."""
+    share = lambda n: max(1, round(dose * n)) if dose < 1 else n  # noqa: E731
+    fixed = share(min(boost or max(len(train.images) // 2, 1), len(synthetic.images)))
     both = lambda n: (np.concatenate([train.images, synthetic.images[:n]]),  # noqa: E731
                       np.concatenate([train.labels, synthetic.labels[:n]]))
     return {"real only": (train.images, train.labels), "synthetic only": (synthetic.images, synthetic.labels),
-            "real + synthetic (all)": both(len(synthetic.images)), "real + synthetic (fixed)": both(fixed)}
+            "real + synthetic (all)": both(share(len(synthetic.images))), "real + synthetic (fixed)": both(fixed)}
 
 
 def fingerprint(*arrays: np.ndarray) -> str:
@@ -180,7 +190,7 @@ def segmentation_family(train, holdout, synthetic, labels: int, s, show_progress
     A fixed-epochs recipe trains each set for as many passes as the steps budget gives real only. `cache` maps
     `segmenter_key(...)` to a mean Dice: a model with the same key (the epochs UNet on real only when its steps come
     out as the steps UNet's, or the evaluation's own utility models) is trained once."""
-    sets = segmentation_sets(train, synthetic, s.boost)
+    sets = segmentation_sets(train, synthetic, s.boost, s.dose)
     epochs = max(1, round(s.steps * SEGMENT_BATCH / len(train.images)))
     prints, held = {name: fingerprint(*xy) for name, xy in sets.items()}, fingerprint(holdout.images, holdout.labels)
     cache = {} if cache is None else cache
@@ -205,6 +215,6 @@ def segmentation_family(train, holdout, synthetic, labels: int, s, show_progress
         for m in SEGMENT_MIXES:
             recipes[f"{recipe}, {m}"] = {**row, "lift": lift(dice[recipe, f"real + synthetic ({m})"],
                                                              dice[recipe, "real only"])}
-    return {"metric": "mean_dice", "seeds": s.seeds, "epochs": epochs,
+    return {"metric": "mean_dice", "seeds": s.seeds, "epochs": epochs, "dose": s.dose,
             "added": {m: len(sets[f"real + synthetic ({m})"][0]) - len(train.images) for m in SEGMENT_MIXES},
             "recipes": recipes, "verdict": verdict({r: d["lift"] for r, d in recipes.items()})}

@@ -146,6 +146,10 @@ def family_table(family: dict) -> str:
     note += (" The AUC lift is the same paired difference in the rare class's ROC AUC, which no decision threshold "
              "changes: a recall lift without an AUC lift means the model calls the rare class more often, not that it "
              "tells the classes apart better." if "auc_lift" in dict(extra) else "")
+    if "added" in family:
+        dose = f" (dose {family['dose']:g} of each mix's count)" if family.get("dose", 1) < 1 else ""
+        note += " Synthetic studies added to the real ones: " + ", ".join(
+            f"{n} in the {m} mix" for m, n in family["added"].items()) + dose + "."
     return (f"<p>{html.escape(metric)} on real holdout, mean and 95% t interval over {family['seeds']} seeds; the lift is "
             f"paired by seed. The verdict says helps only when every recipe's lift interval lies above zero.{note}</p>"
             + f"<img alt='lift per recipe' src='{lift_chart(family)}'>"

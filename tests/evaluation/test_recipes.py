@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from medsynth.evaluation.recipes import MIXES, recipe_rows, scored, verdict
+from medsynth.config import EvaluateConfig
+from medsynth.errors import MedsynthError
+from medsynth.evaluation.evaluate import StudySet
+from medsynth.evaluation.recipes import MIXES, mixed, recipe_rows, scored, segmentation_sets, verdict
 from medsynth.stats import recall_at_specificity
 
 
@@ -49,3 +53,23 @@ def test_a_model_that_separates_the_classes_better_gains_recall_at_real_only_spe
     rows = recipe_rows(scores, "r", ["real only", *[f"real + synthetic ({m})" for m in MIXES]], "lesion", truth == 0)
     assert all(r["matched_lift"]["interval"][0] > 0 for r in rows.values())
     assert verdict({m: r["matched_lift"] for m, r in rows.items()}) == "helps"
+
+
+def test_a_dose_adds_that_share_of_each_mix_and_one_is_the_mix_as_named():
+    train = StudySet(np.zeros((40, 4, 4), np.float32), None, np.array([0] * 10 + [1] * 30))   # rare class 0, gap 20
+    synthetic = StudySet(np.ones((60, 4, 4), np.float32), None, np.array([0] * 50 + [1] * 10))
+    added = lambda mix, boost, dose: mixed(train, synthetic, mix, boost, dose)[3]  # noqa: E731
+    assert (added("balance", 0, 1.0), added("balance", 0, 0.5), added("balance", 0, 0.01)) == (20, 10, 1)
+    assert (added("fixed", 40, 1.0), added("fixed", 40, 0.25), added("fixed", 0, 0.5)) == (40, 10, 25)
+    x, y, rare, n = mixed(train, synthetic, "balance", 0, 0.5)
+    assert rare == 0 and len(x) == 50 and (y[40:] == 0).all() and (x[40:] == 1).all()
+    pairs = StudySet(np.ones((12, 4, 4), np.float32), np.ones((12, 4, 4), np.int64), None)
+    real = StudySet(np.zeros((8, 4, 4), np.float32), np.zeros((8, 4, 4), np.int64), None)
+    sizes = {k: len(x) - 8 for k, (x, _) in segmentation_sets(real, pairs, 0, 0.5).items() if k != "synthetic only"}
+    assert sizes == {"real only": 0, "real + synthetic (all)": 6, "real + synthetic (fixed)": 2}
+
+
+@pytest.mark.parametrize("dose", [0, -0.5, 1.5])
+def test_a_dose_outside_zero_to_one_is_refused_in_one_sentence(dose):
+    with pytest.raises(MedsynthError, match="dose"):
+        EvaluateConfig(dose=dose)
