@@ -34,7 +34,7 @@ def family_bench(args, start: float, device) -> None:
     """For each --budgets step count: train (or reuse WORK/run_<steps>), generate the judged set (--n-per-class per
     class at the config's guidance) and the family set (--boost rare-class and --boost-other other studies at
     each of --family-guidances). On the first budget, choose among the family sets as generated and curated
-    (calibrated on val) on val by --choose-by (choose_variant); then at every budget score the chosen set on
+    (calibrated on val), each at every --doses, on val by --choose-by (choose_variant); then at every budget score the chosen set on
     test: recognised as requested, Frechet distance and KID in two feature spaces as ratios to the real floor, and the
     whole recipe family (evaluation/recipes.py) over --seeds seeds. Writes WORK/family_<steps>.json (a rerun keeps it)."""
     cfg = load_config(args.config or "breastmnist_2d_class.yaml", args.set)
