@@ -34,9 +34,10 @@ def family_bench(args, start: float, device) -> None:
     """For each --budgets step count: train (or reuse WORK/run_<steps>), generate the judged set (--n-per-class per
     class at the config's guidance) and the family set (--boost rare-class and --boost-other other studies at
     each of --family-guidances). On the first budget, choose among the family sets as generated and curated
-    (calibrated on val), each at every --doses, on val by --choose-by (choose_variant); then at every budget score the chosen set on
-    test: recognised as requested, Frechet distance and KID in two feature spaces as ratios to the real floor, and the
-    whole recipe family (evaluation/recipes.py) over --seeds seeds. Writes WORK/family_<steps>.json (a rerun keeps it)."""
+    (calibrated on val), each at every --doses, on val by --choose-by (choose_variant; the choice is written to
+    WORK/family_choice.json at once); then at every budget score the chosen set on test: recognised as requested,
+    Frechet distance and KID in two feature spaces as ratios to the real floor, and the whole recipe family
+    (evaluation/recipes.py) over --seeds seeds. Writes WORK/family_<steps>.json (a rerun keeps it)."""
     cfg = load_config(args.config or "breastmnist_2d_class.yaml", args.set)
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -65,6 +66,7 @@ def family_bench(args, start: float, device) -> None:
         if choice is None:
             scores = {g: curation_scores(real, f, run, names) for g, f in families.items()}
             choice = choose_variant(real, families, scores, names, args, cache)
+            provenance.write_json(work / "family_choice.json", choice)   # val's record, before test is looked at
         chosen = chosen_set(real, families, scores, run, names, choice, chosen_guidance(choice, args))
         s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost, dose=choice.get("dose", 1.0))
         result = {"steps": steps, "train_seconds": seconds, "choice": choice, "studies": len(chosen.images),
@@ -227,8 +229,11 @@ def choose_variant(real: dict, families: dict[float, StudySet], scores: dict[flo
     else:
         fair = [v for v in means if accuracy[v] >= 0] or [max(accuracy, key=accuracy.get)]
         variant = max(fair, key=means.get)   # recall bought with false positives (balanced accuracy falls) is no gain
-    print(f"chosen on val by {args.choose_by}: {variant} (mean recall lift {means}; balanced-accuracy lift {accuracy}; "
-          f"AUC lift {auc})")
+    print(f"chosen on val by {args.choose_by}: {variant}\nval, per candidate: mean recall lift | balanced-accuracy "
+          f"lift | AUC lift, mean and per recipe")
+    for v in candidates:
+        print(f"  {v:32s} {means[v]:+.3f} | {accuracy[v]:+.3f} | {auc[v]:+.3f} ("
+              + ", ".join(f"{r} {a:+.3f}" for r, a in aucs[v].items()) + ")")
     return {"variant": variant, "guidance": at[variant][0], "dose": at[variant][1],
             "quantile": records[variant]["quantile"] if variant in records else None,
             "mean_lift_val": means, "lifts_val": lifts, "curation": records.get(variant),
