@@ -15,9 +15,10 @@ its Dice against the conditioning masks is compared with its Dice on real holdou
 Frechet distance per plane, MS-SSIM diversity and the real / synthetic / real + synthetic utility.
 
 With --family (#23), the downstream recipe family (evaluation/recipes.py) at two training budgets (--budgets steps):
-the synthetic set (at each of --family-guidances, as generated or curated at each of --curate-quantiles, adding
-each of --doses of every mix's count) is chosen on the val split, then every figure is measured on test. --test-seeds N on a finished --out WORK scores each budget's chosen set on test again over
-N seeds (the choice made on val stands; WORK/family_<steps>_seeds<N>.json).
+the synthetic set (at each of --family-guidances, as generated or curated at each of --curate-quantiles, adding each
+of --doses of every mix's count) is chosen on the val split, then every figure is measured on test. --test-seeds N on
+a finished --out WORK scores each budget's chosen set on test again over N seeds (the choice made on val stands;
+WORK/family_<steps>_seeds<N>.json).
 
 Prints every figure and the CPU minutes used. Targets: docs/benchmarks.md (evaluation issue).
 

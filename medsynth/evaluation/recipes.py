@@ -1,19 +1,19 @@
 """Utility over a family of downstream recipes: does the synthetic set help a user's own model, whichever they run?
 
 A recipe is a downstream model and how it trains: for classification a MONAI Classifier with and without a
-class-balanced loss, at a fixed number of steps or a fixed number of epochs, and MONAI's resnet18 (at a quarter
-of its width, for CPU cost); synthetic studies
-of the rare class join the real ones up to class balance or as a fixed count (`boost`). For segmentation, MONAI UNet
-(at a fixed number of steps and at a fixed number of epochs) and SegResNet, with all synthetic studies added or a fixed
-count (`boost`; 0: half the real training count). A dose below 1 adds that share of each mix's count (how many
-synthetic studies to add is a choice like any other: fewer can help a recipe that more would hurt). The lift of a recipe is the paired (same seed) difference between
-real + synthetic and real only in rare-class recall (segmentation: mean Dice), with a t interval over seeds; next to
-it the lift in the rare class's ROC AUC, which says whether the model tells the classes apart better or only calls
-the rare class more often (a threshold-free view with its own verdict, `auc_verdict`, by the same rule); and the lift
-in rare-class recall at the real-only model's specificity (`matched_lift`, `matched_verdict`): each model's recall read
-off its ROC curve where it calls as few of the other classes rare as the real-only model of the same seed does, so
-that a recall gained by calling the rare class more often (and paid for in false positives) does not count. The
-verdict is "helps" only when every recipe's interval lies above zero, "hurts" when any lies below, else "neutral".
+class-balanced loss, at a fixed number of steps or a fixed number of epochs, and MONAI's resnet18 (at a quarter of its
+width, for CPU cost); synthetic studies of the rare class join the real ones up to class balance or as a fixed count
+(`boost`). For segmentation, MONAI UNet (at a fixed number of steps and at a fixed number of epochs) and SegResNet,
+with all synthetic studies added or a fixed count (`boost`; 0: half the real training count). A dose below 1 adds that
+share of each mix's count (how many synthetic studies to add is a choice to make on held-out data, like the
+guidance). The lift of a recipe is the paired (same seed) difference between real + synthetic and real only in
+rare-class recall (segmentation: mean Dice), with a t interval over seeds; next to it the lift in the rare class's ROC
+AUC, which says whether the model tells the classes apart better or only calls the rare class more often (a
+threshold-free view with its own verdict, `auc_verdict`, by the same rule); and the lift in rare-class recall at the
+real-only model's specificity (`matched_lift`, `matched_verdict`): each model's recall read off its ROC curve where it
+calls as few of the other classes rare as the real-only model of the same seed does, so that a recall gained by
+calling the rare class more often (and paid for in false positives) does not count. The verdict is "helps" only when
+every recipe's interval lies above zero, "hurts" when any lies below, else "neutral".
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def classification_family(train, holdout, synthetic, names: list[str], s, show_p
     recipes = {f"{recipe}, {m}": row for recipe in chosen
                for m, row in recipe_rows(scores, recipe, list(sets), names[rare], holdout.classes == rare).items()}
     return {"rare_class": names[rare], "metric": f"recall_{names[rare]}", "seeds": s.seeds, "epochs": epochs,
-            "dose": s.dose, "added": {m: mixes[f"real + synthetic ({m})"][3] for m in MIXES}, "recipes": recipes, "verdict": verdict({r: d["lift"] for r, d in recipes.items()}),
+            "dose": s.dose, "added": {m: mixes[f"real + synthetic ({m})"][3] for m in MIXES}, "recipes": recipes,
+            "verdict": verdict({r: d["lift"] for r, d in recipes.items()}),
             "auc_verdict": verdict({r: d["auc_lift"] for r, d in recipes.items()}),
             "matched_verdict": verdict({r: d["matched_lift"] for r, d in recipes.items()})}
 
