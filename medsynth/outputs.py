@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from medsynth.errors import Interrupted, MedsynthError, OutputExistsError
 
@@ -26,6 +26,18 @@ def check_output_dir(out: str | Path, overwrite: bool) -> Path:
     except OSError as err:
         raise MedsynthError(f"cannot create the folder {out.parent} ({err.strerror}); choose another --out.") from None
     return out
+
+
+def replace_file(path: str | Path, write: Callable[[Path], None]) -> None:
+    """`write` makes the file at a temporary path beside `path`, which is then renamed onto `path`: a crash or kill
+    mid-write leaves the previous file or the whole new one, never a torn file; the temporary file never stays."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def current_umask() -> int:

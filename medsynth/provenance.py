@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import platform
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from medsynth.outputs import replace_file
 
 _PACKAGES = ("medsynth", "torch", "monai", "numpy", "nibabel", "pydicom", "highdicom", "pandas")
 _COMMAND = {"line": "(Python API)"}   # what made the artefacts of this process; the CLI sets its command line
@@ -81,14 +82,8 @@ def record(kind: str, config: dict[str, Any], inputs: dict[str, Any] | None = No
 def write_json(path: str | Path, payload: dict[str, Any]) -> None:
     """Write atomically: the payload is serialised first, written beside `path` and renamed onto it, so a crash or
     kill leaves either the previous file or the whole new one, never a torn file that a rerun would take as done."""
-    path = Path(path)
     text = json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_file(path, lambda tmp: tmp.write_text(text))
 
 
 def _jsonable(value: Any) -> Any:
