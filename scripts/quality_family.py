@@ -68,7 +68,7 @@ def family_bench(args, start: float, device) -> None:
             choice = choose_variant(real, families, scores, names, args, cache)
             provenance.write_json(work / "family_choice.json", choice)   # val's record, before test is looked at
         chosen = chosen_set(real, families, scores, run, names, choice, chosen_guidance(choice, args))
-        s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost, dose=choice.get("dose", 1.0))
+        s = settings(args, args.seeds, choice)
         result = {"steps": steps, "train_seconds": seconds, "choice": choice, "studies": len(chosen.images),
                   "guidance": chosen_guidance(choice, args),
                   "recognised": recognised(real, judged, len(names)), "class_names": names,
@@ -92,8 +92,7 @@ def rescored(args, work: Path, steps: int, real: dict, names: list[str], ids: di
         run, guidance = load_run(run_dir, device), chosen_guidance(result["choice"], args)
         families = budget_sets(run_dir, run, args, device, ids, [guidance])[1]
         chosen = chosen_set(real, families, {}, run, names, result["choice"], guidance)
-        s = EvaluateConfig(seeds=args.test_seeds, steps=args.utility_steps, boost=args.boost,
-                           dose=result["choice"].get("dose", 1.0))
+        s = settings(args, args.test_seeds, result["choice"])
         result["family"] = recipes.classification_family(real["train"], real["test"], chosen, names, s, True)
         result["rescored"] = {"seeds": args.test_seeds, "from": f"family_{steps}.json"}
         provenance.write_json(out, result)
@@ -111,6 +110,12 @@ def budget_run(args, work: Path, steps: int, device) -> tuple[Path, float]:
                           [*args.set, f"train.max_steps={steps}", "train.max_minutes=0"])
         train(cfg, work / "catalog", run_dir, device=str(device), overwrite=True, show_progress=True)
     return run_dir, float(pd.read_csv(run_dir / "metrics.csv")["elapsed_s"].iloc[-1])
+
+
+def settings(args, seeds: int, choice: dict) -> EvaluateConfig:
+    """The family's downstream settings: --utility-steps, --boost, `seeds` seeds and the dose `choice` records
+    (older results, which had none: 1)."""
+    return EvaluateConfig(seeds=seeds, steps=args.utility_steps, boost=args.boost, dose=choice.get("dose", 1.0))
 
 
 def guidances(args) -> list[float]:
@@ -213,7 +218,7 @@ def choose_variant(real: dict, families: dict[float, StudySet], scores: dict[flo
     candidates, records, at = candidate_sets(families, scores, names, args)
     lifts, accuracy, auc, aucs = {}, {}, {}, {}
     for variant, synthetic in candidates.items():
-        s = EvaluateConfig(seeds=args.seeds, steps=args.utility_steps, boost=args.boost, dose=at[variant][1])
+        s = settings(args, args.seeds, {"dose": at[variant][1]})
         result = recipes.classification_family(real["train"], real["val"], synthetic, names, s, True,
                                                only=tuple(args.choose_recipes), cache=cache,
                                                synthetic_only=False)
