@@ -35,9 +35,9 @@ def family_bench(args, start: float, device) -> None:
     class at the config's guidance) and the family set (--boost rare-class and --boost-other other studies at
     each of --family-guidances). On the first budget, choose among the family sets as generated and curated
     (calibrated on val), each at every --doses, on val by --choose-by (choose_variant; the choice is written to
-    WORK/family_choice.json at once); then at every budget score the chosen set on test: recognised as requested,
-    Frechet distance and KID in two feature spaces as ratios to the real floor, and the whole recipe family
-    (evaluation/recipes.py) over --seeds seeds. Writes WORK/family_<steps>.json (a rerun keeps it)."""
+    WORK/family_choice.json at once, and a rerun with the same candidates reuses it); then at every budget score the
+    chosen set on test: recognised as requested, Frechet distance and KID in two feature spaces as ratios to the real
+    floor, and the whole recipe family (evaluation/recipes.py) over --seeds seeds. Writes WORK/family_<steps>.json (a rerun keeps it)."""
     cfg = load_config(args.config or "breastmnist_2d_class.yaml", args.set)
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def family_bench(args, start: float, device) -> None:
     real = {k: StudySet(x, None, y) for k, (x, y) in real_arrays(catalog, cfg).items()}
     ids = {name: int(i) for i, _, name in (p.partition("=") for p in (args.class_names or "").split(",") if p)}
     names = [next((n for n, i in ids.items() if i == c), str(c)) for c in range(int(catalog["class"].astype(int).max()) + 1)]
-    cache, choice = {}, None
+    cache, choice = {}, saved_choice(work, args)
     for steps in args.budgets:
         out = work / f"family_{steps}.json"
         if args.test_seeds and out.is_file():
@@ -188,26 +188,46 @@ def chosen_set(real: dict, families: dict[float, StudySet], scores: dict[float, 
     return curated(family, judged, names, quantile)[0]
 
 
+def candidate_grid(gs: list[float], args) -> list[tuple[str, float, float | None, float]]:
+    """Every candidate's (name, guidance, curation quantile or None, dose): at each guidance, as generated or curated
+    at each of --curate-quantiles, at each of --doses. One guidance, quantile and dose keep the old names, so older
+    results read the same."""
+    doses, grid = args.doses or [1.0], []
+    for g in gs:
+        prefix = f"guidance {g:g}, " if len(gs) > 1 else ""
+        variants = [(prefix + "as generated", None)] + [
+            (prefix + ("curated" if args.curate_quantiles == [0.1] else f"curated q{q:g}"), q)
+            for q in args.curate_quantiles]
+        grid += [(name + (f", dose {d:g}" if doses != [1.0] else ""), g, q, d) for name, q in variants for d in doses]
+    return grid
+
+
 def candidate_sets(families: dict[float, StudySet], scores: dict[float, CurationScores], names: list[str],
                    args) -> tuple[dict[str, StudySet], dict[str, dict], dict[str, tuple[float, float]]]:
-    """Every candidate: at each guidance, as generated or curated at each of --curate-quantiles, at each of --doses;
-    its curation record; its (guidance, dose). One guidance, quantile and dose keep the old names, so older results
-    read the same."""
-    candidates, records, at = {}, {}, {}
-    doses = args.doses or [1.0]
-    for g, family in families.items():
-        prefix = f"guidance {g:g}, " if len(families) > 1 else ""
-        variants = {prefix + "as generated": (family, None)}
-        for q in args.curate_quantiles:
-            name = prefix + ("curated" if args.curate_quantiles == [0.1] else f"curated q{q:g}")
-            variants[name] = curated(family, scores[g], names, q)
-        for name, (synthetic, record) in variants.items():
-            for d in doses:
-                dosed = name + (f", dose {d:g}" if doses != [1.0] else "")
-                candidates[dosed], at[dosed] = synthetic, (g, d)
-                if record is not None:
-                    records[dosed] = record
+    """candidate_grid's sets: each candidate's set, its curation record, its (guidance, dose)."""
+    candidates, records, at, made = {}, {}, {}, {}
+    for name, g, q, d in candidate_grid(list(families), args):
+        if (g, q) not in made:
+            made[g, q] = (families[g], None) if q is None else curated(families[g], scores[g], names, q)
+        candidates[name], at[name] = made[g, q][0], (g, d)
+        if made[g, q][1] is not None:
+            records[name] = made[g, q][1]
     return candidates, records, at
+
+
+def saved_choice(work: Path, args) -> dict | None:
+    """WORK/family_choice.json when a stopped run already made the val choice this command asks for (the same
+    candidates, recipes, rule and seeds); else None (the val phase runs)."""
+    path = work / "family_choice.json"
+    if not path.is_file():
+        return None
+    choice = json.loads(path.read_text())
+    same = (sorted(choice.get("auc_lift_val", {})) == sorted(n for n, *_ in candidate_grid(guidances(args), args))
+            and choice.get("recipes") == list(args.choose_recipes) and choice.get("rule") == CHOICE_RULES[args.choose_by]
+            and all(row["n"] == args.seeds for lifts in choice["lifts_val"].values() for row in lifts.values()))
+    if same:
+        print(f"val choice reused from {path}: {choice['variant']}")
+    return choice if same else None
 
 
 def choose_variant(real: dict, families: dict[float, StudySet], scores: dict[float, CurationScores],
