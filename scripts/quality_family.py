@@ -20,7 +20,8 @@ from medsynth.errors import MedsynthError
 from medsynth.evaluation import recipes
 from medsynth.evaluation.classifier import predict, train_classifier
 from medsynth.evaluation.curate import Plausibility, nearest_correlation, plausibility
-from medsynth.evaluation.evaluate import StudySet, fidelity
+from medsynth.evaluation.fidelity import fidelity
+from medsynth.evaluation.studies import StudySet
 from medsynth.evaluation.metrics import recall_per_class
 from medsynth.pages import with_interval
 from medsynth.runs import SetFolder

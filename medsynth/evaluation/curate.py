@@ -29,7 +29,8 @@ import torch
 from medsynth import provenance
 from medsynth.errors import MedsynthError
 from medsynth.evaluation import classifier as cls
-from medsynth.evaluation.evaluate import StudySet, load_sets
+from medsynth.evaluation.evaluate import load_sets
+from medsynth.evaluation.studies import StudySet
 from medsynth.outputs import atomic_output_dir, check_output_dir
 from medsynth.progress import stage
 from medsynth.runs import SetFolder

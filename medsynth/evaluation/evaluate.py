@@ -1,9 +1,10 @@
 """`medsynth evaluate RUN SYNTH --out DIR`: is the synthetic set faithful, diverse, correctly conditioned and useful?
 
 Every figure sits next to the same figure for real data, because none means much alone:
-- fidelity: Frechet distance and KID between real holdout and synthetic studies in two feature spaces learnt from the
-  run's training studies with different objectives (a contrastive encoder; a supervised classifier), per plane for
-  3D (sagittal, coronal, axial slices), next to real train vs holdout and as a ratio to that floor;
+- fidelity (fidelity.py): Frechet distance and KID between real holdout and synthetic studies in two feature spaces
+  learnt from the run's training studies with different objectives (a contrastive encoder; a supervised classifier),
+  per plane for 3D (sagittal, coronal, axial slices), class for class, next to real train vs holdout and as a ratio
+  to that floor;
   Wasserstein distance between intensity distributions per label region (or per class);
 - diversity: MS-SSIM among synthetic pairs next to MS-SSIM among real pairs, per class (mode collapse shows as
   higher similarity);
@@ -28,7 +29,8 @@ from medsynth.errors import MedsynthError
 from medsynth.evaluation import classifier as cls
 from medsynth.evaluation import metrics, recipes, report, segmenter
 from medsynth.evaluation.conditions import condition_fidelity
-from medsynth.models import encoder
+from medsynth.evaluation.fidelity import SECOND_SPACE, fidelity
+from medsynth.evaluation.studies import StudySet
 from medsynth.outputs import atomic_output_dir, check_output_dir
 from medsynth.progress import progress_iter, stage
 from medsynth.runs import SetFolder
@@ -36,7 +38,6 @@ from medsynth.runs.real import load_real
 from medsynth.runs.synthset import open_with_run, studies_on_grid
 from medsynth.runtime import resolve_device
 
-PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}
 MIN_HOLDOUT = 4
 
 
@@ -46,16 +47,6 @@ class EvaluateResult:
     summary: dict          # the headline figures (also report.json "summary")
     seconds: float
     files: list[str] = field(default_factory=list)
-
-
-@dataclass
-class StudySet:
-    """Studies on the model grid: images (N, C, *spatial) in model units, label maps, class ids."""
-
-    images: np.ndarray
-    labels: np.ndarray | None
-    classes: np.ndarray | None     # index into the run's class names
-    conditions: dict[str, list] | None = None   # extra condition columns' raw values (requested, for synthetic)
 
 
 def class_ids(loaded, values: list[str], where: str) -> np.ndarray | None:
@@ -80,73 +71,6 @@ def load_sets(loaded, sset, masked: bool, show_progress: bool) -> tuple[StudySet
     synthetic = StudySet(np.stack(images), np.stack(labels) if masked else None, classes,
                          {c.name: sset.table[c.name].tolist() for c in loaded.extras if c.name in sset.table.columns})
     return real[0], real[1], synthetic
-
-
-def plane_slices(images: np.ndarray, axis: int | None, count: int) -> np.ndarray:
-    """(N, C, *spatial) -> (N * k, C, a, b): k evenly spaced slices across the central 60% along `axis` (3D);
-    2D images pass through."""
-    if axis is None:
-        return images
-    size = images.shape[2 + axis]
-    index = np.unique(np.linspace(0.2 * size, 0.8 * size - 1, count).round().astype(int))
-    taken = np.moveaxis(np.take(images, index, axis=2 + axis), 2 + axis, 1)
-    return taken.reshape(-1, *taken.shape[2:])
-
-
-def fidelity(train: StudySet, holdout: StudySet, synthetic: StudySet, s: EvaluateConfig, show_progress: bool) -> dict:
-    """Frechet distance and KID per plane in two feature spaces learnt from the training studies with different
-    objectives: the contrastive encoder's, and a second one (second_space), each next to real train vs holdout and as
-    a ratio to that floor."""
-    rng = np.random.default_rng(s.seed)
-    n = min(len(synthetic.images), len(train.images))
-    reference = train.images[rng.choice(len(train.images), n, replace=False)]
-    planes = PLANES if train.images.ndim == 5 else {"image": None}
-    sets = (("train", train.images), ("holdout", holdout.images), ("synthetic", synthetic.images), ("reference", reference))
-    out = {}
-    for plane, axis in planes.items():
-        model = encoder.train_encoder(plane_slices(train.images, axis, s.slices), steps=s.encoder_steps, seed=s.seed,
-                                      show_progress=show_progress)
-        per_study = len(plane_slices(train.images[:1], axis, s.slices))
-        out[plane] = distances({k: encoder.embed(model, plane_slices(v, axis, s.slices)) for k, v in sets}, per_study, s)
-        embed = second_space(train, axis, s)
-        out[plane]["second"] = distances({k: embed(plane_slices(v, axis, s.slices)) for k, v in sets}, per_study, s)
-    return out
-
-
-def distances(feats: dict[str, np.ndarray], per_study: int, s: EvaluateConfig) -> dict:
-    """Frechet distance and KID of synthetic and of real reference features to holdout's, standardised on training
-    features, and synthetic's as a ratio to the real floor (None where the floor is not above zero), with the
-    ratio's SD over resampled synthetic studies (`per_study` feature rows per study) and the 95% interval it gives."""
-    mu, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
-    z = {k: (v - mu) / sd for k, v in feats.items()}   # features in SD units of the training slices
-    kid_syn, kid_ref = (metrics.kernel_inception_distance(z[k], z["holdout"], seed=s.seed) for k in ("synthetic", "reference"))
-    to_holdout = metrics.frechet_to(z["holdout"])
-    fd_syn, fd_ref = to_holdout(z["synthetic"]), to_holdout(z["reference"])
-    ratio = fd_syn / fd_ref if fd_ref > 0 else None
-    boot = metrics.frechet_ratio_resamples(z["synthetic"], z["holdout"], fd_ref, per_study, s.resamples, s.seed)
-    sd, interval = metrics.spread_interval(ratio, boot)
-    return {"frechet_synthetic": fd_syn, "frechet_real": fd_ref, "frechet_ratio": ratio, "frechet_ratio_sd": sd,
-            "frechet_ratio_interval": interval, "frechet_ratio_resamples": [round(float(v), 4) for v in boot],
-            "kid_synthetic": kid_syn[0], "kid_synthetic_sd": kid_syn[1], "kid_real": kid_ref[0], "kid_real_sd": kid_ref[1],
-            "kid_ratio": kid_syn[0] / kid_ref[0] if kid_ref[0] > 1e-6 else None}
-
-
-def second_space(train: StudySet, axis: int | None, s: EvaluateConfig):
-    """An embedding independent of the contrastive encoder: a supervised classifier of the training studies' classes
-    (class runs), else a classifier of whether a slice is upside down; its 32-d features embed slices."""
-    slices = plane_slices(train.images, axis, s.slices)
-    if train.classes is not None and len(np.unique(train.classes)) > 1:
-        labels = np.repeat(train.classes, len(slices) // len(train.images))
-        model = cls.train_classifier(slices, labels, int(train.classes.max()) + 1, seed=s.seed, steps=s.steps)
-    else:
-        upside = np.random.default_rng(s.seed).random(len(slices)) < 0.5
-        slices = np.where(upside.reshape(-1, *[1] * (slices.ndim - 1)), np.flip(slices, axis=-2), slices)
-        model = cls.train_classifier(slices, upside.astype(np.int64), 2, seed=s.seed, steps=s.steps)
-    return lambda images: cls.predict(model, images)[1]
-
-
-SECOND_SPACE = ("a supervised classifier (MONAI Classifier trunk, 32-d) trained on the training studies' classes, or, "
-                "for runs without classes, on telling upright from upside-down training slices")
 
 
 def regions(study: StudySet, label_names: dict[int, str], class_names: list[str]) -> dict[str, np.ndarray]:
@@ -356,7 +280,7 @@ def _evaluate(run, synth, out, s: EvaluateConfig, device: str, overwrite: bool, 
                                 "run's training studies" + (f", one per plane on {s.slices} slices per study"
                                                             if train.images.ndim == 5 else "")
                                 + "; features standardised on the training slices",
-               "feature_space_second": SECOND_SPACE}
+               "feature_space_second": SECOND_SPACE, "class_names": list(loaded.class_names)}
     stage(f"evaluate: fidelity in a feature encoder trained on {len(train.images)} training studies", show_progress)
     payload["fidelity"] = fidelity(train, holdout, synthetic, s, show_progress)
     payload["intensity"] = intensities(train, holdout, synthetic, loaded, s.seed)

@@ -229,7 +229,7 @@ def fidelity_html(payload: dict) -> str:
         "are synthetic ones, against the same holdout (Frechet distance depends on sample size; KID does not). The ratio "
         "to that floor comes with a 95% interval: +-1.96 SD of the ratio over the synthetic studies drawn again with "
         "replacement (the real sets held), the spread another draw of as many studies from the same model would show."
-        "</p>"
+        "</p>" + compared_text(next(iter(fid.values())).get("compared"), payload.get("class_names") or [])
         + f"<img alt='Frechet distance per plane' src='{paired_bars(planes, [fid[p]['frechet_real'] for p in planes], [fid[p]['frechet_synthetic'] for p in planes], 'Frechet distance to holdout', 'real train')}'>"
         + f"<img alt='Frechet ratio to the real floor per plane, with 95% intervals' src='{ratio_bars(fid)}'>"
         + table([[p, fmt(d["frechet_synthetic"]), fmt(d["frechet_real"]), ratio_text(d, ""),
@@ -311,3 +311,13 @@ def provenance_html(prov: dict) -> str:
         + "<pre>" + html.escape(json.dumps(prov["config"], indent=1)) + "</pre>"
         + f"<p>medsynth {prov['versions'].get('medsynth')}, torch {prov['versions'].get('torch')}, "
           f"MONAI {prov['versions'].get('monai')}; {html.escape(str(prov.get('created', '')))}</p>"))
+
+
+def compared_text(record: dict | None, names: list[str]) -> str:
+    """The fidelity's class-for-class comparison in a sentence (older reports, and runs without classes: none)."""
+    if not record or not record.get("class_matched"):
+        return ""
+    counts = ", ".join(f"{names[int(c)] if int(c) < len(names) else c} {d['synthetic']} of {d['holdout']} in holdout"
+                       for c, d in record["classes"].items())
+    return (f"<p>Compared class for class: the synthetic studies and the reference drawn to the holdout's class shares "
+            f"({html.escape(counts)}), so the set's class mix is not what is measured.</p>")

@@ -8,7 +8,9 @@ import pytest
 from medsynth.data.phantom import PhantomSpec, make_phantom
 from medsynth.evaluation import metrics
 from medsynth.config import EvaluateConfig
-from medsynth.evaluation.evaluate import StudySet, diversity, fidelity, plane_mean_interval, plane_slices
+from medsynth.evaluation.evaluate import diversity, plane_mean_interval
+from medsynth.evaluation.fidelity import compared, fidelity
+from medsynth.evaluation.studies import StudySet, plane_slices
 from medsynth.evaluation.segmenter import dice_per_label
 
 from conftest import assert_user_error, run_cli
@@ -117,6 +119,8 @@ def test_evaluate_writes_every_section_for_a_class_and_mask_run(tiny_run):
     assert "Frechet distance" in result.stdout and "utility" in result.stdout
     report = json.loads((out / "report.json").read_text())
     assert set(report["fidelity"]) == {"sagittal", "coronal", "axial"}
+    assert report["fidelity"]["axial"]["compared"]["class_matched"]      # a class run is compared class for class
+    assert "Compared class for class" in (out / "report.html").read_text()
     assert set(report["conditioning"]) == {"class", "mask"} and set(report["utility"]) == {"class", "mask"}
     for util in report["utility"].values():
         assert len(util["sets"]) == 3
@@ -322,3 +326,35 @@ def test_the_family_reuses_the_segmenters_the_evaluation_already_trained(monkeyp
         row = family["recipes"][f"monai-unet, {mix}"]
         family_name = name if name != "real + synthetic" else "real + synthetic (all)"
         assert row[family_name]["mean_dice"] == utility["sets"][name]["mean_dice"]
+
+
+def two_class_images(seed: int, rare: int, common: int) -> StudySet:
+    """2D images whose class is easy to see (a bright or a dark disc on noise): `rare` of class 0, `common` of 1."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:16, :16]
+    disc = ((yy - 8) ** 2 + (xx - 8) ** 2 < 20).astype(np.float32)
+    classes = np.r_[np.zeros(rare, int), np.ones(common, int)]
+    images = np.where(classes[:, None, None] == 0, 0.6, -0.6) * disc + 0.2 * rng.normal(size=(len(classes), 16, 16))
+    return StudySet(np.clip(images, -1, 1)[:, None].astype(np.float32), None, classes)
+
+
+def test_compared_draws_synthetic_and_reference_to_the_holdout_class_shares():
+    train, holdout = two_class_images(0, 30, 90), two_class_images(1, 10, 30)
+    boosted = two_class_images(2, 60, 20)                  # a set made to boost the rare class: 75% of it
+    held, synthetic, reference, record = compared(train, holdout, boosted, seed=0)
+    assert np.bincount(synthetic.classes).tolist() == np.bincount(reference.classes).tolist() == [7, 20]
+    assert record["class_matched"] and record["classes"]["0"] == {"holdout": 10, "synthetic": 7, "reference": 7}
+    rare_only = StudySet(boosted.images[:60], None, boosted.classes[:60])      # a set of the rare class alone
+    held, synthetic, reference, _ = compared(train, holdout, rare_only, seed=0)
+    assert set(held.classes) == set(synthetic.classes) == set(reference.classes) == {0} and len(held.images) == 10
+    unlabelled = StudySet(boosted.images, None, None)
+    held, synthetic, reference, record = compared(train, holdout, unlabelled, seed=0)
+    assert len(synthetic.images) == len(reference.images) == 80 and not record["class_matched"]
+
+
+def test_fidelity_of_a_real_like_set_holds_one_whatever_its_class_mix():
+    train, holdout = two_class_images(0, 60, 180), two_class_images(1, 40, 120)
+    boosted = two_class_images(2, 240, 80)                 # the same kind of images, three quarters of the rare class
+    result = fidelity(train, holdout, boosted, EvaluateConfig(encoder_steps=40, steps=150), show_progress=False)
+    for space in (result["image"], result["image"]["second"]):
+        assert space["frechet_ratio"] < 2 and space["frechet_ratio_interval"][0] < 1.2

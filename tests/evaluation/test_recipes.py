@@ -7,7 +7,7 @@ import pytest
 
 from medsynth.config import EvaluateConfig
 from medsynth.errors import MedsynthError
-from medsynth.evaluation.evaluate import StudySet
+from medsynth.evaluation.studies import StudySet
 from medsynth.evaluation.recipes import MIXES, mixed, recipe_rows, scored, segmentation_sets, verdict
 from medsynth.stats import recall_at_specificity
 
