@@ -1,4 +1,5 @@
-"""#23: can a downstream network tell the synthetic studies from real ones? A classifier two-sample test per class.
+"""#23: can a downstream network tell the synthetic studies from real ones? A classifier two-sample test per class
+(evaluation/domain_gap.py; `medsynth evaluate --family` reports the same against its holdout).
 
 For each class, each network of the recipe family (the MONAI Classifier trunk and resnet18 at a quarter width) is
 trained to tell real training studies from as many synthetic ones of that class (--disc-steps batches of 16), then
@@ -24,10 +25,8 @@ import numpy as np
 
 from medsynth import provenance
 from medsynth.data.ingest import ingest
-from medsynth.evaluation import classifier as cls
-from medsynth.evaluation.metrics import mean_interval
+from medsynth.evaluation.domain_gap import two_sample
 from medsynth.runs.loaded import load_run
-from medsynth.stats import roc_auc
 from quality_data import real_arrays, synthetic_arrays
 
 NETWORKS = ("classifier", "resnet18-quarter")
@@ -38,22 +37,6 @@ def pixel_cues(images: np.ndarray, floor: float) -> dict:
     a = images[:, 0].reshape(-1, *images.shape[-2:])
     lap = 4 * a[:, 1:-1, 1:-1] - a[:, :-2, 1:-1] - a[:, 2:, 1:-1] - a[:, 1:-1, :-2] - a[:, 1:-1, 2:]
     return {"at_minimum": float(np.mean(images <= floor + 1e-4)), "laplacian_sd": float(lap.std())}
-
-
-def two_sample(real_train: np.ndarray, real_unseen: np.ndarray, synthetic: np.ndarray, network: str, seeds: int,
-               steps: int) -> dict:
-    """ROC AUC of `network` telling synthetic from real on unseen studies, over seeds (synthetic: first half trains)."""
-    n = min(len(real_train), len(synthetic) // 2)
-    test = synthetic[n : n + len(real_unseen)]
-    labels = np.r_[np.zeros(n), np.ones(n)].astype(np.int64)
-    aucs = []
-    for seed in range(seeds):
-        model = cls.train_classifier(np.concatenate([real_train[:n], synthetic[:n]]), labels, 2, seed=seed,
-                                     steps=steps, batch_size=16, network=network)
-        p = cls.probabilities(model, np.concatenate([real_unseen, test]))[:, 1]
-        aucs.append(roc_auc(p[len(real_unseen):], p[: len(real_unseen)]))
-    return {**mean_interval(np.array(aucs), (0, 1)), "per_seed": aucs, "trained_on": [n, n],
-            "scored_on": [len(real_unseen), len(test)]}
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from medsynth.errors import MedsynthError
 from medsynth.evaluation import classifier as cls
 from medsynth.evaluation import metrics, recipes, report, segmenter
 from medsynth.evaluation.conditions import condition_fidelity
+from medsynth.evaluation.domain_gap import domain_gap
 from medsynth.evaluation.fidelity import SECOND_SPACE, fidelity
 from medsynth.evaluation.studies import StudySet
 from medsynth.outputs import atomic_output_dir, check_output_dir
@@ -198,12 +199,16 @@ def segmentation(train: StudySet, holdout: StudySet, synthetic: StudySet, loaded
 
 def utility_family(train, holdout, synthetic, loaded, s: EvaluateConfig, show_progress: bool,
                    trained: dict | None = None) -> dict:
-    """The recipe family (evaluation/recipes.py) for each kind of conditioning the run has; `trained`: the
-    segmenters' Dice already measured (see `segmentation`)."""
+    """The recipe family (evaluation/recipes.py) for each kind of conditioning the run has, and for class runs whether
+    each of its networks can tell the synthetic studies from real ones (domain_gap.py); `trained`: the segmenters'
+    Dice already measured (see `segmentation`)."""
     stage(f"evaluate: utility over the recipe family ({s.seeds} seeds per recipe and set)", show_progress)
     family = {}
     if loaded.class_names and synthetic.classes is not None:
         family["class"] = recipes.classification_family(train, holdout, synthetic, loaded.class_names, s, show_progress)
+        networks = sorted({network for network, _, _ in recipes.CLASSIFIERS.values()})
+        family["class"]["domain_gap"] = domain_gap(train, holdout, synthetic, loaded.class_names, networks, s.seeds,
+                                                   s.steps, s.seed, show_progress)
     if loaded.num_labels:
         family["mask"] = recipes.segmentation_family(train, holdout, synthetic, loaded.num_labels - 1, s, show_progress,
                                                      cache=trained)

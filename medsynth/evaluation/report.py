@@ -301,7 +301,7 @@ def utility_html(payload: dict) -> list[str]:
         views = "".join(f"; {label}: {family[key]}" for key, label in (
             ("matched_verdict", "at real only's specificity"), ("auc_verdict", "in rare-class AUC")) if key in family)
         parts.append(section(f"Utility over every downstream recipe ({kind}): {family['verdict']}{views}",
-                             family_table(family)))
+                             family_table(family) + gap_table(family.get("domain_gap"))))
     return parts
 
 
@@ -321,3 +321,21 @@ def compared_text(record: dict | None, names: list[str]) -> str:
                        for c, d in record["classes"].items())
     return (f"<p>Compared class for class: the synthetic studies and the reference drawn to the holdout's class shares "
             f"({html.escape(counts)}), so the set's class mix is not what is measured.</p>")
+
+
+def gap_table(gap: dict | None) -> str:
+    """The domain gap (domain_gap.py): real vs synthetic ROC AUC per class and network (older reports: none)."""
+    if not gap:
+        return ""
+    rows = [[name, network, f"{d['mean']:.3f} ({d['interval'][0]:.3f} to {d['interval'][1]:.3f})",
+             f"{d['trained_on'][0]} + {d['trained_on'][1]}", f"{d['scored_on'][0]} + {d['scored_on'][1]}"]
+            for name, by_network in gap.items() for network, d in by_network.items()]
+    return (f"<p>{html.escape(GAP_NOTE)}</p>"
+            + table(rows, ["class", "network", "real vs synthetic AUC (95%)", "trained on (real + synthetic)",
+                           "scored on (real + synthetic)"]))
+
+
+GAP_NOTE = ("Can each network of the family tell the synthetic studies from real ones? Trained on real training studies "
+            "of a class against as many synthetic ones, scored on the class's real holdout against other synthetic studies: "
+            "ROC AUC 0.5 means it cannot. A network that can sees a mark of the synthetic studies, and what it learns from "
+            "them may not carry to real patients: expect less from the synthetic set for that network's recipes.")

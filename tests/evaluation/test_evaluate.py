@@ -9,6 +9,7 @@ from medsynth.data.phantom import PhantomSpec, make_phantom
 from medsynth.evaluation import metrics
 from medsynth.config import EvaluateConfig
 from medsynth.evaluation.evaluate import diversity, plane_mean_interval
+from medsynth.evaluation.domain_gap import two_sample
 from medsynth.evaluation.fidelity import compared, fidelity
 from medsynth.evaluation.studies import StudySet, plane_slices
 from medsynth.evaluation.segmenter import dice_per_label
@@ -214,6 +215,11 @@ def test_the_recipe_family_runs_end_to_end_and_reports_each_recipe(tmp_path):
     assert "Utility over every downstream recipe (class)" in page and "AUC lift" in page
     assert "lift at real only&#x27;s specificity" in page or "lift at real only's specificity" in page
     assert "alt='lift per recipe' src='data:image/png;base64," in page
+    gap = family["domain_gap"]                   # can each network tell the synthetic studies from real ones
+    assert gap and set(gap) <= {"lesion", "normal"}
+    assert all(set(by) == {"classifier", "resnet18-quarter"} and 0 <= d["mean"] <= 1 and d["n"] == 2
+               for by in gap.values() for d in by.values())
+    assert "real vs synthetic AUC" in page
 
 
 def test_a_recipe_scores_the_rare_class_auc_apart_from_its_decisions():
@@ -358,3 +364,16 @@ def test_fidelity_of_a_real_like_set_holds_one_whatever_its_class_mix():
     result = fidelity(train, holdout, boosted, EvaluateConfig(encoder_steps=40, steps=150), show_progress=False)
     for space in (result["image"], result["image"]["second"]):
         assert space["frechet_ratio"] < 2 and space["frechet_ratio_interval"][0] < 1.2
+
+
+def test_a_network_tells_marked_synthetic_studies_from_real_ones_and_not_real_like_ones():
+    """The domain gap: studies of the real kind score near chance; the same studies with a faint haze in one corner
+    (like a background the window should have clipped to its minimum) are told apart."""
+    real, unseen = two_class_images(0, 0, 80).images, two_class_images(1, 0, 40).images
+    like = two_class_images(2, 0, 120).images
+    marked = like.copy()
+    marked[:, :, :4, :4] += 0.3
+    near = two_sample(real, unseen, like, "classifier", seeds=2, steps=150)
+    far = two_sample(real, unseen, marked, "classifier", seeds=2, steps=150)
+    assert near["trained_on"] == [60, 60] and near["scored_on"] == [40, 40]
+    assert near["mean"] < 0.7 < 0.9 < far["mean"]
