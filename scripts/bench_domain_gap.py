@@ -26,10 +26,9 @@ import numpy as np
 from medsynth import provenance
 from medsynth.data.ingest import ingest
 from medsynth.evaluation.domain_gap import two_sample
+from medsynth.evaluation.recipes import FAMILY_NETWORKS
 from medsynth.runs.loaded import load_run
 from quality_data import real_arrays, synthetic_arrays
-
-NETWORKS = ("classifier", "resnet18-quarter")
 
 
 def pixel_cues(images: np.ndarray, floor: float) -> dict:
@@ -61,7 +60,7 @@ def main() -> None:
     print(f"pixels, real train vs synthetic: {result['pixels']}")
     for c in np.unique(y):
         unseen = np.concatenate([real[k][0][real[k][1] == c] for k in ("val", "test")])
-        for network in NETWORKS:
+        for network in FAMILY_NETWORKS:
             r = two_sample(real["train"][0][real["train"][1] == c], unseen, x[y == c], network, args.seeds,
                            args.disc_steps)
             result["classes"].setdefault(str(c), {})[network] = r

@@ -38,7 +38,8 @@ def family_bench(args, start: float, device) -> None:
     (calibrated on val), each at every --doses, on val by --choose-by (choose_variant; the choice is written to
     WORK/family_choice.json at once, and a rerun with the same candidates reuses it); then at every budget score the
     chosen set on test: recognised as requested, Frechet distance and KID in two feature spaces as ratios to the real
-    floor, and the whole recipe family (evaluation/recipes.py) over --seeds seeds. Writes WORK/family_<steps>.json (a rerun keeps it)."""
+    floor, and the whole recipe family (evaluation/recipes.py) over --seeds seeds. Writes WORK/family_<steps>.json
+    (a rerun keeps it)."""
     cfg = load_config(args.config or "breastmnist_2d_class.yaml", args.set)
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_quality-"))
     work.mkdir(parents=True, exist_ok=True)

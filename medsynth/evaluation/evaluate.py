@@ -206,9 +206,8 @@ def utility_family(train, holdout, synthetic, loaded, s: EvaluateConfig, show_pr
     family = {}
     if loaded.class_names and synthetic.classes is not None:
         family["class"] = recipes.classification_family(train, holdout, synthetic, loaded.class_names, s, show_progress)
-        networks = sorted({network for network, _, _ in recipes.CLASSIFIERS.values()})
-        family["class"]["domain_gap"] = domain_gap(train, holdout, synthetic, loaded.class_names, networks, s.seeds,
-                                                   s.steps, s.seed, show_progress)
+        family["class"]["domain_gap"] = domain_gap(train, holdout, synthetic, loaded.class_names,
+                                                   list(recipes.FAMILY_NETWORKS), s.seeds, s.steps, s.seed, show_progress)
     if loaded.num_labels:
         family["mask"] = recipes.segmentation_family(train, holdout, synthetic, loaded.num_labels - 1, s, show_progress,
                                                      cache=trained)

@@ -33,6 +33,7 @@ CLASSIFIERS = {  # name -> (network, class-balanced loss, budget)
     "monai-classifier-epochs": ("classifier", True, "epochs"),
     "resnet18-quarter": ("resnet18-quarter", True, "steps"),
 }
+FAMILY_NETWORKS = tuple(sorted({network for network, _, _ in CLASSIFIERS.values()}))   # each recipe network, once
 SEGMENTERS = {  # name -> (network, budget)
     "monai-unet": ("unet", "steps"),
     "monai-segresnet": ("segresnet", "steps"),
