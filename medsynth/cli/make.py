@@ -22,6 +22,9 @@ def generate(
                                          "images onto (mask-conditioned runs); default: the run's mask bank."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (rectified flow or DDIM); default from the config."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale; 1 turns it off."),
+    guidance_interval: Optional[str] = typer.Option(None, "--guidance-interval", help="Guide only while the noise "
+                                                    "fraction (0 clean, 1 pure noise) lies in START,END, e.g. 0.2,0.85; "
+                                                    "default the whole trajectory."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Study k depends only on (run, seed, k). Default 0."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Studies sampled together (does not change "
                                              "the results). Default 4."),
@@ -59,6 +62,7 @@ def generate(
 
     settings = load_stage_config("generate", config, set_, dict(
         n=n, classes=class_counts or None, masks=masks, steps=steps, guidance=guidance, seed=seed,
+        guidance_interval=_pair(guidance_interval, "--guidance-interval", "two noise fractions, e.g. 0.2,0.85"),
         batch_size=batch_size, shard=shard, mask_augment=mask_augment, mask_flip=mask_flip, max_attempts=qc_attempts,
         tile=tile, conditions=condition or None, extrapolate=extrapolate,
         condition_table=str(conditions_file) if conditions_file else None, prompt=prompt,
@@ -152,7 +156,8 @@ def edit(
 
     settings = load_stage_config("edit", config, set_, dict(
         cases=cases or None, where=where or None, per_study=per_study, lesions=lesions, inside=inside,
-        size_mm=_size_range(size_mm), margin_mm=margin, lesion_label=lesion_label, lesion_class=lesion_class,
+        size_mm=_pair(size_mm, "--size-mm", "two sizes in mm, smallest first (e.g. 10,25)"), margin_mm=margin,
+        lesion_label=lesion_label, lesion_class=lesion_class,
         steps=steps, guidance=guidance, resample=resample, seed=seed, batch_size=batch_size))
     result = run_edit(run, data, out, settings, device=device, modality=_modality(modality), overwrite=overwrite)
     typer.echo(f"edited {result.edited} studies in {result.seconds:.1f} s into {result.out} ({result.changed_outside} "
@@ -161,7 +166,8 @@ def edit(
         typer.echo(f"  skipped {study_id}: {why}")
 
 
-def _size_range(value: Optional[str]) -> Optional[list[float]]:
+def _pair(value: Optional[str], option: str, rule: str) -> Optional[list[float]]:
+    """"A,B" as two numbers (None when the option was not given)."""
     if value is None:
         return None
     try:
@@ -169,5 +175,5 @@ def _size_range(value: Optional[str]) -> Optional[list[float]]:
     except ValueError:
         parts = []
     if len(parts) != 2:
-        raise MedsynthError(f"--size-mm must be two sizes in mm, smallest first (e.g. 10,25), got {value!r}.")
+        raise MedsynthError(f"{option} must be {rule}, got {value!r}.")
     return parts

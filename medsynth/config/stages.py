@@ -52,6 +52,8 @@ class GenerateConfig:
     masks: str | None = None             # folder of label maps to paint onto (mask runs); default the mask bank
     steps: int | None = None             # sampler steps; None: the run's diffusion.sample_steps
     guidance: float | None = None        # classifier-free guidance scale; None: the run's diffusion.guidance
+    guidance_interval: tuple[float, float] = (0.0, 1.0)   # noise fractions (0 clean, 1 pure noise) guidance applies
+                                         # at; elsewhere the plain conditional prediction. Default: the whole trajectory
     seed: int = 0
     batch_size: int = 4
     shard: str | None = None             # i/n: block i of n
@@ -72,7 +74,10 @@ class GenerateConfig:
         require_each("generate", self, {"n": POSITIVE, "steps": POSITIVE, "batch_size": POSITIVE,
                                         "max_attempts": POSITIVE, "guidance": (lambda v: v >= 0, "0 or more (1 turns "
                                                                               "guidance off)"),
-                                        "tile": NOT_NEGATIVE, "tile_overlap": NOT_NEGATIVE})
+                                        "tile": NOT_NEGATIVE, "tile_overlap": NOT_NEGATIVE,
+                                        "guidance_interval": (lambda v: len(v) == 2 and 0 <= v[0] < v[1] <= 1,
+                                                              "two noise fractions, 0 <= start < end <= 1 (e.g. "
+                                                              "0.2,0.85)")})
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,10 @@ class Trajectory:
         """(n,) timesteps as the network takes them."""
         return t.to(self.dtype).expand(n).to(device)
 
+    def noise_fraction(self, t: torch.Tensor) -> float:
+        """How far `t` lies from clean (0) towards pure noise (1): the inverse of NoiseProcess.timestep_at."""
+        return float(t) / self.scheduler.num_train_timesteps
+
     def step(self, prediction: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor | None, x: torch.Tensor):
         raise NotImplementedError
 

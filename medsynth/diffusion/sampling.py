@@ -60,17 +60,21 @@ def guided(model: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: Conditions,
 @torch.no_grad()
 def sample(model: nn.Module, process: NoiseProcess, shape: Sequence[int], generators: Sequence[torch.Generator],
            cond: Conditions, steps: int, guidance: float, device: torch.device | str = "cpu",
-           clip: bool = True, per: dict | None = None) -> torch.Tensor:
+           clip: bool = True, per: dict | None = None, interval: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
     """Draw len(generators) samples of `shape` (C, *spatial) under `cond`; returns (N, C, *spatial) on the CPU, clipped
     to [-1, 1] unless `clip` is off (latents, which have unit variance, not a range). `steps` and `guidance` are the
     caller's resolved settings (generation fills them from the run's config once); `per`, per-condition scales
-    (guided)."""
+    (guided). Guidance (and `per`) applies only at steps whose noise fraction lies in `interval` (0 clean, 1 pure
+    noise; both ends included); elsewhere the step takes the plain conditional prediction (Kynkaanniemi et al. 2024,
+    "Applying guidance in a limited interval": guidance early costs variety, late it costs fine texture)."""
     device = torch.device(device)
     x = initial_noise(shape, generators).to(device)
     n = x.shape[0]
     cond = cond.to(device)
     trajectory = process.trajectory(steps, shape, clip, device)
+    lo, hi = interval
     for t, t_next in trajectory.pairs:
-        out = guided(model, x, trajectory.model_time(t, n, device), cond, guidance, per)
+        on = lo <= trajectory.noise_fraction(t) <= hi
+        out = guided(model, x, trajectory.model_time(t, n, device), cond, guidance if on else 1.0, per if on else None)
         x = trajectory.step(out, t, t_next, x)
     return (x.clamp(-1.0, 1.0) if clip else x).float().cpu()

@@ -109,12 +109,13 @@ class LoadedRun:
     def model_conditions(self, cond: Conditions) -> Conditions:
         return cond.replace(mask=self.codec.model_mask(cond.mask)) if self.codec is not None else cond
 
-    def sample(self, generators, cond: Conditions, steps: int, guidance: float, device, per: dict | None = None
-               ) -> torch.Tensor:
+    def sample(self, generators, cond: Conditions, steps: int, guidance: float, device, per: dict | None = None,
+               interval: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
         """(N, C, *spatial) images in [-1, 1] on the CPU: the sampler in model space, then decoding for latent runs.
-        `per`: per-condition guidance scales (diffusion.sampling.guided)."""
+        `per`: per-condition guidance scales (diffusion.sampling.guided); `interval`: the noise fractions guidance
+        applies at (diffusion.sampling.sample)."""
         x = sample(self.model, self.process, self.model_shape, generators, self.model_conditions(cond), steps,
-                   guidance, device=device, clip=self.codec is None, per=per)
+                   guidance, device=device, clip=self.codec is None, per=per, interval=tuple(interval))
         return self.codec.decode(x) if self.codec is not None else x
 
     def default_affine(self) -> np.ndarray:

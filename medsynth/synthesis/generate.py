@@ -62,7 +62,8 @@ def denoise(loaded: LoadedRun, plans: list[StudyPlan], masks: list[MaskChoice | 
     extra = spec.extra_values([p.conditions for p in plans], extrapolate=True)   # checked when planned
     generators = [noise_generator(s.seed, p.index, a) for p, a in zip(plans, attempts)]
     per = parse_guidance_per(list(s.guidance_per), spec, loaded.cfg.conditioning.class_column)
-    return loaded.sample(generators, spec.conditions(classes, labels, extra), s.steps, s.guidance, device, per).numpy()
+    return loaded.sample(generators, spec.conditions(classes, labels, extra), s.steps, s.guidance, device, per,
+                         s.guidance_interval).numpy()
 
 
 def generate_batch(loaded: LoadedRun, plans, masks, s: GenerateConfig, device) -> list[tuple[np.ndarray, int, list[str]]]:
@@ -207,7 +208,8 @@ def write_set(folder: Path, loaded: LoadedRun, plans: list[StudyPlan], bank, use
         save_grid(files.overview, np.stack([p[0] for p in previews]), [str(p[2]) for p in previews],
                   np.stack([p[1] for p in previews]) if previews[0][1] is not None else None)
     provenance.write_json(files.record, provenance.record(
-        "synthetic set", {"steps": s.steps, "guidance": s.guidance, "batch_size": s.batch_size, "shard": s.shard,
+        "synthetic set", {"steps": s.steps, "guidance": s.guidance, "guidance_interval": list(s.guidance_interval),
+                          "batch_size": s.batch_size, "shard": s.shard,
                           "n": len(plans), "classes": list(s.classes), "masks": s.masks, "mask_augment": s.mask_augment,
                           "mask_flip": s.mask_flip, "max_attempts": s.max_attempts, "tile": s.tile,
                           **({"conditions": list(s.conditions), "condition_table": s.condition_table,

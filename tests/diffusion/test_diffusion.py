@@ -79,6 +79,35 @@ def test_guidance_one_is_the_conditional_prediction_and_other_scales_extrapolate
     assert torch.equal(guided(toy, x, t, Conditions(), 3.0), toy(x, t))   # nothing to guide on
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_guidance_applies_only_at_the_steps_inside_its_noise_interval(name):
+    """Guidance in a limited interval: a guided step runs the conditional and null rows together (a batch of 2n), a
+    step outside the interval takes the plain conditional prediction (n rows); the default interval guides every
+    step."""
+
+    class Counting(Toy):
+        def __init__(self):
+            super().__init__()
+            self.rows: list[int] = []
+
+        def forward(self, x, t, cond=None):
+            self.rows.append(x.shape[0])
+            return super().forward(x, t, cond)
+
+    process, cond = noise_process(CONFIGS[name]), Conditions(torch.tensor([0, 1]))
+    fractions = [process.trajectory(10, (1, 4, 4), True, torch.device("cpu")).noise_fraction(t)
+                 for t, _ in process.trajectory(10, (1, 4, 4), True, torch.device("cpu")).pairs]
+    draws = {}
+    for interval in ((0.0, 1.0), (0.3, 0.7)):
+        toy = Counting()
+        draws[interval] = sample(toy, process, (1, 4, 4), [torch.Generator().manual_seed(s) for s in (0, 1)], cond,
+                                 steps=10, guidance=3.0, interval=interval)
+        inside = [interval[0] <= f <= interval[1] for f in fractions]
+        assert toy.rows == [4 if on else 2 for on in inside]
+    assert 0 < sum(0.3 <= f <= 0.7 for f in fractions) < 10
+    assert not torch.allclose(draws[(0.0, 1.0)], draws[(0.3, 0.7)])
+
+
 def test_a_monai_denoiser_takes_left_out_conditions_as_their_null_form():
     from medsynth.config import ModelConfig
     from medsynth.models import build_denoiser

@@ -170,9 +170,10 @@ def test_two_d_class_run_generates_through_the_cli(tmp_path):
     data = write_phantom_dataset(tmp_path / "data", PhantomSpec(dims=2, size=16, cases=8), show_progress=False)
     train(load_config("tiny_2d.yaml", ["train.max_steps=5"]), data, tmp_path / "run", show_progress=False)
     result = run_cli("generate", tmp_path / "run", "--out", tmp_path / "s", "--class", "lesion=2", "--steps", 2,
-                     "--qc-attempts", 1)
+                     "--qc-attempts", 1, "--guidance-interval", "0.3,0.9")
     assert result.returncode == 0, result.stderr
     assert "generated 2 studies" in result.stdout and (tmp_path / "s" / "overview.png").exists()
+    assert json.loads((tmp_path / "s" / "generate.json").read_text())["config"]["guidance_interval"] == [0.3, 0.9]
     assert nib.load(tmp_path / "s" / "syn_00001_image.nii.gz").shape == (16, 16)
 
 
