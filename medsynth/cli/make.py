@@ -23,8 +23,8 @@ def generate(
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (rectified flow or DDIM); default from the config."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale; 1 turns it off."),
     guidance_interval: Optional[str] = typer.Option(None, "--guidance-interval", help="Guide only while the noise "
-                                                    "fraction (0 clean, 1 pure noise) lies in START,END, e.g. 0.2,0.85; "
-                                                    "default the whole trajectory."),
+                                                    "fraction (0 clean, 1 pure noise) is above START and at most END, "
+                                                    "e.g. 0.2,0.85; default the whole trajectory."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Study k depends only on (run, seed, k). Default 0."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Studies sampled together (does not change "
                                              "the results). Default 4."),

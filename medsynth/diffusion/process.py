@@ -60,8 +60,9 @@ class Trajectory:
         return t.to(self.dtype).expand(n).to(device)
 
     def noise_fraction(self, t: torch.Tensor) -> float:
-        """How far `t` lies from clean (0) towards pure noise (1): the inverse of NoiseProcess.timestep_at."""
-        return float(t) / self.scheduler.num_train_timesteps
+        """How far `t` lies from clean (0) towards pure noise (1): the inverse of NoiseProcess.timestep_at (to 6
+        decimals, so a step meant to lie on an interval's end is not moved across it by float rounding)."""
+        return round(float(t) / self.scheduler.num_train_timesteps, 6)
 
     def step(self, prediction: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor | None, x: torch.Tensor):
         raise NotImplementedError

@@ -64,8 +64,8 @@ def sample(model: nn.Module, process: NoiseProcess, shape: Sequence[int], genera
     """Draw len(generators) samples of `shape` (C, *spatial) under `cond`; returns (N, C, *spatial) on the CPU, clipped
     to [-1, 1] unless `clip` is off (latents, which have unit variance, not a range). `steps` and `guidance` are the
     caller's resolved settings (generation fills them from the run's config once); `per`, per-condition scales
-    (guided). Guidance (and `per`) applies only at steps whose noise fraction lies in `interval` (0 clean, 1 pure
-    noise; both ends included); elsewhere the step takes the plain conditional prediction (Kynkaanniemi et al. 2024,
+    (guided). Guidance (and `per`) applies only at steps whose noise fraction f lies in `interval` (0 clean, 1 pure
+    noise): start < f <= end, as the paper's sigma interval (a start of 0 takes in f = 0 too); elsewhere the step takes the plain conditional prediction (Kynkaanniemi et al. 2024,
     "Applying guidance in a limited interval": guidance early costs variety, late it costs fine texture)."""
     device = torch.device(device)
     x = initial_noise(shape, generators).to(device)
@@ -74,7 +74,8 @@ def sample(model: nn.Module, process: NoiseProcess, shape: Sequence[int], genera
     trajectory = process.trajectory(steps, shape, clip, device)
     lo, hi = interval
     for t, t_next in trajectory.pairs:
-        on = lo <= trajectory.noise_fraction(t) <= hi
+        f = trajectory.noise_fraction(t)
+        on = (lo < f or lo == 0) and f <= hi
         out = guided(model, x, trajectory.model_time(t, n, device), cond, guidance if on else 1.0, per if on else None)
         x = trajectory.step(out, t, t_next, x)
     return (x.clamp(-1.0, 1.0) if clip else x).float().cpu()
