@@ -95,8 +95,8 @@ def test_guidance_applies_only_at_the_steps_inside_its_noise_interval(name):
             return super().forward(x, t, cond)
 
     process, cond = noise_process(CONFIGS[name]), Conditions(torch.tensor([0, 1]))
-    fractions = [process.trajectory(10, (1, 4, 4), True, torch.device("cpu")).noise_fraction(t)
-                 for t, _ in process.trajectory(10, (1, 4, 4), True, torch.device("cpu")).pairs]
+    trajectory = process.trajectory(10, (1, 4, 4), True, torch.device("cpu"))
+    fractions = [trajectory.noise_fraction(t) for t, _ in trajectory.pairs]
     draws = {}
     for interval in ((0.0, 1.0), (0.3, 0.7)):
         toy = Counting()
