@@ -3,7 +3,7 @@ the downstream networks, on the val split, before a full `bench_quality.py --fam
 
 For each network of the recipe family (the MONAI Classifier trunk and resnet18 at a quarter width, class-balanced
 loss, --steps batches of 16) and each seed, a model is trained on real training studies only, and on real plus the
-first k rare-class studies of each set, for k = the count that balances the classes and each of --counts. The
+first k rare-class studies of each set (the rarest class of the training split), for k = the count that balances the classes and each of --counts. The
 figure is the rare class's ROC AUC on --split, as the lift over real only paired by seed (mean and 95% t interval):
 threshold-free, so a set that only moves the decision threshold does not count. Same recipe and seeds as the
 family's Classifier and resnet18 rows, fewer mixes, so a comparison of two sets costs minutes, not an hour.
@@ -24,10 +24,9 @@ import numpy as np
 from medsynth import provenance
 from medsynth.data.ingest import ingest
 from medsynth.evaluation import classifier as cls
-from medsynth.evaluation.metrics import mean_interval
-from medsynth.evaluation.recipes import BATCH, FAMILY_NETWORKS
+from medsynth.evaluation import recipes
+from medsynth.evaluation.studies import StudySet
 from medsynth.runs.loaded import load_run
-from medsynth.stats import roc_auc
 from quality_data import real_arrays, synthetic_arrays
 
 
@@ -37,7 +36,6 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--run", required=True, help="the run folder (its config gives the model grid)")
     parser.add_argument("--sets", required=True, nargs="+", help="set folders `medsynth generate` wrote")
     parser.add_argument("--class-names", help="the run's class names for the file's ids, e.g. 0=lesion,1=normal")
-    parser.add_argument("--rare", type=int, default=0, help="the rare class's id in the file (default 0)")
     parser.add_argument("--counts", type=int, nargs="*", default=[], help="fixed counts added besides the balancing one")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=800)
@@ -46,29 +44,28 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def mixes(real_train, sets: dict, rare: int, counts: list[int]) -> dict:
-    """{name: (images, classes)}: real only, then each set's first k rare studies added, k = balance and `counts`."""
-    x, y = real_train
-    balance = int((y != rare).sum() - (y == rare).sum())
-    out = {"real only": (x, y)}
-    for name, (sx, sy) in sets.items():
-        pool = sx[sy == rare]
-        for k in [balance, *counts]:
-            if k > len(pool):
-                print(f"skipped {name} +{k}: the set has {len(pool)} rare-class studies")
+def mixes(train: StudySet, sets: dict[str, StudySet], counts: list[int]) -> dict:
+    """{name: (images, classes)}: real only, then each set's first k studies of the rarest class added (recipes.boosted;
+    k = up to balance, then each of `counts`)."""
+    out = {"real only": (train.images, train.classes)}
+    for name, synthetic in sets.items():
+        for k in [0, *counts]:
+            x, y, _, added = recipes.boosted(train, synthetic, k)
+            if k and added < k:
+                print(f"skipped {name} +{k}: the set has {added} rare-class studies")
                 continue
-            out[f"{name} +{k}"] = (np.concatenate([x, pool[:k]]), np.r_[y, np.full(k, rare)])
+            out[f"{name} +{added}"] = (x, y)
     return out
 
 
-def aucs(images, classes, held, rare: int, network: str, seeds: int, steps: int) -> np.ndarray:
-    hx, hy = held
+def aucs(images, classes, held: StudySet, rare: int, network: str, seeds: int, steps: int) -> np.ndarray:
+    """The rare class's ROC AUC on `held` (recipes.scores_on) of the family's recipe on `network`, one per seed."""
+    k = int(held.classes.max()) + 1
     out = []
     for seed in range(seeds):
-        model = cls.train_classifier(images, classes.astype(np.int64), int(hy.max()) + 1, seed=seed, steps=steps,
-                                     batch_size=BATCH, network=network)
-        p = cls.probabilities(model, hx)[:, rare]
-        out.append(roc_auc(p[hy == rare], p[hy != rare]))
+        model = cls.train_classifier(images, classes, k, seed=seed, steps=steps, batch_size=recipes.BATCH,
+                                     network=network)
+        out.append(recipes.scores_on(cls.probabilities(model, held.images), held.classes, rare, k)[2])
     return np.array(out)
 
 
@@ -77,16 +74,17 @@ def main() -> None:
     start = time.time()
     run = load_run(Path(args.run), "cpu")
     catalog = ingest(args.data, Path(tempfile.mkdtemp(prefix="added_sets-")) / "catalog", show_progress=False).catalog
-    real = real_arrays(catalog, run.cfg)
+    real = {k: StudySet(x, None, y) for k, (x, y) in real_arrays(catalog, run.cfg).items()}
     ids = {name: int(i) for i, _, name in (p.partition("=") for p in (args.class_names or "").split(",") if p)}
-    sets = {Path(f).name: synthetic_arrays(Path(f), run, ids) for f in args.sets}
-    result, mixed = {}, mixes(real["train"], sets, args.rare, args.counts)
-    for network in FAMILY_NETWORKS:
+    sets = {Path(f).name: StudySet(x, None, y) for f in args.sets for x, y in [synthetic_arrays(Path(f), run, ids)]}
+    rare = recipes.rarest(np.bincount(real["train"].classes))
+    result, mixed = {}, mixes(real["train"], sets, args.counts)
+    for network in recipes.FAMILY_NETWORKS:
         base = None
         for name, (x, y) in mixed.items():
-            a = aucs(x, y, real[args.split], args.rare, network, args.seeds, args.steps)
+            a = aucs(x, y, real[args.split], rare, network, args.seeds, args.steps)
             base = a if base is None else base
-            lift = mean_interval(a - base)
+            lift = recipes.lift(a, base)
             result.setdefault(network, {})[name] = {"auc": a.tolist(), "lift": lift}
             print(f"{args.split} {network:17s} {name:32s} AUC {a.mean():.3f}  lift {lift['mean']:+.3f} "
                   f"[{lift['interval'][0]:+.3f}, {lift['interval'][1]:+.3f}]", flush=True)

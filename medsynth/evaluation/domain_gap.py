@@ -15,11 +15,10 @@ import numpy as np
 
 from medsynth.evaluation import classifier as cls
 from medsynth.evaluation.metrics import mean_interval
+from medsynth.evaluation.recipes import BATCH
 from medsynth.evaluation.studies import StudySet
 from medsynth.progress import progress_iter
 from medsynth.stats import roc_auc
-
-BATCH = 16
 
 
 def two_sample(real_train: np.ndarray, real_unseen: np.ndarray, synthetic: np.ndarray, network: str, seeds: int,
