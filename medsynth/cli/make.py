@@ -115,7 +115,8 @@ def curate(
 
 @app.command()
 def edit(
-    run: Path = typer.Argument(..., help="A finished mask-conditioned run (medsynth train --out) with a lesion label."),
+    run: Path = typer.Argument(..., help="A finished run (medsynth train --out): mask-conditioned with a lesion label, "
+                                "or class-conditioned given --lesions."),
     data: Path = typer.Argument(..., help="The real studies to edit: any dataset ingest reads (NIfTI, MSD / nnU-Net, "
                                 "DICOM) or an ingest folder."),
     out: Path = typer.Option(..., "--out", help="Folder for the edited studies (must not exist or be empty)."),
@@ -125,7 +126,8 @@ def edit(
     per_study: Optional[int] = typer.Option(None, "--per-study", help="Edits of each study, each its own lesion. "
                                             "Default 1."),
     lesions: Optional[Path] = typer.Option(None, "--lesions", help="Folder of your lesion masks, <study_id>.nii.gz on "
-                                           "each study's own grid; default: shapes from the run's mask bank."),
+                                           "each study's own grid; default: shapes from the run's mask bank (a "
+                                           "run without masks needs them: lesion voxels 1)."),
     inside: Optional[str] = typer.Option(None, "--inside", help="Host label (name or id): the whole lesion lies inside "
                                          "it, off other structures. Default: the structure at the lesion's centre."),
     size_mm: Optional[str] = typer.Option(None, "--size-mm", help="Range of the lesion's equivalent diameter, e.g. "

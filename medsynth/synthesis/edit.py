@@ -1,4 +1,4 @@
-"""`medsynth edit`: a synthetic lesion painted into real studies by a trained mask- and class-conditioned run.
+"""`medsynth edit`: a synthetic lesion painted into real studies by a trained mask- or class-conditioned run.
 
 For each study and edit: the lesion is placed (a user's mask, or a bank shape inside a host label); the edit region
 is the lesion dilated by the margin (mm); a patch of the model's grid is cut around it in physical space (so studies
@@ -6,6 +6,10 @@ of any size or orientation work); the model inpaints the edit region with RePain
 with the lesion added and on the lesion class; the result goes back onto the study's own grid inside the edit region
 only, blended from the lesion (all model) to the region's edge (all real). Every other voxel is the input's own, in
 its own dtype. An edited set holds real patient anatomy and says so in every file it writes.
+
+A class-conditioned run without masks (e.g. a 2D classification set's) has no label map to place a lesion on: the
+user's lesion masks (--lesions, value 1) say where, the model paints its lesion class there, in the view it was
+trained in (the study centred on its grid) when the edit region fits that view.
 """
 
 from __future__ import annotations
@@ -76,8 +80,7 @@ def target(loaded: LoadedRun, s: EditConfig) -> Target:
         raise MedsynthError("edit works with runs whose model works on images directly; this is a latent run "
                             "(latent.enabled), so train an image-space mask-conditioned run to edit with.")
     if not loaded.num_labels:
-        raise MedsynthError("this run is not mask-conditioned, and an edit paints a lesion onto a label map; train one "
-                            "with conditioning.mask: true on label maps that hold a lesion label.")
+        return class_target(loaded, s)
     ids = loaded.spec.dataset_ids
     names = {i: loaded.meta.get("label_names", {}).get(str(i), f"label_{i}") for i in ids}
     lesion = resolve_label(s.lesion_label, names, "mask", "--lesion-label") if s.lesion_label else \
@@ -92,6 +95,25 @@ def target(loaded: LoadedRun, s: EditConfig) -> Target:
     spacing = float(max(loaded.meta["spacing"]))
     margin = 1.5 * spacing if s.margin_mm is None else float(s.margin_mm)
     return Target(lesion, list(ids).index(lesion), lesion_class(loaded, s, names[lesion]), host, names, margin)
+
+
+def class_target(loaded: LoadedRun, s: EditConfig) -> Target:
+    """A class-conditioned run without masks paints its lesion class where the user's lesion masks say (value 1)."""
+    if not loaded.class_names:
+        raise MedsynthError("this run is conditioned on neither masks nor classes, so it has no lesion to paint; train "
+                            "one with conditioning.mask: true on label maps that hold a lesion label, or on a class "
+                            "column.")
+    if not s.lesions:
+        raise MedsynthError("this run is not mask-conditioned (conditioning.mask: false), so it cannot place a lesion "
+                            "on a label map; give each study's lesion mask with --lesions (<study_id>.nii.gz, lesion "
+                            "voxels 1), or train with conditioning.mask: true.")
+    for flag, value in (("--inside", s.inside), ("--size-mm", s.size_mm), ("--lesion-label", s.lesion_label)):
+        if value:
+            raise MedsynthError(f"{flag} places a lesion on the run's label maps, which a run without masks does not "
+                                "have; drop it (the --lesions masks say where).")
+    spacing = float(max(loaded.meta["spacing"]))
+    margin = 1.5 * spacing if s.margin_mm is None else float(s.margin_mm)
+    return Target(1, 1, lesion_class(loaded, s, "lesion"), None, {0: "background", 1: "lesion"}, margin)
 
 
 def lesion_class(loaded: LoadedRun, s: EditConfig, lesion_name: str) -> str | None:
@@ -132,6 +154,15 @@ def blend_weight(distance: np.ndarray, margin: float) -> np.ndarray:
     return x * x * (3.0 - 2.0 * x)
 
 
+def patch_for(loaded: LoadedRun, frame: Frame, region: np.ndarray, index: np.ndarray) -> PatchGrid | None:
+    """The model's patch for an edit region, None when the region does not fit. A run without masks learnt whole
+    studies centred on its grid, so it paints in that view when the region fits there; else centred on the region."""
+    shape, spacing = tuple(loaded.meta["shape"]), tuple(loaded.meta["spacing"])
+    views = ([np.ones(region.shape, bool)] if not loaded.num_labels else []) + [region]
+    grids = [patch_around(frame, view, shape, spacing) for view in views]
+    return next((grid for grid in grids if grid.fits(index)), None)
+
+
 def plan_job(loaded: LoadedRun, study, intensity, placement: Placement, t: Target, number: int, study_number: int,
              k: int) -> Job | str:
     """The patch, known image, keep mask and conditioning label map of one edit (a reason when it cannot fit)."""
@@ -139,14 +170,15 @@ def plan_job(loaded: LoadedRun, study, intensity, placement: Placement, t: Targe
     index, distance = edit_region(placement.lesion, frame.spacing, t.margin_mm)
     region = np.zeros(study.spatial_shape, bool)
     region[tuple(index)] = True
-    grid = patch_around(frame, region, tuple(loaded.meta["shape"]), tuple(loaded.meta["spacing"]))
-    if not grid.fits(index):
+    grid = patch_for(loaded, frame, region, index)
+    if grid is None:
         return "the lesion with its margin is larger than the model's field of view"
     known = intensity.to_unit(grid.take(study.image, order=1))
     edit = grid.take(region, order=1, cval=0.0) > 0
     keep = ~ndimage.binary_dilation(edit, iterations=1)   # a voxel's worth of slack around the region
-    labels = grid.take(study.label, order=0, cval=0) if study.label is not None else np.zeros(grid.shape, np.uint8)
-    labels = loaded.spec.compact(labels.astype(np.int64)).astype(np.int64)
+    labels = np.zeros(grid.shape, np.int64)       # a run without masks: not used
+    if loaded.num_labels and study.label is not None:
+        labels = loaded.spec.compact(grid.take(study.label, order=0, cval=0).astype(np.int64)).astype(np.int64)
     lesion_patch = grid.take(placement.lesion, order=1, cval=0.0) >= 0.5
     if not lesion_patch.any():     # a lesion finer than the model's grid: its nearest model voxel
         lesion_patch[tuple(np.round(grid.phys_to_patch(frame.to_phys(index.mean(1, keepdims=True)))[:, 0])
@@ -208,12 +240,14 @@ def edit_study(loaded, study, found, number: int, s: EditConfig, t: Target, bank
     """Every edit of one study, written; returns the edits skipped and why."""
     base = stored(found.ref, study)
     intensity = intensity_map(study, PreprocessSpec.from_config(loaded.cfg.data))
+    if not loaded.num_labels:                              # a run without masks: the label map written is the
+        study = dataclasses.replace(study, label=None)     # lesion alone (1)
     own = study                                            # its label map in its own ids: what the output keeps
     study = in_run_ids(study, found.label_names, t.names, t.lesion)
     jobs, skipped = [], []
     for k in range(s.per_study):
         rng = np.random.default_rng([s.seed, number, k, 17])
-        placement = user_lesion(lesions, study, t.lesion, loaded.spec.dataset_ids) if lesions else \
+        placement = user_lesion(lesions, study, t.lesion, tuple(t.names)) if lesions else \
             place(bank, study, t.host, t.names, t.lesion, s.size_mm, rng)
         job = plan_job(loaded, study, intensity, placement, t, number * s.per_study + k, number, k) \
             if isinstance(placement, Placement) else placement

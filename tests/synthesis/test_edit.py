@@ -154,9 +154,14 @@ def test_edited_sets_are_refused_by_dicom_export_and_the_audit_and_bad_input_in_
 
 
 def test_runs_that_cannot_edit_are_refused_naming_the_config_key():
-    unmasked = SimpleNamespace(codec=None, num_labels=0)
+    unconditioned = SimpleNamespace(codec=None, num_labels=0, class_names=[])
     with pytest.raises(MedsynthError, match="conditioning.mask: true"):
-        target(unmasked, EditConfig())
+        target(unconditioned, EditConfig(lesions="masks"))
+    class_only = SimpleNamespace(codec=None, num_labels=0, class_names=["lesion", "normal"])
+    with pytest.raises(MedsynthError, match="--lesions"):
+        target(class_only, EditConfig())
+    with pytest.raises(MedsynthError, match="--inside places a lesion"):
+        target(class_only, EditConfig(lesions="masks", inside="liver"))
     no_lesion = SimpleNamespace(codec=None, num_labels=3, spec=SimpleNamespace(dataset_ids=(0, 1, 2)),
                                 meta={"label_names": {"1": "liver", "2": "kidney"}, "spacing": [2.0, 2.0, 2.0]})
     with pytest.raises(MedsynthError, match="--lesion-label"):
@@ -183,3 +188,29 @@ def test_a_two_d_ddpm_run_edits_too(tmp_path):
     region = distance_mm(lesion[..., 0], np.array([20.0, 20.0])) <= 20.0
     assert after.dtype == np.float32 and record["sampler"].startswith("ddim")
     assert lesion.any() and np.array_equal(after.reshape(before.shape)[~region], before[~region])
+
+
+def test_a_class_conditioned_run_without_masks_paints_its_lesion_class_where_the_user_masks_say(tmp_path):
+    """A run that learnt whole studies with a class column (no masks): the class is painted inside the user's lesion
+    mask only, in the view the run was trained in (the study centred), and the label map written is the lesion."""
+    data = write_phantom_dataset(tmp_path / "data", PhantomSpec(dims=2, size=16, cases=10, seed=2, prevalence=0.5),
+                                 show_progress=False)
+    train(load_config("tiny_2d.yaml", ["train.max_steps=10"]), data, tmp_path / "run", show_progress=False)
+    study = make_phantom(PhantomSpec(dims=2, size=14, seed=5), 0, lesion=False)
+    affine = np.diag([30.0, 30.0, 1.0, 1.0])
+    folder, masks = tmp_path / "real", tmp_path / "lesions"
+    folder.mkdir(), masks.mkdir()
+    save_nifti(folder / "one.nii.gz", np.round(study.image[0][..., None]).astype(np.int16), affine)
+    mask = np.zeros((14, 14, 1), np.uint8)
+    mask[5:7, 4:6] = 1
+    save_nifti(masks / "one.nii.gz", mask, affine)
+    result = edit(tmp_path / "run", folder, tmp_path / "e", lesions=masks, margin_mm=30.0, **FAST)
+    before = np.asarray(nib.load(folder / "one.nii.gz").dataobj)
+    _, after, label, record = edited(result.out, 0)
+    region = distance_mm(mask[..., 0] == 1, np.array([30.0, 30.0])) <= 30.0
+    assert result.edited == 1 and result.changed_outside == 0
+    assert np.array_equal(label.reshape(mask.shape), mask)                          # the lesion, nothing else
+    assert np.array_equal(after.reshape(before.shape)[~region], before[~region])    # real outside the region
+    assert np.any(after.reshape(before.shape)[mask == 1] != before[mask == 1])
+    assert record["class"] == "lesion" and record["kind"] == "edited-real" and record["holds_real_anatomy"]
+    assert np.allclose(record["patch"]["centre_mm"], (affine[:2, :2] @ [6.5, 6.5]).tolist())   # the study's centre
