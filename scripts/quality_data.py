@@ -11,7 +11,7 @@ import pandas as pd
 
 from medsynth.data.catalog import ref_from_row
 from medsynth.data.preprocess import PreprocessSpec, preprocess
-from medsynth.data.readers import load_study
+from medsynth.data.readers import load_study, scan
 from medsynth.evaluation.classifier import predict, train_classifier
 from medsynth.evaluation.metrics import balanced_accuracy, recall_per_class
 from medsynth.runs import SetFolder
@@ -28,11 +28,16 @@ def real_arrays(catalog: pd.DataFrame, cfg) -> dict[str, tuple[np.ndarray, np.nd
 
 
 def synthetic_arrays(folder: Path, run, ids: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images in model units and class ids; `ids` maps the set's class names to the data file's ids (a run trained
-    on a catalog ingested with --class-names calls its classes by name), else the names are the ids."""
+    """Images in model units and class ids (an edited-real set's studies preprocessed as real ones are); `ids` maps
+    the set's class names to the data file's ids (a run trained on a catalog ingested with --class-names calls its
+    classes by name), else the names are the ids."""
     table = pd.read_csv(SetFolder(folder).table, dtype={"class": str})
-    images = np.stack([run.intensity.to_unit(np.asarray(nib.load(folder / f).dataobj, np.float32)[None])
-                       for f in table["image"]])
+    if "kind" in table and (table["kind"] == "edited-real").all():      # on the real studies' own grids
+        spec, refs = PreprocessSpec.from_config(run.cfg.data), {r.study_id: r for r in scan(folder).refs}
+        images = np.stack([preprocess(load_study(refs[s]), spec).image.numpy() for s in table["study_id"]])
+    else:
+        images = np.stack([run.intensity.to_unit(np.asarray(nib.load(folder / f).dataobj, np.float32)[None])
+                           for f in table["image"]])
     return images, np.array([int(c) if c.isdigit() else (ids or {})[c] for c in table["class"]])
 
 

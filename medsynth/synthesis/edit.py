@@ -8,8 +8,10 @@ only, blended from the lesion (all model) to the region's edge (all real). Every
 its own dtype. An edited set holds real patient anatomy and says so in every file it writes.
 
 A class-conditioned run without masks (e.g. a 2D classification set's) has no label map to place a lesion on: the
-user's lesion masks (--lesions, value 1) say where, the model paints its lesion class there, in the view it was
-trained in (the study centred on its grid) when the edit region fits that view.
+user's lesion masks (--lesions, value 1) say where, the model paints its lesion class in the edit region (the mask
+and its margin), in the view it was trained in (the study centred on its grid) when the region fits that view. With no
+label map the model places the lesion anywhere in the region, so the whole region is its (no blend) and the label
+map written marks the region.
 """
 
 from __future__ import annotations
@@ -184,8 +186,10 @@ def plan_job(loaded: LoadedRun, study, intensity, placement: Placement, t: Targe
         lesion_patch[tuple(np.round(grid.phys_to_patch(frame.to_phys(index.mean(1, keepdims=True)))[:, 0])
                            .astype(int))] = True
     labels[lesion_patch] = t.lesion_index
-    return Job(number, study_number, k, placement, index, blend_weight(distance, t.margin_mm), grid, known,
-               keep[None].astype(np.float32), labels)
+    weight = blend_weight(distance, t.margin_mm)
+    if not loaded.num_labels:   # a run without masks draws its lesion anywhere in the region: all of it is the model's
+        placement, weight = dataclasses.replace(placement, lesion=region), np.ones_like(weight)
+    return Job(number, study_number, k, placement, index, weight, grid, known, keep[None].astype(np.float32), labels)
 
 
 def paint(loaded: LoadedRun, jobs: list[Job], t: Target, s: EditConfig, device) -> np.ndarray:

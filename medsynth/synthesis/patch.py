@@ -1,9 +1,11 @@
 """Geometry of an edit: a patch of the model's grid cut out of a study of any size, and the way back.
 
-Positions are taken in a physical frame: for 3D studies RAS world coordinates in mm (the study's affine), so a
-patch is an axis-aligned RAS box at the model's spacing whatever the study's orientation or obliquity; for 2D
-studies the study's own index axes scaled to mm. The patch is what the model sees (its training grid's shape and
-spacing); only the voxels of the edit region ever go back to the study.
+Positions are taken in a physical frame: RAS world coordinates in mm (the study's affine; for 2D studies its
+in-plane part, as preprocessing orients them), so a patch is an axis-aligned RAS box at the model's spacing whatever
+the study's orientation or obliquity: the view the model was trained in. A 2D study whose in-plane axes are not
+independent in the affine's first two world axes (a coronal slice, say) falls back to its own index axes scaled to
+mm. The patch is what the model sees (its training grid's shape and spacing); only the voxels of the edit region ever
+go back to the study.
 """
 
 from __future__ import annotations
@@ -27,20 +29,25 @@ class Frame:
     def spacing(self) -> np.ndarray:
         return np.asarray(spacing_from_affine(self.affine, self.dims))
 
+    @property
+    def oriented(self) -> bool:
+        """Whether positions follow the affine (3D, and 2D with an invertible in-plane part) or the index axes."""
+        return self.dims == 3 or abs(np.linalg.det(self.affine[:2, :2])) > 1e-6 * float(np.prod(self.spacing))
+
     def to_phys(self, index: np.ndarray) -> np.ndarray:
         """(dims, M) voxel indices -> (dims, M) positions."""
-        if self.dims == 3:
-            return self.affine[:3, :3] @ index + self.affine[:3, 3:4]
+        if self.oriented:
+            return self.linear() @ index + self.affine[: self.dims, 3:4]
         return index * self.spacing[:, None]
 
     def to_index(self, phys: np.ndarray) -> np.ndarray:
-        if self.dims == 3:
-            return np.linalg.solve(self.affine[:3, :3], phys - self.affine[:3, 3:4])
+        if self.oriented:
+            return np.linalg.solve(self.linear(), phys - self.affine[: self.dims, 3:4])
         return phys / self.spacing[:, None]
 
     def linear(self) -> np.ndarray:
         """The (dims, dims) map from index steps to physical steps."""
-        return self.affine[:3, :3] if self.dims == 3 else np.diag(self.spacing)
+        return self.affine[: self.dims, : self.dims] if self.oriented else np.diag(self.spacing)
 
 
 @dataclass(frozen=True)
