@@ -34,7 +34,8 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="the MedMNIST-style .npz the run was trained on")
     parser.add_argument("--run", required=True, help="the run folder (its config gives the model grid)")
-    parser.add_argument("--sets", required=True, nargs="+", help="set folders `medsynth generate` or `medsynth edit` wrote")
+    parser.add_argument("--sets", required=True, nargs="+",
+                        help="set folders `medsynth generate` or `medsynth edit` wrote")
     parser.add_argument("--class-names", help="the run's class names for the file's ids, e.g. 0=lesion,1=normal")
     parser.add_argument("--counts", type=int, nargs="*", default=[], help="fixed counts added besides the balancing one")
     parser.add_argument("--seeds", type=int, default=5)
