@@ -159,10 +159,14 @@ def blend_weight(distance: np.ndarray, margin: float) -> np.ndarray:
 def patch_for(loaded: LoadedRun, frame: Frame, region: np.ndarray, index: np.ndarray) -> PatchGrid | None:
     """The model's patch for an edit region, None when the region does not fit. A run without masks learnt whole
     studies centred on its grid, so it paints in that view when the region fits there; else centred on the region."""
-    shape, spacing = tuple(loaded.meta["shape"]), tuple(loaded.meta["spacing"])
-    views = ([np.ones(region.shape, bool)] if not loaded.num_labels else []) + [region]
-    grids = [patch_around(frame, view, shape, spacing) for view in views]
-    return next((grid for grid in grids if grid.fits(index)), None)
+    shape, spacing = tuple(int(v) for v in loaded.meta["shape"]), tuple(float(v) for v in loaded.meta["spacing"])
+    if not loaded.num_labels:   # the study's centre: its middle index, in any frame the midpoint of its corners
+        middle = (np.asarray(region.shape, float)[:, None] - 1) / 2
+        centred = PatchGrid(frame, shape, spacing, frame.to_phys(middle)[:, 0])
+        if centred.fits(index):
+            return centred
+    grid = patch_around(frame, region, shape, spacing)
+    return grid if grid.fits(index) else None
 
 
 def plan_job(loaded: LoadedRun, study, intensity, placement: Placement, t: Target, number: int, study_number: int,
@@ -244,8 +248,8 @@ def edit_study(loaded, study, found, number: int, s: EditConfig, t: Target, bank
     """Every edit of one study, written; returns the edits skipped and why."""
     base = stored(found.ref, study)
     intensity = intensity_map(study, PreprocessSpec.from_config(loaded.cfg.data))
-    if not loaded.num_labels:                              # a run without masks: the label map written is the
-        study = dataclasses.replace(study, label=None)     # lesion alone (1)
+    if not loaded.num_labels:                              # a run without masks: the label map written marks
+        study = dataclasses.replace(study, label=None)     # the edit region alone (1)
     own = study                                            # its label map in its own ids: what the output keeps
     study = in_run_ids(study, found.label_names, t.names, t.lesion)
     jobs, skipped = [], []
